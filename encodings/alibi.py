@@ -1,0 +1,38 @@
+"""ALiBi (Press, Smith, Lewis 2022, "Train Short, Test Long: Attention with Linear Biases Enables
+Input Length Extrapolation"): no position embedding; each head penalises distance linearly,
+
+    logit(t, s) = q_t . k_s / sqrt(d) - m_h (t - s)
+
+with fixed slopes m_h. For H a power of two they are geometric, starting at and with ratio
+2^(-8/H) (H = 8: 1/2, 1/4, ..., 1/256). Otherwise, with c the largest power of two below H: the
+c slopes for c heads, then every other slope of the 2c-head sequence, the first H - c of them.
+"""
+
+import math
+
+import torch
+
+from model import Encoding, relative_distance
+
+
+def alibi_slopes(n_head):
+    """The paper's per-head slopes m_h, as a list of floats."""
+
+    def geometric(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_head).is_integer():
+        return geometric(n_head)
+    c = 2 ** math.floor(math.log2(n_head))
+    return geometric(c) + geometric(2 * c)[0::2][: n_head - c]
+
+
+class ALiBi(Encoding):
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(config.n_head)), persistent=False)
+
+    def bias(self, q, pos_q, pos_k):
+        dist = relative_distance(pos_q, pos_k).float()  # (Tq, Tk), t - s
+        return -(self.slopes.float()[:, None, None] * dist)[None]  # (1, H, Tq, Tk)

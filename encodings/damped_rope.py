@@ -1,0 +1,112 @@
+"""Damped RoPE: a rotation and a decay per head (the seeds' group-theory post; the decay of RetNet,
+Sun et al. 2023, "Retentive Network"; Mamba-3's complex decays):
+
+    logit(t, s) = e^{alpha_h (t - s)} q_t^T R(omega (s - t)) k_s / sqrt(d),   alpha_h <= 0
+
+This is q^T A(t - s) k for A(t) = exp(tL), a generator L with eigenvalues alpha_h +- i omega_j
+(R's sign follows RoPE, so alpha = 0 gives back `rope` exactly). Defaults: RetNet's decays
+gamma_h = 1 - 2^(-5-h), alpha_h = ln gamma_h (half-lives 22 .. 2839 tokens for 8 heads), and
+RoPE's frequencies omega_j = base^(-2j/d) (RetNet's 1/10000^linspace(0,1,d/2) is nearly the same).
+
+decay="logit" (default) is the faithful form above: a decayed logit tends to 0, so far keys are
+pulled toward uniform weight, not suppressed. decay="weight" instead adds alpha_h (t - s) to the
+logit, multiplying the attention *weight* by gamma^(t - s): RoPE plus an ALiBi-like slope.
+
+The logit form is applied as a rotation with scale: q' = e^{alpha t} R(omega t) q, k' =
+e^{-alpha s} R(omega s) k. Attention feeds block-relative times (t - t0, s - t0), so the factors
+stay bounded; max_query_block keeps |alpha| * block below 60 so nothing overflows in float32/bf16.
+learn_alpha / learn_omega make them trainable (alpha = -softplus(raw), at most max_alpha in size).
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import (
+    Encoding,
+    hp_dtype,
+    pair_products,
+    relative_distance,
+    rope_frequencies,
+    rotate_pairs,
+)
+
+
+def retnet_gammas(n_head):
+    """RetNet's per-head decay rates gamma_h = 1 - 2^(-5-h)."""
+    return [1.0 - 2.0 ** (-5 - h) for h in range(n_head)]
+
+
+class DampedRoPE(Encoding):
+    orthogonal = False
+
+    def __init__(
+        self,
+        config,
+        gammas=None,
+        base=10000.0,
+        decay="logit",
+        learn_alpha=False,
+        learn_omega=False,
+        max_alpha=0.1,
+    ):
+        super().__init__(config)
+        if decay not in ("logit", "weight"):
+            raise ValueError(f"damped_rope decay must be 'logit' or 'weight', got {decay!r}")
+        if self.head_dim % 2:
+            raise ValueError("damped_rope needs an even head dimension (n_embd / n_head)")
+        gammas = retnet_gammas(self.n_head) if gammas is None else list(gammas)
+        if len(gammas) != self.n_head or not all(0 < g <= 1 for g in gammas):
+            raise ValueError(f"damped_rope gammas: need {self.n_head} values in (0, 1]")
+        self.decay, self.learn_alpha, self.max_alpha = decay, learn_alpha, max_alpha
+        self.orthogonal = decay == "weight"  # pure rotation + bias: no scaled q/k
+        alpha = torch.log(torch.tensor(gammas, dtype=torch.float64))
+        if learn_alpha:
+            # alpha = -softplus(raw): stays negative; raw = log(expm1(-alpha)) inverts softplus
+            raw = torch.log(torch.expm1((-alpha).clamp(min=1e-8, max=max_alpha)))
+            self.alpha_raw = nn.Parameter(raw.float())
+            worst = max_alpha
+        else:
+            self.register_buffer("alpha_fixed", alpha.float(), persistent=False)
+            worst = float(-alpha.min())
+        # the largest query block for which e^{|alpha| * block} stays far from float32 overflow
+        self.max_query_block = max(1, int(60.0 / worst)) if worst > 0 else None
+        omega = rope_frequencies(self.head_dim, base).float()[None]  # (1, d/2)
+        if learn_omega:
+            self.omega = nn.Parameter(omega.repeat(self.n_head, 1))  # (H, d/2)
+        else:
+            self.register_buffer("omega", omega, persistent=False)
+
+    def alpha(self):
+        """Per-head decay exponents alpha_h <= 0, shape (H,)."""
+        if self.learn_alpha:
+            return -F.softplus(self.alpha_raw).clamp(max=self.max_alpha)
+        return self.alpha_fixed
+
+    def _rotate_scale(self, x, pos, sign):
+        angle = pos.float()[None, :, None] * self.omega.float()[:, None, :]  # (H|1, T, d/2)
+        x = rotate_pairs(x.float(), angle.cos(), angle.sin())
+        if self.decay == "logit":
+            x = x * torch.exp(sign * self.alpha()[:, None] * pos.float()[None, :])[..., None]
+        return x
+
+    def rotate(self, q, k, pos_q, pos_k):
+        q_r = self._rotate_scale(q, pos_q, 1.0).to(q.dtype)
+        k_r = self._rotate_scale(k, pos_k, -1.0).to(k.dtype)
+        return q_r, k_r
+
+    def bias(self, q, pos_q, pos_k):
+        if self.decay != "weight":
+            return None
+        return (self.alpha()[:, None, None] * relative_distance(pos_q, pos_k).float())[None]
+
+    def scores(self, q, k, pos_q, pos_k):
+        # explicit: e^{alpha (t-s)} sum_j q_j^T R(omega_j (s - t)) k_j / sqrt(d)
+        delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (Tq, Tk)
+        phi = delta[None, :, :, None] * self.omega.to(delta.dtype)[:, None, None, :]
+        dot, cross = pair_products(q.float(), k.float())
+        s = (phi.cos().float() * dot + phi.sin().float() * cross).sum(-1) / math.sqrt(self.head_dim)
+        a = self.alpha().to(delta.dtype)[:, None, None] * delta  # (H, Tq, Tk)
+        return s * a.exp().float() if self.decay == "logit" else s + a.float()

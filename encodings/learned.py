@@ -1,0 +1,32 @@
+"""Learned absolute position embeddings (GPT-2; BERT): a trained table added to the tokens,
+
+    x_t = wte[token_t] + P[t],   P in R^{max_len x D}
+
+nanoGPT's baseline (its `wpe`). The table has no row for a position it never saw, so the model
+cannot run past max_len (default: block_size): it raises a clear error instead.
+"""
+
+import torch
+import torch.nn as nn
+
+from model import Encoding
+
+
+class Learned(Encoding):
+    def __init__(self, config, max_len=None):
+        super().__init__(config)
+        self.max_len = max_len or config.block_size
+        self.table = nn.Parameter(torch.randn(self.max_len, config.n_embd) * 0.02)
+
+    def embed(self, pos):
+        if not torch.compiler.is_compiling() and pos.numel() > 0:
+            if pos.is_floating_point() and not torch.equal(pos, pos.round()):
+                raise ValueError("the learned position table needs integer positions")
+            lo, hi = int(pos.min()), int(pos.max())
+            if lo < 0 or hi >= self.max_len:
+                raise ValueError(
+                    f"learned absolute positions go from 0 to {self.max_len - 1}, got {lo}..{hi}:"
+                    " a learned table cannot extrapolate; use a length <= its table size or a"
+                    " relative encoding"
+                )
+        return self.table[pos.long()]

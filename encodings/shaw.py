@@ -1,0 +1,36 @@
+"""Relative position representations (Shaw, Uszkoreit, Vaswani 2018, "Self-Attention with
+Relative Position Representations"), key side only:
+
+    logit(i, j) = q_i . (k_j + a_clip(j - i, K)) / sqrt(d),   clip(x, K) = max(-K, min(K, x))
+
+with learned vectors a of size d (head dim), shared by the heads of a layer, one set per layer.
+The paper has 2K + 1 of them; under a causal mask only j - i in [-K, 0] ever occurs, so we keep
+those K + 1. Its value-side term a^V did not help in the paper and is left out. The relative
+logits are computed efficiently: q . a^T is (B, H, T, K + 1), then gathered by clipped distance
+into (B, H, T, T) -- never a (T, T, d) tensor.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from model import Encoding, relative_distance
+
+
+class Shaw(Encoding):
+    per_layer = True
+
+    def __init__(self, config, max_relative_position=16):
+        super().__init__(config)
+        self.K = max_relative_position
+        # row r holds a_{r - K}: distances -K .. 0
+        self.rel = nn.Parameter(torch.randn(self.K + 1, self.head_dim) * 0.02)
+
+    def bias(self, q, pos_q, pos_k):
+        rel_logits = q @ self.rel.to(q.dtype).T  # (B, H, Tq, K + 1)
+        offset = (-relative_distance(pos_q, pos_k)).round().long()  # j - i, (Tq, Tk)
+        index = offset.clamp(-self.K, 0) + self.K
+        B, H, Tq, _ = rel_logits.shape
+        bias = rel_logits.gather(-1, index.expand(B, H, Tq, index.size(-1)))
+        return bias.float() / math.sqrt(self.head_dim)

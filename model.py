@@ -1,0 +1,448 @@
+"""
+nanoPE's GPT, in one file: a GPT-2 style decoder whose attention takes a pluggable positional
+encoding from encodings/. Read top to bottom:
+
+1. the shared positional math (rotations, distances) that several encodings use,
+2. the Encoding interface every file in encodings/ implements, and the loader that finds them,
+3. causal attention: one fused kernel where the encoding allows it, query blocks otherwise,
+4. the GPT itself (pre-LN blocks, GELU MLP, tied embeddings, GPT-2 init), after karpathy/nanoGPT.
+
+An encoding touches attention through three hooks, each "do nothing" by default:
+    embed(pos)                  -> (T, n_embd) added to the token embeddings     (absolute)
+    rotate(q, k, pos_q, pos_k)  -> q', k' whose dot products carry position       (RoPE family)
+    bias(q, pos_q, pos_k)       -> additive logits, broadcastable to (B,H,Tq,Tk)  (ALiBi, T5, Shaw)
+and one reference method, scores(q, k, pos_q, pos_k) -> (B,H,Tq,Tk) pre-softmax logits computed the
+slow, obvious way (1/sqrt(d) included, causal mask excluded). Tests check that the fast path agrees
+with scores(), and that scores() agrees with each paper's formula.
+
+Positions are an explicit 1-D tensor `pos` (default arange(T)); they may be offset or float times.
+"""
+
+import difflib
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# -----------------------------------------------------------------------------
+# Shared positional math. Encodings import these from here so that each formula exists once.
+
+
+def hp_dtype(device):
+    """The most precise float dtype on `device`: angles and decays are computed in it, then cast."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def relative_distance(pos_q, pos_k):
+    """(Tq, Tk) matrix of t - s: how far key s lies in the past of query t."""
+    return pos_q[:, None] - pos_k[None, :]
+
+
+def rope_frequencies(dim, base=10000.0, device=None):
+    """RoPE's theta_i = base^(-2i/dim) for i = 0 .. dim/2 - 1, in float64 (float32 on mps)."""
+    i = torch.arange(0, dim, 2, device=device, dtype=hp_dtype(device or "cpu"))
+    return base ** (-i / dim)
+
+
+def rotate_pairs(x, cos, sin):
+    """Rotate the interleaved channel pairs (x[2i], x[2i+1]) of x (..., T, d) by the angles whose
+    cos/sin are (..., T, d/2): (a, b) -> (a cos - b sin, a sin + b cos). Math in float32, result
+    in x's dtype."""
+    a, b = x.float()[..., 0::2], x.float()[..., 1::2]
+    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def pair_products(q, k):
+    """Per rotation pair i, the two bilinear forms that make up q_i^T R(phi) k_i:
+    dot = a_q a_k + b_q b_k and cross = a_q b_k - b_q a_k, each (B, H, Tq, Tk, d/2), so that
+    q_i^T R(phi)^T k_i = cos(phi) dot + sin(phi) cross. Used by the explicit scores() of the
+    rotation encodings; memory is Tq*Tk*d/2, fine for tests and plots, never used in training."""
+    qa, qb = q[..., 0::2].unsqueeze(3), q[..., 1::2].unsqueeze(3)  # (B,H,Tq,1,d/2)
+    ka, kb = k[..., 0::2].unsqueeze(2), k[..., 1::2].unsqueeze(2)  # (B,H,1,Tk,d/2)
+    return qa * ka + qb * kb, qa * kb - qb * ka
+
+
+# -----------------------------------------------------------------------------
+# The encoding interface, and the loader for encodings/.
+
+
+class Encoding(nn.Module):
+    """Base class of every positional encoding. Subclasses override the hooks they need.
+
+    Class attributes an encoding may set:
+      per_layer  -- True: every layer gets its own instance (own parameters, e.g. Shaw);
+                    False: one instance shared by all layers (e.g. T5's single bias table).
+      orthogonal -- True when rotate() preserves dot-product scale (RoPE): attention then runs in
+                    one fused causal kernel. False (decays, Jordan blocks): attention works in query
+                    blocks with block-relative times, so that e^{alpha t} never overflows.
+      explicit   -- True for encodings that are none of embed/rotate/bias (e.g. multiplicative):
+                    attention then always goes through scores().
+      max_len    -- absolute tables: positions must lie in [0, max_len). None = any position.
+      max_query_block -- the largest query block that keeps the encoding's factors finite.
+    """
+
+    per_layer = False
+    orthogonal = True
+    explicit = False
+    max_len = None
+    max_query_block = None  # an upper bound on the query block size, for decaying encodings
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.head_dim = config.n_embd // config.n_head
+
+    # hooks; the defaults do nothing, and has_* tells attention which ones a subclass overrides
+    def embed(self, pos):
+        return None
+
+    def rotate(self, q, k, pos_q, pos_k):
+        return q, k
+
+    def bias(self, q, pos_q, pos_k):
+        return None
+
+    @property
+    def has_embed(self):
+        return type(self).embed is not Encoding.embed
+
+    @property
+    def has_rotate(self):
+        return type(self).rotate is not Encoding.rotate
+
+    @property
+    def has_bias(self):
+        return type(self).bias is not Encoding.bias
+
+    def scores(self, q, k, pos_q, pos_k):
+        """Pre-softmax logits (B,H,Tq,Tk), causal mask excluded. This default composes the hooks;
+        rotation encodings override it with their explicit relative formula."""
+        if self.has_rotate:
+            # rotate() is relative, so shifting both times by the first query time changes nothing
+            # mathematically and keeps non-orthogonal factors (decays) bounded
+            ref = pos_q[:1]
+            q_r, k_r = self.rotate(q, k, pos_q - ref, pos_k - ref)
+        else:
+            q_r, k_r = q, k
+        s = (q_r.float() @ k_r.float().transpose(-2, -1)) / math.sqrt(q.size(-1))
+        b = self.bias(q, pos_q, pos_k) if self.has_bias else None
+        return s if b is None else s + b
+
+
+ENCODINGS_DIR = Path(__file__).resolve().parent / "encodings"
+# `encodings` is also the name of a standard-library package (codecs) that Python imports at
+# start-up, so `import encodings.rope` would find the wrong package. We load our folder under
+# another package name instead; relative imports between encoding files still work.
+_PACKAGE = "nanope_encodings"
+
+
+def _encodings_package():
+    if _PACKAGE not in sys.modules:
+        # encoding files do `from model import Encoding, ...`: make sure that is this module
+        sys.modules.setdefault("model", sys.modules[__name__])
+        spec = importlib.machinery.ModuleSpec(_PACKAGE, None, is_package=True)
+        package = importlib.util.module_from_spec(spec)
+        package.__path__ = [str(ENCODINGS_DIR)]
+        sys.modules[_PACKAGE] = package
+    return sys.modules[_PACKAGE]
+
+
+def available_encodings():
+    """Names of the encodings in encodings/ (one file each; files starting with _ are skipped)."""
+    return sorted(p.stem for p in ENCODINGS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _nearest(name, options):
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def encoding_class(name):
+    """The Encoding subclass defined in encodings/<name>.py."""
+    names = available_encodings()
+    if name not in names:
+        raise ValueError(
+            f"unknown encoding {name!r}{_nearest(name, names)}; available: {', '.join(names)}"
+        )
+    _encodings_package()
+    module = importlib.import_module(f"{_PACKAGE}.{name}")
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, Encoding) and obj.__module__ == module.__name__
+    ]
+    if len(found) != 1:
+        raise ValueError(f"encodings/{name}.py must define exactly one Encoding subclass")
+    return found[0]
+
+
+def encoding_options(name):
+    """The keyword options (encoding_kwargs) an encoding accepts, with their defaults."""
+    params = list(inspect.signature(encoding_class(name).__init__).parameters.values())[2:]
+    return {p.name: p.default for p in params}
+
+
+def build_encoding(config):
+    """A fresh encoding module for config.encoding, configured by config.encoding_kwargs."""
+    cls = encoding_class(config.encoding)
+    kwargs = dict(config.encoding_kwargs or {})
+    options = encoding_options(config.encoding)
+    for key in kwargs:
+        if key not in options:
+            valid = ", ".join(options) or "none"
+            raise ValueError(
+                f"encoding {config.encoding!r} has no option {key!r}{_nearest(key, list(options))};"
+                f" its options: {valid}"
+            )
+    return cls(config, **kwargs)
+
+
+# -----------------------------------------------------------------------------
+# Causal attention with an encoding.
+
+
+def _causal_mask(t0, t1, device):
+    """Boolean (t1 - t0, t1) mask, True where query t0 + i may see key j (j <= t0 + i)."""
+    return torch.ones(t1 - t0, t1, dtype=torch.bool, device=device).tril(diagonal=t0)
+
+
+def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=False):
+    """Causal attention of q, k, v (B, H, T, d) at positions pos (T,) under encoding pe.
+
+    Three paths, chosen by what the encoding is:
+    - orthogonal rotation or nothing (RoPE, NoPE, absolute encodings): rotate once, then one call
+      of the fused causal kernel (flash attention: memory linear in T);
+    - bias or non-orthogonal rotation: queries in blocks of `query_block`; each block sees keys
+      0 .. end of block, gets the causal mask folded into its float bias (SDPA refuses an
+      attn_mask together with is_causal), and rotates with times relative to the block's first
+      query (exact by the group law A(t - s) = A(t - t0) A(t0 - s); keeps e^{alpha t} bounded).
+      Memory is O(query_block * T);
+    - explicit (the encoding asks for it, or a test does): the same blocks through pe.scores().
+    """
+    T = q.size(2)
+    if not (explicit or pe.explicit) and pe.orthogonal and not pe.has_bias:
+        if pe.has_rotate:
+            q, k = pe.rotate(q, k, pos, pos)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+    query_block = min(query_block, pe.max_query_block or query_block)
+    out = []
+    for t0 in range(0, T, query_block):
+        t1 = min(T, t0 + query_block)
+        pos_q, pos_k = pos[t0:t1], pos[:t1]
+        q_b, k_b, v_b = q[:, :, t0:t1], k[:, :, :t1], v[:, :, :t1]
+        mask = _causal_mask(t0, t1, q.device)
+        if explicit or pe.explicit:
+            att = pe.scores(q_b, k_b, pos_q, pos_k).float().masked_fill(~mask, float("-inf"))
+            att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
+            out.append((att @ v_b.float()).to(v.dtype))
+            continue
+        bias = pe.bias(q_b, pos_q, pos_k) if pe.has_bias else None
+        if pe.has_rotate:
+            ref = pos[t0 : t0 + 1]
+            q_b, k_b = pe.rotate(q_b, k_b, pos_q - ref, pos_k - ref)
+        if bias is None:
+            attn_mask = mask
+        else:
+            attn_mask = bias.float().masked_fill(~mask, float("-inf")).to(q_b.dtype)
+        out.append(
+            F.scaled_dot_product_attention(q_b, k_b, v_b, attn_mask=attn_mask, dropout_p=dropout_p)
+        )
+    return torch.cat(out, dim=2)
+
+
+# -----------------------------------------------------------------------------
+# The GPT, after nanoGPT.
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # training length; only the learned table is tied to it
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linears and LayerNorms, like GPT-2
+    encoding: str = "rope"  # a file name in encodings/
+    encoding_kwargs: dict = field(default_factory=dict)  # that encoding's options
+    attn_block_size: int = 512  # query block for bias / decaying encodings (memory O(block * T))
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.query_block = config.attn_block_size
+
+    def forward(self, x, pos, pe, explicit=False):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, H, T, d)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        dropout_p = self.dropout if self.training else 0.0
+        y = causal_attention(q, k, v, pos, pe, dropout_p, self.query_block, explicit)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, pos, pe, explicit=False):
+        x = x + self.attn(self.ln_1(x), pos, pe, explicit)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as in GPT-2
+        # GPT-2 init for the transformer; encodings initialise their own parameters
+        self.transformer.apply(self._init_weights)
+        for name, p in self.transformer.named_parameters():
+            if name.endswith("c_proj.weight"):  # scaled residual projections (GPT-2 paper)
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        # the positional encoding: one per layer, or one shared by every layer
+        per_layer = encoding_class(config.encoding).per_layer
+        n_pe = config.n_layer if per_layer else 1
+        self.pe = nn.ModuleList([build_encoding(config) for _ in range(n_pe)])
+        # "explicit" routes attention through pe.scores(): slow, for tests and inspection
+        self.attn_impl = "fast"
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def max_len(self):
+        """Longest sequence the encoding handles (learned absolute tables); None = any length."""
+        return self.pe[0].max_len
+
+    def layer_encoding(self, i):
+        return self.pe[i] if len(self.pe) > 1 else self.pe[0]
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count. non_embedding drops absolute position tables, as nanoGPT drops wpe;
+        the token embedding stays (it is tied to the output head)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.pe[0].has_embed:
+            n -= sum(p.numel() for p in self.pe[0].parameters())
+        return n
+
+    def forward(self, idx, targets=None, pos=None):
+        B, T = idx.size()
+        if pos is None:
+            pos = torch.arange(T, device=idx.device)
+        elif pos.shape != (T,):
+            raise ValueError(
+                f"pos must be a 1-D tensor of length {T}, got shape {tuple(pos.shape)}"
+            )
+        x = self.transformer.wte(idx)
+        if self.pe[0].has_embed:
+            x = x + self.pe[0].embed(pos).to(x.dtype)
+        x = self.transformer.drop(x)
+        explicit = self.attn_impl == "explicit"
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, pos, self.layer_encoding(i), explicit)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1
+            )
+        return logits, loss
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # decay every matrix (weights, embeddings, position tables); not biases, norms, slopes
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        extra = {"fused": True} if fused else {}
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Sample max_new_tokens continuations of idx (B, T). The context keeps growing past
+        block_size for encodings that allow it; learned absolute tables crop it to their size.
+        temperature=0 decodes greedily."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx
+            if self.max_len is not None and idx.size(1) > self.max_len:
+                idx_cond = idx[:, -self.max_len :]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :].float()
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
