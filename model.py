@@ -41,6 +41,11 @@ def hp_dtype(device):
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
+def compute_dtype(dtype):
+    """Positional math runs in float32 at least: bf16/fp16 inputs are upcast, float64 is kept."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def relative_distance(pos_q, pos_k):
     """(Tq, Tk) matrix of t - s: how far key s lies in the past of query t."""
     return pos_q[:, None] - pos_k[None, :]
@@ -55,8 +60,9 @@ def rope_frequencies(dim, base=10000.0, device=None):
 def rotate_pairs(x, cos, sin):
     """Rotate the interleaved channel pairs (x[2i], x[2i+1]) of x (..., T, d) by the angles whose
     cos/sin are (..., T, d/2): (a, b) -> (a cos - b sin, a sin + b cos). Math in float32, result
-    in x's dtype."""
-    a, b = x.float()[..., 0::2], x.float()[..., 1::2]
+    in x's dtype (float64 stays float64, for tests)."""
+    x_c = x.to(compute_dtype(x.dtype))
+    a, b = x_c[..., 0::2], x_c[..., 1::2]
     out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
     return out.flatten(-2).to(x.dtype)
 
@@ -134,7 +140,8 @@ class Encoding(nn.Module):
             q_r, k_r = self.rotate(q, k, pos_q - ref, pos_k - ref)
         else:
             q_r, k_r = q, k
-        s = (q_r.float() @ k_r.float().transpose(-2, -1)) / math.sqrt(q.size(-1))
+        ct = compute_dtype(q.dtype)
+        s = (q_r.to(ct) @ k_r.to(ct).transpose(-2, -1)) / math.sqrt(q.size(-1))
         b = self.bias(q, pos_q, pos_k) if self.has_bias else None
         return s if b is None else s + b
 
@@ -230,10 +237,14 @@ def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=
     - explicit (the encoding asks for it, or a test does): the same blocks through pe.scores().
     """
     T = q.size(2)
+    # 1/sqrt(d) of the head dim, fixed before rotate(): a generator may append coordinates to q, k
+    scale = 1.0 / math.sqrt(q.size(-1))
     if not (explicit or pe.explicit) and pe.orthogonal and not pe.has_bias:
         if pe.has_rotate:
             q, k = pe.rotate(q, k, pos, pos)
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale
+        )
 
     query_block = min(query_block, pe.max_query_block or query_block)
     out = []
@@ -243,9 +254,10 @@ def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=
         q_b, k_b, v_b = q[:, :, t0:t1], k[:, :, :t1], v[:, :, :t1]
         mask = _causal_mask(t0, t1, q.device)
         if explicit or pe.explicit:
-            att = pe.scores(q_b, k_b, pos_q, pos_k).float().masked_fill(~mask, float("-inf"))
+            ct = compute_dtype(q.dtype)
+            att = pe.scores(q_b, k_b, pos_q, pos_k).to(ct).masked_fill(~mask, float("-inf"))
             att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
-            out.append((att @ v_b.float()).to(v.dtype))
+            out.append((att @ v_b.to(ct)).to(v.dtype))
             continue
         bias = pe.bias(q_b, pos_q, pos_k) if pe.has_bias else None
         if pe.has_rotate:
@@ -254,9 +266,12 @@ def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=
         if bias is None:
             attn_mask = mask
         else:
-            attn_mask = bias.float().masked_fill(~mask, float("-inf")).to(q_b.dtype)
+            attn_mask = bias.to(compute_dtype(q.dtype)).masked_fill(~mask, float("-inf"))
+            attn_mask = attn_mask.to(q_b.dtype)
         out.append(
-            F.scaled_dot_product_attention(q_b, k_b, v_b, attn_mask=attn_mask, dropout_p=dropout_p)
+            F.scaled_dot_product_attention(
+                q_b, k_b, v_b, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
+            )
         )
     return torch.cat(out, dim=2)
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from model import (
     Encoding,
+    compute_dtype,
     hp_dtype,
     pair_products,
     relative_distance,
@@ -86,10 +87,12 @@ class DampedRoPE(Encoding):
         return self.alpha_fixed
 
     def _rotate_scale(self, x, pos, sign):
-        angle = pos.float()[None, :, None] * self.omega.float()[:, None, :]  # (H|1, T, d/2)
-        x = rotate_pairs(x.float(), angle.cos(), angle.sin())
+        ct = compute_dtype(x.dtype)
+        x, t = x.to(ct), pos.to(ct)
+        angle = t[None, :, None] * self.omega.to(ct)[:, None, :]  # (H|1, T, d/2)
+        x = rotate_pairs(x, angle.cos(), angle.sin())
         if self.decay == "logit":
-            x = x * torch.exp(sign * self.alpha()[:, None] * pos.float()[None, :])[..., None]
+            x = x * torch.exp(sign * self.alpha().to(ct)[:, None] * t[None, :])[..., None]
         return x
 
     def rotate(self, q, k, pos_q, pos_k):
@@ -106,7 +109,8 @@ class DampedRoPE(Encoding):
         # explicit: e^{alpha (t-s)} sum_j q_j^T R(omega_j (s - t)) k_j / sqrt(d)
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (Tq, Tk)
         phi = delta[None, :, :, None] * self.omega.to(delta.dtype)[:, None, None, :]
-        dot, cross = pair_products(q.float(), k.float())
-        s = (phi.cos().float() * dot + phi.sin().float() * cross).sum(-1) / math.sqrt(self.head_dim)
+        ct = compute_dtype(q.dtype)
+        dot, cross = pair_products(q.to(ct), k.to(ct))
+        s = (phi.cos().to(ct) * dot + phi.sin().to(ct) * cross).sum(-1) / math.sqrt(self.head_dim)
         a = self.alpha().to(delta.dtype)[:, None, None] * delta  # (H, Tq, Tk)
-        return s * a.exp().float() if self.decay == "logit" else s + a.float()
+        return s * a.exp().to(ct) if self.decay == "logit" else s + a.to(ct)

@@ -17,6 +17,7 @@ import torch
 
 from model import (
     Encoding,
+    compute_dtype,
     hp_dtype,
     pair_products,
     relative_distance,
@@ -57,6 +58,7 @@ class RoPE(Encoding):
         # explicit relative form: sum_i q_i^T R(theta_i (s - t)) k_i, no rotated copies of q or k
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))
         phi = delta[..., None] * self.frequencies(q.device)  # (Tq, Tk, d/2)
-        dot, cross = pair_products(q.float(), k.float())
-        s = phi.cos().float() * dot + phi.sin().float() * cross
+        ct = compute_dtype(q.dtype)
+        dot, cross = pair_products(q.to(ct), k.to(ct))
+        s = phi.cos().to(ct) * dot + phi.sin().to(ct) * cross
         return s.sum(-1) / math.sqrt(self.head_dim)
