@@ -16,6 +16,9 @@ The logit form is applied as a rotation with scale: q' = e^{alpha t} R(omega t) 
 e^{-alpha s} R(omega s) k. Attention feeds block-relative times (t - t0, s - t0), so the factors
 stay bounded; max_query_block keeps |alpha| * block below 60 so nothing overflows in float32/bf16.
 learn_alpha / learn_omega make them trainable (alpha = -softplus(raw), at most max_alpha in size).
+scaling / factor / original_length extend the rotation's context at evaluation time exactly as in
+`rope` (linear, dynamic, yarn, llama3): each omega_j is multiplied by the ratio by which the method
+changes RoPE's theta_j.
 """
 
 import math
@@ -25,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model import (
+    ROPE_SCALINGS,
     Encoding,
     compute_dtype,
     hp_dtype,
@@ -32,6 +36,7 @@ from model import (
     relative_distance,
     rope_frequencies,
     rotate_pairs,
+    scaled_rope_frequencies,
 )
 
 
@@ -52,6 +57,9 @@ class DampedRoPE(Encoding):
         learn_alpha=False,
         learn_omega=False,
         max_alpha=0.1,
+        scaling=None,
+        factor=1.0,
+        original_length=None,
     ):
         super().__init__(config)
         if decay not in ("logit", "weight"):
@@ -61,7 +69,11 @@ class DampedRoPE(Encoding):
         gammas = retnet_gammas(self.n_head) if gammas is None else list(gammas)
         if len(gammas) != self.n_head or not all(0 < g <= 1 for g in gammas):
             raise ValueError(f"damped_rope gammas: need {self.n_head} values in (0, 1]")
+        if scaling not in ROPE_SCALINGS:
+            raise ValueError(f"unknown rope scaling {scaling!r}; choose from {ROPE_SCALINGS[1:]}")
         self.decay, self.learn_alpha, self.max_alpha = decay, learn_alpha, max_alpha
+        self.base, self.scaling, self.factor = base, scaling, factor
+        self.original_length = original_length or config.block_size
         self.orthogonal = decay == "weight"  # pure rotation + bias: no scaled q/k
         alpha = torch.log(torch.tensor(gammas, dtype=torch.float64))
         if learn_alpha:
@@ -86,11 +98,23 @@ class DampedRoPE(Encoding):
             return -F.softplus(self.alpha_raw).clamp(max=self.max_alpha)
         return self.alpha_fixed
 
+    def omegas(self, dtype):
+        """The rotation frequencies (H|1, d/2) after context extension, and the q/k scale."""
+        if self.scaling is None:
+            return self.omega.to(dtype), 1.0
+        args = (self.head_dim, self.base)
+        theta, scale = scaled_rope_frequencies(
+            *args, self.scaling, self.factor, self.original_length, self.context_len
+        )
+        ratio = (theta / rope_frequencies(*args)).to(device=self.omega.device, dtype=dtype)
+        return self.omega.to(dtype) * ratio, scale
+
     def _rotate_scale(self, x, pos, sign):
         ct = compute_dtype(x.dtype)
         x, t = x.to(ct), pos.to(ct)
-        angle = t[None, :, None] * self.omega.to(ct)[:, None, :]  # (H|1, T, d/2)
-        x = rotate_pairs(x, angle.cos(), angle.sin())
+        omega, scale = self.omegas(ct)
+        angle = t[None, :, None] * omega[:, None, :]  # (H|1, T, d/2)
+        x = rotate_pairs(x, angle.cos(), angle.sin()) * scale
         if self.decay == "logit":
             x = x * torch.exp(sign * self.alpha().to(ct)[:, None] * t[None, :])[..., None]
         return x
@@ -108,9 +132,11 @@ class DampedRoPE(Encoding):
     def scores(self, q, k, pos_q, pos_k):
         # explicit: e^{alpha (t-s)} sum_j q_j^T R(omega_j (s - t)) k_j / sqrt(d)
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (Tq, Tk)
-        phi = delta[None, :, :, None] * self.omega.to(delta.dtype)[:, None, None, :]
+        omega, scale = self.omegas(delta.dtype)
+        phi = delta[None, :, :, None] * omega[:, None, None, :]
         ct = compute_dtype(q.dtype)
         dot, cross = pair_products(q.to(ct), k.to(ct))
-        s = (phi.cos().to(ct) * dot + phi.sin().to(ct) * cross).sum(-1) / math.sqrt(self.head_dim)
+        s = (phi.cos().to(ct) * dot + phi.sin().to(ct) * cross).sum(-1)
+        s = s * scale**2 / math.sqrt(self.head_dim)
         a = self.alpha().to(delta.dtype)[:, None, None] * delta  # (H, Tq, Tk)
         return s * a.exp().to(ct) if self.decay == "logit" else s + a.to(ct)

@@ -100,9 +100,12 @@ class Generator(Encoding):
             if kind in ("rotation", "damped", "damped_jordan"):
                 omega = spec.get("omega")
                 omega = rope_frequencies(2 * count, base) if omega is None else omega
-                self._param(
-                    i, "omega", torch.as_tensor(omega, dtype=torch.float64).expand(count), learn
-                )
+                omega = torch.as_tensor(omega, dtype=torch.float64)
+                if omega.ndim > 1 or omega.numel() not in (1, count):
+                    raise ValueError(
+                        f"generator block {i}: give one omega or {count} (one per block)"
+                    )
+                self._param(i, "omega", omega.expand(count), learn)
             if kind in ("decay", "damped", "damped_jordan", "jordan"):
                 name = "lam" if kind == "jordan" else "alpha"
                 default = 0.0 if kind == "jordan" else [math.log(g) for g in retnet_gammas(H)]

@@ -9,6 +9,10 @@ so the logit depends on t - s only. Interleaved pairs as in GPT-J and the seeds'
 half-split layout is the same up to a fixed channel permutation). cos/sin are computed in float64
 (float32 on mps), stored in float32, and cached for the positions tensor in use, so the layers of
 one forward share them.
+
+Context extension at evaluation time (no retraining): scaling = "linear" (position interpolation),
+"dynamic" (dynamic NTK), "yarn" or "llama3", with `factor` and the training length
+original_length (default block_size); see model.scaled_rope_frequencies for the formulas.
 """
 
 import math
@@ -16,37 +20,51 @@ import math
 import torch
 
 from model import (
+    ROPE_SCALINGS,
     Encoding,
     compute_dtype,
     hp_dtype,
     pair_products,
     relative_distance,
-    rope_frequencies,
     rotate_pairs,
+    scaled_rope_frequencies,
 )
 
 
 class RoPE(Encoding):
-    def __init__(self, config, base=10000.0):
+    def __init__(self, config, base=10000.0, scaling=None, factor=1.0, original_length=None):
         super().__init__(config)
         if self.head_dim % 2:
             raise ValueError("rope needs an even head dimension (n_embd / n_head)")
-        self.base = base
-        self._cache = None  # (pos tensor, inference mode, cos, sin)
+        if scaling not in ROPE_SCALINGS:
+            raise ValueError(f"unknown rope scaling {scaling!r}; choose from {ROPE_SCALINGS[1:]}")
+        self.base, self.scaling, self.factor = base, scaling, factor
+        self.original_length = original_length or config.block_size
+        self._cache = None  # (pos tensor, inference mode, context length, cos, sin)
 
     def frequencies(self, device):
-        return rope_frequencies(self.head_dim, self.base, device)
+        """theta_i (under context extension, if any) and the q/k scale (YaRN's temperature)."""
+        return scaled_rope_frequencies(
+            self.head_dim,
+            self.base,
+            self.scaling,
+            self.factor,
+            self.original_length,
+            self.context_len,
+            device=device,
+        )
 
     def cos_sin(self, pos):
         # the cache holds a reference to `pos`, so an identical object means identical positions
-        mode = torch.is_inference_mode_enabled()
+        key = (torch.is_inference_mode_enabled(), self.context_len)
         c = self._cache
-        if c is not None and c[0] is pos and c[1] == mode:
+        if c is not None and c[0] is pos and c[1] == key:
             return c[2], c[3]
-        angle = pos.to(hp_dtype(pos.device))[:, None] * self.frequencies(pos.device)
-        cos, sin = angle.cos().float(), angle.sin().float()
+        theta, scale = self.frequencies(pos.device)
+        angle = pos.to(hp_dtype(pos.device))[:, None] * theta
+        cos, sin = (angle.cos() * scale).float(), (angle.sin() * scale).float()
         if not torch.compiler.is_compiling():
-            self._cache = (pos, mode, cos, sin)
+            self._cache = (pos, key, cos, sin)
         return cos, sin
 
     def rotate(self, q, k, pos_q, pos_k):
@@ -57,8 +75,9 @@ class RoPE(Encoding):
     def scores(self, q, k, pos_q, pos_k):
         # explicit relative form: sum_i q_i^T R(theta_i (s - t)) k_i, no rotated copies of q or k
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))
-        phi = delta[..., None] * self.frequencies(q.device)  # (Tq, Tk, d/2)
+        theta, scale = self.frequencies(q.device)
+        phi = delta[..., None] * theta  # (Tq, Tk, d/2)
         ct = compute_dtype(q.dtype)
         dot, cross = pair_products(q.to(ct), k.to(ct))
         s = phi.cos().to(ct) * dot + phi.sin().to(ct) * cross
-        return s.sum(-1) / math.sqrt(self.head_dim)
+        return s.sum(-1) * scale**2 / math.sqrt(self.head_dim)
