@@ -1,0 +1,82 @@
+"""
+Checkpoints: out_dir/ckpt.pt, written atomically and read with weights_only=True.
+
+A checkpoint is a dict:
+    model          state_dict of the plain GPT (never the torch.compile or DDP wrapper)
+    model_args     asdict(GPTConfig): enough to rebuild the model
+    config         the full training config (configs/base.py keys)
+    optimizer      AdamW state_dict;  scaler: GradScaler state_dict (float16 only, else empty)
+    iter_num       iterations done;   finished: True once iter_num == max_iters
+    best_val_loss, tokens_seen, elapsed_s, tokenizer ("gpt2" | "bytes"), wandb_run_id
+    rng            every random state: torch (per DDP rank), cuda, numpy, python, and the state of
+                   the generator that picks training windows; restoring them makes resume exact
+"""
+
+import os
+from dataclasses import asdict
+
+import torch
+
+from configurator import UserError
+
+CKPT_NAME = "ckpt.pt"
+
+
+def checkpoint_path(out_dir):
+    return out_dir if out_dir.endswith(".pt") else os.path.join(out_dir, CKPT_NAME)
+
+
+def save_checkpoint(out_dir, ckpt):
+    """Write ckpt to out_dir/ckpt.pt atomically: a temporary file is written and fsynced, then
+    renamed over the old one, so a crash or SIGKILL at any moment leaves either the previous
+    checkpoint or the new one, never half a file."""
+    path = checkpoint_path(out_dir)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(out_dir, map_location="cpu", mmap=False):
+    """The checkpoint dict in out_dir (or a path to a .pt file). UserError if there is none.
+    mmap=True maps tensors from the file lazily: cheap when only the config is needed."""
+    path = checkpoint_path(out_dir)
+    if not os.path.isfile(path):
+        raise UserError(
+            f"no checkpoint at {path} (train one with: python train.py CONFIG --out_dir={out_dir})"
+        )
+    try:
+        # weights_only: a checkpoint is data; loading it must not run code
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:
+        raise UserError(f"could not read {path}: {type(e).__name__}: {e}") from e
+
+
+def model_args(model):
+    """The GPTConfig of model as a plain dict (what the checkpoint stores)."""
+    return asdict(model.config)
+
+
+def load_model(out_dir, device="cpu", encoding_kwargs_override=None):
+    """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode.
+
+    encoding_kwargs_override: options merged into the saved encoding_kwargs, for evaluation-time
+    changes that keep the weights (e.g. RoPE scaling); an unknown option is a UserError."""
+    from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ckpt = load_checkpoint(out_dir, map_location="cpu")
+    args = dict(ckpt["model_args"])
+    if encoding_kwargs_override:
+        args["encoding_kwargs"] = {**args.get("encoding_kwargs", {}), **encoding_kwargs_override}
+    try:
+        model = GPT(GPTConfig(**args))
+    except ValueError as e:  # unknown encoding or option: the model's message says which
+        raise UserError(str(e)) from e
+    model.load_state_dict(ckpt["model"])
+    model.to(device)
+    model.eval()
+    return model, ckpt

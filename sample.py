@@ -1,0 +1,88 @@
+"""
+Generate text from a trained checkpoint.
+
+    python sample.py --out_dir=out/demo/alibi
+    python sample.py --out_dir=out/demo/alibi --start="The function" --num_samples=3 --top_k=50
+    python sample.py --out_dir=out/wikitext103/rope --start=FILE:prompt.txt --max_new_tokens=2000
+
+Generation runs past block_size for every encoding that allows it (all but learned absolute
+positions, whose context is cropped to the last block_size tokens). Text is decoded with the
+tokenizer of the dataset the model was trained on.
+"""
+
+import os
+import sys
+
+import torch
+
+from checkpoint import load_model
+from configurator import UserError, parse_args, run_cli
+from data.prepare import get_tokenizer, load_meta
+
+DEFAULTS = dict(
+    out_dir="",  # the run directory holding ckpt.pt (required)
+    start="\n",  # the prompt, or FILE:path to read it from a file
+    num_samples=1,  # how many samples to draw
+    max_new_tokens=500,  # tokens generated per sample (may exceed block_size)
+    temperature=0.8,  # < 1 sharper, > 1 more random, 0 greedy
+    top_k=200,  # keep only the top_k most likely tokens; 0 keeps all
+    seed=1337,
+    device="auto",  # "auto" (cuda if available, else cpu), "cpu", "cuda", ...
+    encoding_kwargs={},  # change encoding options at generation time (e.g. RoPE scaling)
+)
+
+
+def main(argv=None):
+    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    if not cfg["out_dir"]:
+        raise UserError("pass --out_dir=DIR, the run directory that holds ckpt.pt")
+    if cfg["num_samples"] < 1 or cfg["max_new_tokens"] < 0:
+        raise UserError("--num_samples must be >= 1 and --max_new_tokens >= 0")
+    if cfg["temperature"] < 0:
+        raise UserError("--temperature must be >= 0 (0 decodes greedily)")
+    device = cfg["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("no CUDA device: pass --device=cpu")
+
+    start = cfg["start"]
+    if start.startswith("FILE:"):
+        path = start[len("FILE:") :]
+        if not os.path.isfile(path):
+            raise UserError(f"--start=FILE:{path}: no such file")
+        with open(path, encoding="utf-8") as f:
+            start = f.read()
+
+    model, ckpt = load_model(cfg["out_dir"], device, cfg["encoding_kwargs"] or None)
+    # the tokenizer is recorded in the checkpoint; older ones only name their dataset
+    tokenizer_name = ckpt.get("tokenizer")
+    if tokenizer_name is None:
+        tc = ckpt["config"]
+        tokenizer_name = load_meta(os.path.join(tc["data_dir"], tc["dataset"]))["tokenizer"]
+    tok = get_tokenizer(tokenizer_name)
+    ids = tok.encode(start)
+    if not ids:
+        raise UserError("--start encodes to no tokens: give some text (the default is '\\n')")
+    if model.max_len is not None and len(ids) + cfg["max_new_tokens"] > model.max_len:
+        print(
+            f"note: encoding {model.config.encoding} has positions up to {model.max_len}; "
+            "generation sees only the last that many tokens",
+            file=sys.stderr,
+        )
+
+    torch.manual_seed(cfg["seed"])
+    if device.startswith("cuda"):
+        torch.cuda.manual_seed(cfg["seed"])
+    x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
+    for i in range(cfg["num_samples"]):
+        y = model.generate(x, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"] or None)
+        if i:
+            print("---------------")
+        # the embedding is padded past the tokenizer's vocabulary (a multiple of 64, for speed);
+        # a padding id is essentially never sampled, and has no text if it is
+        print(tok.decode([t for t in y[0].tolist() if t < tok.vocab_size]))
+
+
+if __name__ == "__main__":
+    run_cli(main)

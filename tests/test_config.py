@@ -1,0 +1,175 @@
+"""Config files and --key=value overrides: parsing, type checks, and one-line errors (exit 2)."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configurator import ConfigError, load_base, load_config, parse_args, run_cli
+from model import available_encodings
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULTS = dict(lr=6e-4, n=12, flag=True, name="out", kwargs={}, lengths=(), anything=None)
+
+
+def test_parse_args_types():
+    c = parse_args(
+        ["--lr=1", "--n=3", "--flag=False", "--name=sliding", "--kwargs={'a': 1}"], DEFAULTS
+    )
+    assert c["lr"] == 1.0 and isinstance(c["lr"], float)  # int accepted for float
+    assert c["n"] == 3 and c["flag"] is False and c["name"] == "sliding"
+    assert c["kwargs"] == {"a": 1}
+    assert parse_args(["--lengths=512,1024"], DEFAULTS)["lengths"] == (512, 1024)
+    assert parse_args(["--lengths=512"], DEFAULTS)["lengths"] == (512,)
+    assert parse_args(["--name=123"], DEFAULTS)["name"] == "123"  # a string key keeps the text
+    assert parse_args(["--name='a b'"], DEFAULTS)["name"] == "a b"
+    assert parse_args([], DEFAULTS) == DEFAULTS and DEFAULTS["n"] == 12  # defaults untouched
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--nam=x", "unknown key 'nam' (did you mean 'name'?)"),
+        ("--zzz=1", "unknown key 'zzz'"),
+        ("--nn=1", "unknown key 'nn' (did you mean 'n'?)"),
+        ("--n=1.5", "--n: n must be an int like 12, got 1.5"),
+        ("--n=1e3", "write 1000"),
+        ("--flag=1", "--flag: flag must be a bool like True, got 1"),
+        ("--lr=fast", "lr must be a float"),
+        ("--kwargs=[1]", "kwargs must be a dict"),
+        ("--flag", "write --flag=VALUE, e.g. --flag=True"),
+        ("stray", "unexpected argument 'stray'"),
+    ],
+)
+def test_parse_args_errors(arg, message):
+    with pytest.raises(ConfigError) as e:
+        parse_args([arg], DEFAULTS)
+    assert message in str(e.value)
+
+
+def test_parse_args_never_evaluates_code():
+    c = parse_args(["--name=__import__('os').getcwd()"], DEFAULTS)
+    assert c["name"] == "__import__('os').getcwd()"
+    with pytest.raises(ConfigError):
+        parse_args(["--n=__import__('os').getpid()"], DEFAULTS)
+
+
+def test_parse_args_positional():
+    c = parse_args(["configs/sweeps/demo.py", "--n=2"], {"sweep": "", "n": 1}, positional="sweep")
+    assert c == {"sweep": "configs/sweeps/demo.py", "n": 2}
+
+
+def test_base_is_the_schema():
+    base = load_base()
+    for key in ["out_dir", "dataset", "data_dir", "encoding", "encoding_kwargs", "n_layer",
+                "n_head", "n_embd", "block_size", "batch_size", "gradient_accumulation_steps",
+                "learning_rate", "max_iters", "lr_decay_iters", "warmup_iters", "min_lr",
+                "weight_decay", "beta1", "beta2", "grad_clip", "decay_lr", "eval_interval",
+                "eval_iters", "log_interval", "always_save_checkpoint", "dropout", "bias",
+                "device", "dtype", "compile", "seed", "wandb_log", "wandb_project",
+                "wandb_run_name", "init_from"]:  # fmt: skip
+        assert key in base, key
+    assert base["block_size"] == 512 and base["encoding"] in available_encodings()
+
+
+def test_every_encoding_config_loads():
+    files = [f for f in glob.glob(os.path.join(REPO, "configs", "*.py")) if "base.py" not in f]
+    names = {os.path.basename(f)[:-3] for f in files}
+    assert {"sinusoidal", "learned", "shaw", "t5", "alibi", "rope", "damped_rope", "nope"} <= names
+    for f in files:
+        c = load_config([f])
+        name = os.path.basename(f)[:-3]
+        assert c["encoding"] == name and c["encoding"] in available_encodings()
+        assert c["out_dir"] == f"out/wikitext103/{name}"
+        assert c["n_layer"] == load_base()["n_layer"]  # a few lines on top of base, not a copy
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_file_overrides_and_include(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "small.py", "n_layer = 2\nn_embd = 64\nlearning_rate = 1\n")
+    child = write(
+        tmp_path / "sub" / "child.py",
+        'include("../small.py")\nimport math\nn_head = n_embd // 32\n_scratch = 3\n',
+    )
+    c = load_config([child, "--n_layer=3"])
+    assert (c["n_layer"], c["n_embd"], c["n_head"]) == (3, 64, 2)
+    assert c["learning_rate"] == 1.0 and isinstance(c["learning_rate"], float)
+    assert "math" not in c and "_scratch" not in c and "include" not in c
+    assert c["block_size"] == 512  # everything else from base
+
+
+def test_config_file_errors(tmp_path):
+    bad = write(tmp_path / "bad.py", "n_layers = 2\n")
+    with pytest.raises(
+        ConfigError, match=r"bad.py: unknown key 'n_layers' \(did you mean 'n_layer'"
+    ):
+        load_config([bad])
+    typed = write(tmp_path / "typed.py", "compile = 'yes'\n")
+    with pytest.raises(ConfigError, match="typed.py: compile must be a bool"):
+        load_config([typed])
+    broken = write(tmp_path / "broken.py", "n_layer = 2\nn_embd = nope\n")
+    with pytest.raises(ConfigError, match=r"broken.py:2: NameError"):
+        load_config([broken])
+    with pytest.raises(ConfigError, match="config file not found: missing.py"):
+        load_config(["missing.py"])
+    with pytest.raises(ConfigError, match="expected one config file"):
+        load_config([bad, typed])
+
+
+def run_train(argv, capsys):
+    import train
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: train.main(argv))
+    return e.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--encoding=rop"],
+            "error: unknown encoding 'rop' (did you mean 'rope'?); valid encodings:",
+        ),
+        (["--encoding_kwargs={'num_bucket': 8}", "--encoding=t5"], "has no option 'num_bucket'"),
+        (["--init_from=resume", "--out_dir=/nonexistent"], "no checkpoint at /nonexistent/ckpt.pt"),
+        (["--init_from=restart"], "init_from must be 'scratch' or 'resume'"),
+        (["--n_embd=100"], "n_embd (100) must be divisible by n_head (12)"),
+        (["--dataset=nosuch", "--data_dir=/nonexistent"], "dataset not found at /nonexistent"),
+    ],
+)
+def test_train_user_errors_are_one_line(args, message, capsys):
+    code, err = run_train(args + ["--device=cpu"], capsys)
+    assert code == 2
+    assert err.startswith(message) or message in err
+    assert err.count("\n") == 1
+
+
+def test_unknown_encoding_lists_the_valid_names(capsys):
+    code, err = run_train(["--encoding=nosuch", "--device=cpu"], capsys)
+    assert code == 2 and all(name in err for name in available_encodings())
+
+
+def test_cuda_requested_without_cuda(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, err = run_train(["--device=cuda", f"--out_dir={tmp_path}"], capsys)
+    assert (code, err) == (2, "error: no CUDA device: pass --device=cpu\n")
+
+
+def test_command_line_error_has_no_traceback():
+    p = subprocess.run(
+        [sys.executable, "train.py", "configs/rope.py", "--lerning_rate=1e-3"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 2
+    assert p.stderr == "error: unknown key 'lerning_rate' (did you mean 'learning_rate'?)\n"

@@ -1,0 +1,252 @@
+"""train.py end to end on a tiny model and a few-KB corpus: logs, checkpoints, exact resume
+(stop/resume, SIGKILL, SIGTERM), NaN handling, wandb. CPU only; a few seconds per test."""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+from checkpoint import load_checkpoint
+from configurator import run_cli
+from data.prepare import prepare_text
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = "the a of to and in is was for on that with as by at from his her it an this".split()
+WORDS += "river mountain city king music science history station village language".split()
+
+
+def write_corpus(data_dir, name="tiny", n_words=6000):
+    """A deterministic few-KB text, prepared with the byte tokenizer into data_dir/name."""
+    rng = random.Random(0)
+    text = "\n".join(
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15))) + "."
+        for _ in range(n_words // 10)
+    )
+    src = os.path.join(data_dir, f"{name}.txt")
+    os.makedirs(data_dir, exist_ok=True)
+    with open(src, "w") as f:
+        f.write(text)
+    prepare_text(src, name, tokenizer="bytes", data_dir=data_dir)
+    return name
+
+
+def tiny_args(data_dir, out_dir, **overrides):
+    """Arguments for a tiny run: 1 layer, 32 wide, block 32; ~5 ms per iteration."""
+    args = dict(
+        dataset="tiny", data_dir=data_dir, out_dir=out_dir, encoding="alibi",
+        n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
+        gradient_accumulation_steps=2, dropout=0.1, learning_rate=3e-3, min_lr=3e-4,
+        warmup_iters=5, lr_decay_iters=60, max_iters=30, eval_interval=5, eval_iters=2,
+        log_interval=5, device="cpu",
+    )  # fmt: skip
+    args.update(overrides)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+def run_train(argv):
+    """train.main in this process, as the command line would run it; returns the exit code."""
+    try:
+        run_cli(lambda: train.main(argv))
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def read_log(out_dir, keys=("iter", "train_loss", "val_loss", "lr", "tokens_seen")):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return [{k: json.loads(line)[k] for k in keys} for line in f]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny models run fastest on one thread, and the results must not depend on the thread count
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("data"))
+    write_corpus(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def straight(data_dir, tmp_path_factory):
+    """An uninterrupted run to iter 30, shared by the tests below."""
+    one_thread_n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = str(tmp_path_factory.mktemp("straight"))
+    assert run_train(tiny_args(data_dir, out)) == 0
+    torch.set_num_threads(one_thread_n)
+    return out
+
+
+def test_end_to_end_writes_log_checkpoint_and_config(straight, capsys):
+    log = [json.loads(line) for line in open(os.path.join(straight, "log.jsonl"))]
+    assert [r["iter"] for r in log] == [0, 5, 10, 15, 20, 25, 30]
+    for r in log:
+        assert {"iter", "train_loss", "val_loss", "lr", "tokens_seen", "elapsed_s"} <= set(r)
+    assert log[-1]["tokens_seen"] == 30 * 4 * 32 * 2
+    assert log[-1]["val_loss"] < log[0]["val_loss"] - 1.0  # it learns
+    assert log[0]["val_loss"] == pytest.approx(torch.log(torch.tensor(256.0)).item(), abs=0.3)
+
+    ckpt = load_checkpoint(straight)
+    assert ckpt["finished"] is True and ckpt["iter_num"] == 30
+    assert ckpt["best_val_loss"] == min(r["val_loss"] for r in log)
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+    assert ckpt["config"]["encoding"] == "alibi" and ckpt["model_args"]["n_embd"] == 32
+    assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python", "batch"}
+    assert not os.path.exists(os.path.join(straight, "ckpt.pt.tmp"))
+    with open(os.path.join(straight, "config.json")) as f:
+        assert json.load(f)["max_iters"] == 30
+
+
+def test_progress_line(data_dir, tmp_path, capsys):
+    assert run_train(tiny_args(data_dir, str(tmp_path), max_iters=10)) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("iter 10 |"))
+    parts = line.split(" | ")
+    assert parts[1].startswith("loss ") and parts[2].startswith("lr ")
+    assert parts[3].endswith(" ms/iter") and parts[4].endswith(" tok/s")
+    assert parts[5].startswith("ETA ")
+
+
+def test_stop_and_resume_equals_straight_run(straight, data_dir, tmp_path, capsys):
+    out = str(tmp_path)
+    assert run_train(tiny_args(data_dir, out, max_iters=15)) == 0
+    assert load_checkpoint(out)["iter_num"] == 15
+    # resume needs only the run directory: the config comes from the checkpoint
+    code = run_train(["--out_dir=" + out, "--init_from=resume", "--max_iters=30"])
+    assert code == 0
+    assert "changed: max_iters 15 -> 30" in capsys.readouterr().out
+    assert read_log(out) == read_log(straight)  # bitwise: same floats, same lr, same tokens
+    a, b = load_checkpoint(out)["model"], load_checkpoint(straight)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_architecture(straight, data_dir, tmp_path, capsys):
+    code = run_train(tiny_args(data_dir, straight, n_embd=64, init_from="resume"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "n_embd=64" in err and "Traceback" not in err
+
+
+def test_finished_run_is_not_retrained_and_scratch_does_not_overwrite(straight, data_dir, capsys):
+    mtime = os.path.getmtime(os.path.join(straight, "ckpt.pt"))
+    assert run_train(["--out_dir=" + straight, "--init_from=resume"]) == 0
+    assert "already finished at iter 30" in capsys.readouterr().out
+    assert run_train(tiny_args(data_dir, straight)) == 2  # init_from=scratch
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert os.path.getmtime(os.path.join(straight, "ckpt.pt")) == mtime
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, capsys):
+    out = str(tmp_path)
+    assert run_train(tiny_args(data_dir, out, max_iters=10)) == 0
+    good = load_checkpoint(out)
+    capsys.readouterr()
+    # a learning rate of 1e30 blows the weights up to inf within a step or two
+    argv = ["--out_dir=" + out, "--init_from=resume", "--max_iters=20", "--learning_rate=1e30"]
+    argv += ["--warmup_iters=0", "--grad_clip=0.0", "--log_interval=1"]
+    assert run_train(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^error: loss became (nan|inf) at iter 1[1-9];", err, re.M), err
+    assert f"last good checkpoint (iter 10) is kept in {out}" in err
+    kept = load_checkpoint(out)
+    assert kept["iter_num"] == 10
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_wandb_offline(data_dir, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no network, no account
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert run_train(tiny_args(data_dir, str(tmp_path), max_iters=5, wandb_log=True)) == 0
+    assert len(read_log(str(tmp_path))) == 2
+    assert os.path.isdir(tmp_path / "wandb" / "latest-run")  # the offline run, for `wandb sync`
+    assert load_checkpoint(str(tmp_path))["wandb_run_id"]  # a resume continues the same run
+
+
+# -----------------------------------------------------------------------------
+# real processes: SIGKILL and SIGTERM
+
+
+def start_train(argv, out_dir):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    log = open(os.path.join(out_dir, "stdout.txt"), "w")
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), *argv]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def wait_for(predicate, proc, timeout=60):
+    t0 = time.time()
+    while not predicate():
+        assert proc.poll() is None, "training ended before the test could interrupt it"
+        assert time.time() - t0 < timeout, "timed out"
+        time.sleep(0.01)
+
+
+def test_sigkill_then_sigterm_then_resume_equals_straight_run(data_dir, tmp_path):
+    """Kill -9 after the first checkpoint, resume, SIGTERM that, resume to K: the log equals an
+    uninterrupted run to K."""
+    out, ref = str(tmp_path / "run"), str(tmp_path / "ref")
+    os.makedirs(out)
+    os.makedirs(ref)
+    ckpt = os.path.join(out, "ckpt.pt")
+    endless = tiny_args(data_dir, out, max_iters=10**6, lr_decay_iters=200)
+
+    proc = start_train(endless, out)
+    wait_for(lambda: os.path.exists(ckpt), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    c1 = load_checkpoint(out)["iter_num"]
+
+    proc = start_train(endless + ["--init_from=resume"], out)
+    # wait until it has saved a checkpoint of its own, then ask it to stop
+    wait_for(lambda: load_checkpoint(out)["iter_num"] > c1 + 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    with open(os.path.join(out, "stdout.txt")) as f:
+        assert "--init_from=resume" in f.read()  # the message says how to continue
+    c2 = load_checkpoint(out)["iter_num"]
+    assert c2 > c1 + 5
+
+    k = c2 + 7
+    proc = start_train(endless + ["--init_from=resume", f"--max_iters={k}"], out)
+    assert proc.wait(timeout=120) == 0
+    proc = start_train(tiny_args(data_dir, ref, max_iters=k, lr_decay_iters=200), ref)
+    assert proc.wait(timeout=120) == 0
+    assert read_log(out) == read_log(ref)
+    assert read_log(out)[-1]["iter"] == k
+
+
+def test_ddp_two_processes_match_one_process(data_dir, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and gradient_accumulation_steps=2 sees the same
+    windows as one process accumulating 2 micro-batches: the logs agree."""
+    ddp, single = str(tmp_path / "ddp"), str(tmp_path / "single")
+    args = dict(max_iters=10, dropout=0.0)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    p = subprocess.run(
+        [*cmd, "train.py", *tiny_args(data_dir, ddp, **args)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "2 process(es)" in p.stdout and p.stdout.count("eval iter 10") == 1  # rank 0 prints
+    assert run_train(tiny_args(data_dir, single, **args)) == 0
+    a, b = read_log(ddp), read_log(single)
+    assert [r["iter"] for r in a] == [r["iter"] for r in b] == [0, 5, 10]
+    for ra, rb in zip(a, b):
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5)
+        assert ra["tokens_seen"] == rb["tokens_seen"]

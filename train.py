@@ -1,0 +1,581 @@
+"""
+Train a GPT with a chosen positional encoding, on one CPU/GPU or on several GPUs with DDP.
+
+    python train.py configs/rope.py                                # one GPU, WikiText-103
+    python train.py configs/demo/alibi.py --max_iters=200          # laptop CPU, demo corpus
+    python train.py --out_dir=out/wikitext103/rope --init_from=resume          # continue a run
+    python train.py --out_dir=out/wikitext103/rope --init_from=resume --max_iters=20000
+    torchrun --standalone --nproc_per_node=8 train.py configs/rope.py     # 8 GPUs, one node
+
+Reads top to bottom: config -> DDP -> data -> model -> optimizer -> training loop, after
+karpathy/nanoGPT. What it adds:
+- validated configs (configurator.py); a bad key or encoding is one line and exit code 2;
+- exact resume: every random state is checkpointed, training windows come from a dedicated
+  generator, evaluation uses a fixed set of windows, so a run stopped at iter N and resumed to M
+  logs the same losses as a run straight to M (bitwise on CPU);
+- atomic checkpoints; SIGINT/SIGTERM finish the current iteration, save and exit 0; a NaN/inf
+  loss stops the run (exit 1) without touching the last good checkpoint;
+- out_dir/log.jsonl: one JSON line per evaluation (iter, train_loss, val_loss, lr, tokens_seen,
+  elapsed_s), for plots that need no wandb.
+"""
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
+from data.prepare import ensure_prepared, load_meta
+from model import GPT, GPTConfig, available_encodings, build_encoding
+
+# keys that define the model and its data: a resumed run must keep them
+ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")
+ARCH_KEYS += ("dataset",)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Diverged(Exception):
+    """The loss became NaN/inf: the run stops and the last checkpoint is left as it is."""
+
+
+# -----------------------------------------------------------------------------
+# small helpers, used by main() below
+
+
+def check_values(c):
+    """Checks that types alone cannot do. Raises ConfigError with what to change."""
+    if c["init_from"] not in ("scratch", "resume"):
+        raise ConfigError(f"init_from must be 'scratch' or 'resume', got '{c['init_from']}'")
+    if c["dtype"] not in ("auto", *DTYPES):
+        raise ConfigError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{c['dtype']}'")
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_iters"):
+        if c[key] < 1:
+            raise ConfigError(f"{key} must be at least 1, got {c[key]}")
+    for key in ("gradient_accumulation_steps", "eval_interval", "log_interval"):
+        if c[key] < 1:
+            raise ConfigError(f"{key} must be at least 1, got {c[key]}")
+    for key in ("max_iters", "warmup_iters", "lr_decay_iters"):
+        if c[key] < 0:
+            raise ConfigError(f"{key} must be >= 0, got {c[key]}")
+    if c["n_embd"] % c["n_head"]:
+        raise ConfigError(f"n_embd ({c['n_embd']}) must be divisible by n_head ({c['n_head']})")
+    if not 0.0 <= c["dropout"] < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {c['dropout']}")
+    names = available_encodings()
+    if c["encoding"] not in names:
+        raise ConfigError(
+            f"unknown encoding '{c['encoding']}'{nearest_hint(c['encoding'], names)}; "
+            f"valid encodings: {', '.join(names)}"
+        )
+
+
+def check_encoding(c):
+    """Build the encoding alone (cheap) so that bad encoding_kwargs fail before any data work."""
+    args = {k: c[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout")}
+    try:
+        build_encoding(
+            GPTConfig(**args, encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"])
+        )
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e
+
+
+def pick_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("no CUDA device: pass --device=cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("no MPS device: pass --device=cpu")
+    return device
+
+
+def pick_dtype(dtype, device_type):
+    """(dtype name, note or None). Autocast is only used on CUDA: on CPU bfloat16 autocast is
+    slower than float32 on most machines and buys nothing for these small models."""
+    if device_type != "cuda":
+        note = None if dtype in ("auto", "float32") else f"dtype {dtype} applies on CUDA only"
+        return "float32", note
+    if dtype == "auto":
+        return ("bfloat16" if torch.cuda.is_bf16_supported() else "float32"), None
+    return dtype, None
+
+
+def lr_at(it, c, lr_decay_iters):
+    """Linear warmup from ~0 to learning_rate over warmup_iters, then a cosine down to min_lr at
+    lr_decay_iters, then min_lr (nanoGPT's schedule)."""
+    if not c["decay_lr"]:
+        return c["learning_rate"]
+    if it < c["warmup_iters"]:
+        return c["learning_rate"] * (it + 1) / (c["warmup_iters"] + 1)
+    if it > lr_decay_iters:
+        return c["min_lr"]
+    ratio = (it - c["warmup_iters"]) / max(1, lr_decay_iters - c["warmup_iters"])
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return c["min_lr"] + coeff * (c["learning_rate"] - c["min_lr"])
+
+
+def rng_states(batch_rng):
+    """Every random state in the process, in types torch.load(weights_only=True) accepts."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+        "python": random.getstate(),
+        "batch": batch_rng.bit_generator.state,
+    }
+
+
+def set_rng_states(rng, batch_rng):
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    np.random.set_state(tuple(rng["numpy"]))
+    random.setstate(rng["python"])
+    batch_rng.bit_generator.state = rng["batch"]
+
+
+def truncate_log(path, last_iter):
+    """Drop log lines past the checkpoint we resume from (written after it, then lost with the
+    process), so that log.jsonl always describes the run the checkpoint continues."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip() and json.loads(ln)["iter"] <= last_iter]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(lines)
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path, obj):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def fmt_duration(seconds):
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+# -----------------------------------------------------------------------------
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if hasattr(sys.stdout, "reconfigure"):  # progress shows up at once in `| tee` and logs
+        sys.stdout.reconfigure(line_buffering=True)
+    # -------------------------------------------------------------------- config
+    c = load_config(argv)
+    check_values(c)
+    check_encoding(c)
+    out_dir = c["out_dir"]
+    ckpt_file = checkpoint_path(out_dir)
+    ckpt = None
+    if c["init_from"] == "resume":
+        ckpt = load_checkpoint(out_dir, map_location="cpu")
+        saved = ckpt["config"]
+        for key in ARCH_KEYS:
+            if saved.get(key) != c[key]:
+                raise ConfigError(
+                    f"cannot resume {out_dir} with {key}={c[key]!r}: it was trained with "
+                    f"{saved.get(key)!r}. To continue it as it was: "
+                    f"python train.py --out_dir={out_dir} --init_from=resume"
+                )
+        if ckpt["iter_num"] >= c["max_iters"]:
+            print(
+                f"{out_dir} already finished at iter {ckpt['iter_num']} (max_iters="
+                f"{c['max_iters']}); pass a larger --max_iters to train further"
+            )
+            return
+    elif os.path.exists(ckpt_file):
+        raise UserError(
+            f"{out_dir} already holds a checkpoint; continue it with --init_from=resume, "
+            "or pick another --out_dir (or delete that one to start over)"
+        )
+    lr_decay_iters = c["lr_decay_iters"] or c["max_iters"]
+
+    # ----------------------------------------------------------------------- DDP
+    # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` never touches dist
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    device = pick_device(c["device"])
+    if ddp:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        world_size = int(os.environ["WORLD_SIZE"])
+        if c["gradient_accumulation_steps"] % world_size:
+            raise ConfigError(
+                f"gradient_accumulation_steps ({c['gradient_accumulation_steps']}) must be a "
+                f"multiple of the number of processes ({world_size})"
+            )
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    else:
+        rank, world_size = 0, 1
+    master = rank == 0  # the process that logs and writes checkpoints
+    say = print if master else (lambda *a, **k: None)
+    grad_accum = c["gradient_accumulation_steps"] // world_size
+    device_type = "cuda" if device.startswith("cuda") else device.split(":")[0]
+    dtype, dtype_note = pick_dtype(c["dtype"], device_type)
+    if dtype_note:
+        say(f"note: {dtype_note}; training in float32 on {device}")
+    B, T = c["batch_size"], c["block_size"]
+    tokens_per_iter = grad_accum * world_size * B * T
+    if master:
+        os.makedirs(out_dir, exist_ok=True)
+
+    # dropout masks differ per rank; the training windows come from batch_rng, the same on every
+    # rank (each rank takes its own slice of one global batch), so rank 0's checkpoint has it all
+    torch.manual_seed(c["seed"] + rank)
+    np.random.seed(c["seed"])
+    random.seed(c["seed"])
+    batch_rng = np.random.default_rng(c["seed"])
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for float32 matmuls: much faster
+        torch.backends.cudnn.allow_tf32 = True
+    ctx = (
+        torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
+        if device_type == "cuda" and dtype != "float32"
+        else nullcontext()
+    )
+
+    # ---------------------------------------------------------------------- data
+    dataset_dir = os.path.join(c["data_dir"], c["dataset"])
+    # the master builds the demo corpus / WikiText-103 on first use; the others wait for it
+    meta = ensure_prepared(c["dataset"], c["data_dir"]) if master else None
+    if ddp:
+        dist.barrier()
+        meta = meta or load_meta(dataset_dir)
+
+    def tokens(split):
+        # a new memmap per batch, as nanoGPT does: a long-lived one slowly leaks memory
+        return np.memmap(os.path.join(dataset_dir, f"{split}.bin"), dtype=meta["dtype"], mode="r")
+
+    n_tokens = {split: len(tokens(split)) for split in ("train", "val")}
+    for split, n in n_tokens.items():
+        if n < T + 1:
+            raise UserError(
+                f"{dataset_dir}/{split}.bin has {n} tokens, fewer than block_size+1 = {T + 1}: "
+                "use a smaller --block_size or more text"
+            )
+
+    def batch(split, starts):
+        """Inputs and targets (len(starts), T) of the windows data[s : s + T + 1]."""
+        data = tokens(split)
+        w = torch.from_numpy(np.stack([data[s : s + T + 1] for s in starts]).astype(np.int64))
+        x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
+        if device_type == "cuda":  # pinned memory lets the copy overlap with compute
+            return tuple(t.pin_memory().to(device, non_blocking=True) for t in (x, y))
+        return x.to(device), y.to(device)
+
+    def train_batch():
+        # batches are drawn when needed, not prefetched: that keeps batch_rng's state in step with
+        # iter_num at a checkpoint. On CUDA the CPU runs ahead of the GPU anyway (no sync between
+        # micro-steps), so loading still overlaps with compute.
+        starts = batch_rng.integers(0, n_tokens["train"] - T, size=B * world_size)
+        return batch("train", starts[rank * B : (rank + 1) * B])
+
+    # evaluation: the same eval_iters * batch_size windows every time, evenly spaced over each
+    # split, so that curves of one run and of different runs are comparable point by point.
+    # train_loss in the log is measured the same way, on fixed windows of train.bin.
+    n_eval = c["eval_iters"] * B
+    eval_starts = {
+        s: np.linspace(0, n_tokens[s] - T - 1, n_eval).round().astype(np.int64)
+        for s in ("train", "val")
+    }
+
+    # --------------------------------------------------------------------- model
+    vocab_size = (meta["vocab_size"] + 63) // 64 * 64  # a multiple of 64: faster matmuls
+    model_args = dict(
+        n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"], block_size=T,
+        bias=c["bias"], vocab_size=vocab_size, dropout=c["dropout"],
+        encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"],
+    )  # fmt: skip
+    if ckpt is not None:
+        kept = {k: v for k, v in ckpt["model_args"].items() if k != "dropout"}
+        model_args.update(kept)  # the saved architecture wins (dropout may change)
+    model = GPT(GPTConfig(**model_args))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(device)
+    raw_model = model  # the plain module: what we checkpoint, never the compiled/DDP wrapper
+    n_params = raw_model.get_num_params()
+    say(
+        f"model: {n_params / 1e6:.2f}M parameters, encoding {c['encoding']}, "
+        f"{c['n_layer']} layers x {c['n_embd']} wide, block_size {T}"
+    )
+
+    # ----------------------------------------------------------------- optimizer
+    optimizer = raw_model.configure_optimizers(
+        c["weight_decay"], c["learning_rate"], (c["beta1"], c["beta2"]), device_type
+    )
+    # the grad scaler only does something for float16 (bfloat16 has float32's exponent range)
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
+    iter_num, best_val_loss, tokens_seen, elapsed_before = 0, float("inf"), 0, 0.0
+    wandb_run_id = None
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"]:
+            scaler.load_state_dict(ckpt["scaler"])
+        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+        tokens_seen, elapsed_before = ckpt["tokens_seen"], ckpt.get("elapsed_s", 0.0)
+        wandb_run_id = ckpt.get("wandb_run_id")
+        if master:
+            changed = [
+                f"{k} {ckpt['config'].get(k)!r} -> {c[k]!r}"
+                for k in c
+                if k != "init_from" and ckpt["config"].get(k) != c[k]
+            ]
+            say(
+                f"resuming {out_dir} at iter {iter_num}"
+                + (f"; changed: {', '.join(changed)}" if changed else "")
+            )
+            if c["lr_decay_iters"] == 0 and ckpt["config"]["max_iters"] != c["max_iters"]:
+                say("note: lr_decay_iters=0 follows max_iters, so the LR schedule is stretched")
+        if master:
+            truncate_log(os.path.join(out_dir, "log.jsonl"), iter_num)
+        set_rng_states(ckpt["rng"], batch_rng)
+        ckpt = None  # free the memory
+    elif master and os.path.exists(os.path.join(out_dir, "log.jsonl")):
+        os.remove(os.path.join(out_dir, "log.jsonl"))  # a run that died before its first save
+    start_iter, resumed = iter_num, c["init_from"] == "resume"
+
+    if c["compile"] and device_type == "cuda":
+        say("compiling the model (about a minute)...")
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(
+            model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None
+        )
+    eager = "" if (c["compile"] and device_type == "cuda") else ", eager (compile is CUDA-only)"
+    say(
+        f"device {device}, {dtype}{eager}; {world_size} process(es); "
+        f"{tokens_per_iter:,} tokens per iteration ({B} x {T} x {grad_accum} x {world_size})"
+    )
+
+    if master:
+        write_json(os.path.join(out_dir, "config.json"), c)
+    wandb = None
+    if c["wandb_log"] and master:
+        import wandb  # only when asked: it is slow to import. WANDB_MODE=offline needs no network
+
+        run = wandb.init(
+            project=c["wandb_project"],
+            name=c["wandb_run_name"] or os.path.basename(os.path.normpath(out_dir)),
+            config=c,
+            dir=out_dir,
+            id=wandb_run_id,
+            resume="allow",
+        )
+        wandb_run_id = getattr(run, "id", None)
+
+    # ------------------------------------------------------------- helpers on state
+    @torch.no_grad()
+    def evaluate():
+        """Mean loss over the fixed windows of each split (every rank computes the same)."""
+        model.eval()
+        out = {}
+        for split, starts in eval_starts.items():
+            losses = []
+            for i in range(0, len(starts), B):
+                x, y = batch(split, starts[i : i + B])
+                with ctx:
+                    _, loss = model(x, y)
+                losses.append(loss.float())
+            out[split] = torch.stack(losses).mean().item()
+        model.train()
+        return out
+
+    recent = []  # (iter, loss tensor) since the last check: no GPU sync per iteration
+
+    def check_losses():
+        """Mean of the recent training losses; Diverged if any is NaN/inf."""
+        if not recent:
+            return None
+        losses = torch.stack([loss for _, loss in recent])
+        if ddp:  # every rank must see the same thing, or they would disagree on stopping
+            dist.all_reduce(losses)
+            losses /= world_size
+        losses = losses.cpu()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            it = recent[bad[0].item()][0]
+            raise Diverged(f"loss became {losses[bad[0].item()].item()} at iter {it}")
+        recent.clear()
+        return losses.mean().item()
+
+    t_start = time.time()
+    elapsed = lambda: elapsed_before + time.time() - t_start  # training time over all resumes
+    last_saved = [start_iter if resumed else None]  # iter of the checkpoint on disk
+
+    def save(finished=False):
+        if not master:
+            return
+        save_checkpoint(out_dir, {
+            "model": raw_model.state_dict(),
+            "model_args": model_args,
+            "config": c,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "iter_num": iter_num,
+            "best_val_loss": best_val_loss,
+            "tokens_seen": tokens_seen,
+            "elapsed_s": elapsed(),
+            "finished": finished,
+            "tokenizer": meta["tokenizer"],
+            "wandb_run_id": wandb_run_id,
+            "rng": rng_states(batch_rng),
+        })  # fmt: skip
+        last_saved[0] = iter_num
+
+    # SIGINT (Ctrl-C) and SIGTERM (cluster schedulers, `kill`) ask for a clean stop: the current
+    # iteration finishes, a checkpoint is written, exit 0. A second signal quits at once.
+    stop = []
+
+    def request_stop(signum, frame):
+        if stop:
+            print("second signal: quitting without saving", file=sys.stderr)
+            raise SystemExit(130)
+        stop.append(signal.Signals(signum).name)
+        if master:
+            print(f"\n{stop[0]}: saving a checkpoint after this iteration, then exiting "
+                  "(send it again to quit without saving)", file=sys.stderr)  # fmt: skip
+
+    old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    # ---------------------------------------------------------------- training loop
+    say(
+        f"training {c['max_iters'] - iter_num} iterations, from iter {iter_num} to {c['max_iters']}"
+    )
+    t_log, iters_since_log, eval_seconds = time.time(), 0, 0.0
+    try:
+        while True:
+            lr = lr_at(iter_num, c, lr_decay_iters)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # evaluate at iter 0, every eval_interval and at the end; a resumed run already
+            # evaluated (and logged) its first iteration before that checkpoint was saved
+            if (iter_num % c["eval_interval"] == 0 or iter_num == c["max_iters"]) and not (
+                resumed and iter_num == start_iter
+            ):
+                t_eval = time.time()
+                check_losses()  # never evaluate, let alone save, a model that has diverged
+                losses = evaluate()
+                if not math.isfinite(losses["val"]):
+                    raise Diverged(f"val loss became {losses['val']} at iter {iter_num}")
+                improved = losses["val"] < best_val_loss
+                best_val_loss = min(best_val_loss, losses["val"])
+                record = dict(
+                    iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr,
+                    tokens_seen=tokens_seen, elapsed_s=round(elapsed(), 3),
+                )  # fmt: skip
+                saving = 0 < iter_num < c["max_iters"] and (c["always_save_checkpoint"] or improved)
+                if master:
+                    with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if wandb is not None:
+                        wandb.log({"iter": iter_num, "train/loss": losses["train"],
+                                   "val/loss": losses["val"], "lr": lr,
+                                   "tokens_seen": tokens_seen}, step=iter_num)  # fmt: skip
+                    say(
+                        f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss "
+                        f"{losses['val']:.4f}" + (f"; saving {ckpt_file}" if saving else "")
+                    )
+                if saving:
+                    save()
+                eval_seconds = time.time() - t_eval
+                t_log, iters_since_log = time.time(), 0  # keep evaluation out of ms/iter
+            if iter_num >= c["max_iters"]:
+                break
+            if ddp:  # stop together: a rank that left alone would hang the others
+                flag = torch.tensor([float(bool(stop))], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                if flag.item() and not stop:
+                    stop.append("signal on another rank")
+            if stop:
+                check_losses()
+                save()
+                launcher = f"torchrun --nproc_per_node={world_size}" if ddp else "python"
+                say(
+                    f"saved {ckpt_file} at iter {iter_num}; resume with:\n"
+                    f"  {launcher} train.py --out_dir={out_dir} --init_from=resume"
+                )
+                return
+
+            # one optimizer step: gradient_accumulation_steps micro-batches
+            step_loss = torch.zeros((), device=device)
+            for micro_step in range(grad_accum):
+                x, y = train_batch()
+                if ddp:  # sync gradients only on the last micro-step
+                    model.require_backward_grad_sync = micro_step == grad_accum - 1
+                with ctx:
+                    _, loss = model(x, y)
+                    loss = loss / grad_accum  # the sum over micro-steps is the batch mean
+                scaler.scale(loss).backward()
+                step_loss += loss.detach().float()
+            if c["grad_clip"] > 0.0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c["grad_clip"])
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            iter_num += 1
+            recent.append((iter_num, step_loss))  # "iter N" = the N-th step, as in the log
+            tokens_seen += tokens_per_iter
+            iters_since_log += 1
+
+            if iter_num % c["log_interval"] == 0:
+                loss_mean = check_losses()  # mean over the iterations since the last line
+                dt = (time.time() - t_log) / iters_since_log
+                left = c["max_iters"] - iter_num
+                evals_left = left // c["eval_interval"] + 1
+                eta = left * dt + evals_left * eval_seconds
+                say(
+                    f"iter {iter_num} | loss {loss_mean:.4f} | lr {lr:.1e} | "
+                    f"{dt * 1000:.1f} ms/iter | {tokens_per_iter / dt:,.0f} tok/s | "
+                    f"ETA {fmt_duration(eta)}"
+                )
+                t_log, iters_since_log = time.time(), 0
+
+        save(finished=True)
+        say(f"done: iter {iter_num}, best val loss {best_val_loss:.4f}; checkpoint {ckpt_file}")
+    except Diverged as e:
+        if last_saved[0] is None:
+            print(f"error: {e}; no checkpoint was saved yet. Lower learning_rate (or raise "
+                  "warmup_iters, or set grad_clip) and start again", file=sys.stderr)  # fmt: skip
+        else:
+            print(
+                f"error: {e}; the last good checkpoint (iter {last_saved[0]}) is kept in "
+                f"{out_dir}. Lower learning_rate (or raise warmup_iters, or set grad_clip) and "
+                f"resume: python train.py --out_dir={out_dir} --init_from=resume --learning_rate=X",
+                file=sys.stderr,
+            )
+        raise SystemExit(1) from None
+    finally:
+        for s, handler in old_handlers.items():
+            signal.signal(s, handler)
+        if wandb is not None:
+            wandb.finish()
+        if ddp:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    run_cli(main)
