@@ -7,6 +7,7 @@ F(t)^T G(s) = A(t - s) with A(t) = exp(tL) for a generator L, and we apply it as
 L is block-diagonal; `blocks` lists its blocks in channel order, each a dict with a `type`, a
 `count` (how many such blocks) and the type's parameters. Per head parameters (alpha, lam, slope)
 take a scalar or a list of n_head values; `learnable=True` trains them (alpha, lam stay <= 0).
+One block may give count="rest": as many blocks as fill the head's remaining channels.
 
   type           channels   A(t) of one block
   zero           1          1                                         (NoPE channels)
@@ -94,8 +95,12 @@ class Generator(Encoding):
                     f"generator block {i}: unknown keys {sorted(unknown)};"
                     f" valid: {sorted(BLOCK_KEYS)}"
                 )
-            count, size = int(spec.get("count", 1)), int(spec.get("size", 2))
+            size = int(spec.get("size", 2))
             width = {"jordan": size, "damped_jordan": 2 * size}.get(kind, BLOCK_TYPES[kind])
+            count = spec.get("count", 1)
+            if count == "rest":  # as many blocks as fill the channels the others leave
+                count = (d - self._channels(blocks, skip=i)) // max(width, 1)
+            count = int(count)
             learn = bool(spec.get("learnable", False))
             if kind in ("rotation", "damped", "damped_jordan"):
                 omega = spec.get("omega")
@@ -129,6 +134,17 @@ class Generator(Encoding):
         kinds = {g[0] for g in self.groups}
         self.orthogonal = kinds <= {"zero", "rotation"}
         self.max_query_block = max(1, int(60.0 / worst_decay)) if worst_decay > 0 else None
+
+    @staticmethod
+    def _channels(blocks, skip):
+        """Channels taken by every block spec but the one at index `skip`."""
+        total = 0
+        for j, b in enumerate(blocks):
+            kind, size = b.get("type"), int(b.get("size", 2))
+            width = {"jordan": size, "damped_jordan": 2 * size}.get(kind, BLOCK_TYPES.get(kind, 0))
+            if j != skip and b.get("count", 1) != "rest":
+                total += int(b.get("count", 1)) * width
+        return total
 
     # --- parameters: buffers when fixed, nn.Parameters when learnable
     def _per_head(self, value, what):

@@ -270,6 +270,15 @@ def test_learnable_blocks_get_gradients():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
 
 
+def test_count_rest_fills_the_head():
+    pe = encoding([dict(type="jordan", count=1, size=4), dict(type="rotation", count="rest")])
+    assert [g[0] for g in pe.groups] == ["jordan", "rotation"]
+    assert pe.groups[1][3] == 2 and pe.groups[1][2] == D  # 4 + 2 * 2 channels
+    # 3 + 2 * 2 = 7: a channel is left over, and the error says how to fill it
+    with pytest.raises(ValueError, match=r"add dict\(type='zero', count=1\)"):
+        encoding([dict(type="jordan", count=1, size=3), dict(type="rotation", count="rest")])
+
+
 @pytest.mark.parametrize(
     "blocks, message",
     [

@@ -1,0 +1,11 @@
+# The generator family A(t) = exp(tL) (encodings/generator.py). Without blocks it is all rotations,
+# i.e. RoPE; edit the blocks to build your own (see the README, "The generator view").
+encoding = "generator"
+encoding_kwargs = {
+    "blocks": [
+        {"type": "rotation", "count": 24},  # 48 RoPE channels
+        {"type": "damped", "count": 4},  # 8 channels of damped RoPE (RetNet decays)
+        {"type": "zero", "count": "rest"},  # the remaining 8 channels carry no position
+    ]
+}
+out_dir = "out/wikitext103/generator"
