@@ -80,6 +80,7 @@ class Generator(Encoding):
         d, H = self.head_dim, self.n_head
         blocks = blocks if blocks is not None else [dict(type="rotation", count=d // 2)]
         self.groups = []  # (type, first channel, last channel + 1, count, size)
+        self._fixed = {}  # fixed block parameters, float64, by name
         self.max_alpha = max_alpha
         worst_decay, start = 0.0, 0
         for i, spec in enumerate(blocks):
@@ -156,30 +157,45 @@ class Generator(Encoding):
         return v.clone()
 
     def _param(self, i, name, value, learn):
-        value = value.clone().float()
         if learn:
-            self.register_parameter(f"g{i}_{name}", nn.Parameter(value))
-        else:
-            self.register_buffer(f"g{i}_{name}", value, persistent=False)
+            self.register_parameter(f"g{i}_{name}", nn.Parameter(value.clone().float()))
+        else:  # fixed values stay float64 off the module, out of reach of .float() / .half()
+            self._fixed[f"g{i}_{name}"] = value.clone()
+
+    def get(self, i, name, like):
+        """Block i's parameter `name` on like's device, in hp_dtype (float64) for precision."""
+        key = f"g{i}_{name}"
+        p = self._parameters[key] if key in self._parameters else self._fixed[key]
+        return p.to(device=like.device, dtype=hp_dtype(like.device))
+
+    def _angle(self, i, pos):
+        """(T, count) rotation angles omega t in float64 -- in float32 they would be off by ~t *
+        6e-8 rad, 4e-3 at t = 60,000 -- returned as cos, sin in the compute dtype."""
+        angle = pos.to(hp_dtype(pos.device))[:, None] * self.get(i, "omega", pos)[None, :]
+        return angle.cos(), angle.sin()
 
     def _decay_param(self, i, value, learn):
         if learn:  # decay = -softplus(raw) keeps it <= 0; raw = log(expm1(-decay)) inverts it
             raw = torch.log(torch.expm1((-value).clamp(min=1e-8, max=self.max_alpha)))
             self.register_parameter(f"g{i}_decay", nn.Parameter(raw.float()))
         else:
-            self.register_buffer(f"g{i}_decay", value.float(), persistent=False)
+            self._fixed[f"g{i}_decay"] = value.clone()
 
-    def decay(self, i):
-        p = getattr(self, f"g{i}_decay")
-        return -F.softplus(p).clamp(max=self.max_alpha) if isinstance(p, nn.Parameter) else p
+    def decay(self, i, like):
+        """Block i's decay rates alpha (or lam) per head, (H,), all <= 0."""
+        key = f"g{i}_decay"
+        if key in self._parameters:
+            return -F.softplus(self._parameters[key]).clamp(max=self.max_alpha).to(like.dtype)
+        return self._fixed[key].to(device=like.device, dtype=like.dtype)
 
     # --- the fast path: q' = A(t)^T q, k' = A(-s) k, group by group
-    def _transform(self, i, x, t, query):
+    def _transform(self, i, x, pos, query):
         kind, _, _, count, size = self.groups[i]
         sign = 1.0 if query else -1.0
+        t = pos.to(x.dtype)
         if kind in ("rotation", "damped"):
-            angle = t[:, None] * getattr(self, f"g{i}_omega")[None, :]  # (T, count)
-            x = rotate_pairs(x, angle.cos(), angle.sin())
+            cos, sin = self._angle(i, pos)
+            x = rotate_pairs(x, cos.to(x.dtype), sin.to(x.dtype))
         if kind == "jordan":
             x = x.unflatten(-1, (count, size))
             P = poly_matrix(t if query else -t, size)
@@ -189,9 +205,8 @@ class Generator(Encoding):
                 x = torch.einsum("tij,bhtcj->bhtci", P, x).flatten(-2)
         if kind == "damped_jordan":
             x = x.unflatten(-1, (count, size, 2))  # (B, H, T, count, size, pair)
-            angle = (t[:, None] * getattr(self, f"g{i}_omega")[None, :])[:, :, None]
+            c, s = (v.to(x.dtype)[:, :, None] for v in self._angle(i, pos))
             a, b = x[..., 0], x[..., 1]
-            c, s = angle.cos(), angle.sin()
             x = torch.stack((a * c - b * s, a * s + b * c), dim=-1)  # R(omega t) on every pair
             P = poly_matrix(t if query else -t, size)
             if query:
@@ -199,22 +214,22 @@ class Generator(Encoding):
             else:
                 x = torch.einsum("tpr,bhtcrx->bhtcpx", P, x).flatten(-3)
         if kind in ("decay", "damped", "jordan", "damped_jordan"):
-            x = x * torch.exp(sign * self.decay(i)[:, None] * t[None, :])[..., None]
+            x = x * torch.exp(sign * self.decay(i, x)[:, None] * t[None, :])[..., None]
         return x
 
     def rotate(self, q, k, pos_q, pos_k):
         ct = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 in tests
-        tq, tk = pos_q.to(ct), pos_k.to(ct)
+        tq, tk = pos_q.to(ct), pos_k.to(ct)  # for the appended coordinates only
         qs, ks = [], []
         for i, (kind, c0, c1, _, _) in enumerate(self.groups):
             if kind == "nilpotent":  # two appended coordinates: q_aug = (1, t), k_aug = (m s, -m)
-                m = getattr(self, f"g{i}_slope")[:, None] * math.sqrt(self.head_dim)  # (H, 1)
+                m = self.get(i, "slope", q).to(ct)[:, None] * math.sqrt(self.head_dim)  # (H, 1)
                 B = q.size(0)
                 qs.append(torch.stack((torch.ones_like(tq), tq), -1).expand(B, self.n_head, -1, 2))
                 ks.append(torch.stack((m * tk, -m.expand(-1, tk.numel())), -1).expand(B, -1, -1, 2))
             else:
-                qs.append(self._transform(i, q[..., c0:c1].to(ct), tq, True))
-                ks.append(self._transform(i, k[..., c0:c1].to(ct), tk, False))
+                qs.append(self._transform(i, q[..., c0:c1].to(ct), pos_q, True))
+                ks.append(self._transform(i, k[..., c0:c1].to(ct), pos_k, False))
         return torch.cat(qs, -1).to(q.dtype), torch.cat(ks, -1).to(k.dtype)
 
     # --- the reference: q^T A(t - s) k with A built explicitly for every (t, s)
@@ -228,7 +243,7 @@ class Generator(Encoding):
             if kind in ("zero", "decay"):
                 part = qg @ kg.transpose(-2, -1)
             elif kind in ("rotation", "damped"):
-                phi = delta[..., None] * getattr(self, f"g{i}_omega").to(delta.dtype)
+                phi = delta[..., None] * self.get(i, "omega", delta)
                 dot, cross = pair_products(qg, kg)
                 part = (phi.cos() * dot + phi.sin() * cross).sum(-1)
             elif kind == "jordan":
@@ -241,14 +256,14 @@ class Generator(Encoding):
                 )
             elif kind == "damped_jordan":
                 P = poly_matrix(delta.flatten(), size).view(*delta.shape, size, size)
-                phi = delta[..., None] * getattr(self, f"g{i}_omega").to(delta.dtype)
+                phi = delta[..., None] * self.get(i, "omega", delta)
                 R = rotation_matrix(-phi)  # (Tq, Tk, count, 2, 2)
                 qg, kg = qg.unflatten(-1, (count, size, 2)), kg.unflatten(-1, (count, size, 2))
                 part = torch.einsum("bhtcpx,tspr,tscxy,bhscry->bhts", qg, P, R, kg)
             else:  # nilpotent: (1, 0) [[1, t - s], [0, 1]] (0, -m sqrt(d)) = -m sqrt(d) (t - s)
-                slope = getattr(self, f"g{i}_slope").to(delta.dtype)
+                slope = self.get(i, "slope", delta)
                 part = -slope[:, None, None] * math.sqrt(self.head_dim) * delta
             if kind in ("decay", "damped", "jordan", "damped_jordan"):
-                part = part * torch.exp(self.decay(i).to(delta.dtype)[:, None, None] * delta)
+                part = part * torch.exp(self.decay(i, delta)[:, None, None] * delta)
             total = total + part
         return (total / math.sqrt(self.head_dim)).to(out_dtype)

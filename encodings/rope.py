@@ -40,7 +40,7 @@ class RoPE(Encoding):
             raise ValueError(f"unknown rope scaling {scaling!r}; choose from {ROPE_SCALINGS[1:]}")
         self.base, self.scaling, self.factor = base, scaling, factor
         self.original_length = original_length or config.block_size
-        self._cache = None  # (pos tensor, inference mode, context length, cos, sin)
+        self._cache = None  # (pos tensor, (its version, context length), cos, sin)
 
     def frequencies(self, device):
         """theta_i (under context extension, if any) and the q/k scale (YaRN's temperature)."""
@@ -55,15 +55,17 @@ class RoPE(Encoding):
         )
 
     def cos_sin(self, pos):
-        # the cache holds a reference to `pos`, so an identical object means identical positions
-        key = (torch.is_inference_mode_enabled(), self.context_len)
+        # the cache holds a reference to `pos`, so the same object at the same version (bumped by
+        # in-place changes) means the same positions; inference tensors have no version: no cache
+        cacheable = not pos.is_inference() and not torch.compiler.is_compiling()
+        key = (pos._version if cacheable else None, self.context_len)
         c = self._cache
-        if c is not None and c[0] is pos and c[1] == key:
+        if cacheable and c is not None and c[0] is pos and c[1] == key:
             return c[2], c[3]
         theta, scale = self.frequencies(pos.device)
         angle = pos.to(hp_dtype(pos.device))[:, None] * theta
         cos, sin = (angle.cos() * scale).float(), (angle.sin() * scale).float()
-        if not torch.compiler.is_compiling():
+        if cacheable:
             self._cache = (pos, key, cos, sin)
         return cos, sin
 

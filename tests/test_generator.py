@@ -9,6 +9,7 @@ import torch
 from model import GPT, GPTConfig, build_encoding
 
 H, D = 2, 8  # heads, head dim of the unit tests
+F64 = torch.float64
 MIXED = [
     dict(type="zero", count=1),
     dict(type="decay", count=1, alpha=[-0.05, -0.2]),
@@ -52,29 +53,34 @@ def generator_matrix(blocks, head):
 
         for c in range(count):
             if kind == "zero":
-                parts.append(torch.zeros(1, 1))
+                parts.append(torch.zeros(1, 1, dtype=F64))
             elif kind == "decay":
-                parts.append(torch.full((1, 1), per_head("alpha", None)))
+                parts.append(torch.full((1, 1), per_head("alpha", None), dtype=F64))
             elif kind in ("rotation", "damped"):
                 omega = b["omega"][c] if isinstance(b.get("omega"), list) else b.get("omega")
                 if omega is None:  # RoPE's schedule over the group's pairs
                     omega = 10000.0 ** (-2 * c / (2 * count))
                 alpha = per_head("alpha", 0.0) if kind == "damped" else 0.0
                 # A(t) = e^{alpha t} R(-omega t): L = [[alpha, omega], [-omega, alpha]]
-                parts.append(torch.tensor([[alpha, omega], [-omega, alpha]]))
+                parts.append(torch.tensor([[alpha, omega], [-omega, alpha]], dtype=F64))
             elif kind == "jordan":
                 m = b.get("size", 2)
-                parts.append(per_head("lam", 0.0) * torch.eye(m) + torch.diag(torch.ones(m - 1), 1))
+                parts.append(
+                    per_head("lam", 0.0) * torch.eye(m, dtype=F64)
+                    + torch.diag(torch.ones(m - 1, dtype=F64), 1)
+                )
             elif kind == "damped_jordan":
                 m = b.get("size", 2)
                 omega = b["omega"][c] if isinstance(b.get("omega"), list) else b["omega"]
                 alpha = per_head("alpha", 0.0)
-                rot = torch.tensor([[alpha, omega], [-omega, alpha]])
+                rot = torch.tensor([[alpha, omega], [-omega, alpha]], dtype=F64)
                 parts.append(
-                    torch.kron(torch.eye(m), rot)
-                    + torch.kron(torch.diag(torch.ones(m - 1), 1), torch.eye(2))
+                    torch.kron(torch.eye(m, dtype=F64), rot)
+                    + torch.kron(
+                        torch.diag(torch.ones(m - 1, dtype=F64), 1), torch.eye(2, dtype=F64)
+                    )
                 )
-    return torch.block_diag(*parts).double()
+    return torch.block_diag(*parts)
 
 
 def A_from_scores(pe, t):

@@ -1,0 +1,433 @@
+"""model.py: the GPT contract and the properties every encoding in encodings/ must have.
+
+Every test here is parametrized over available_encodings(), so a file dropped into encodings/ is
+covered without touching this file. Per-encoding expectations come from the encoding's own class
+attributes: `has_embed` (absolute: output changes under a shift of positions), `max_len` (a finite
+table: no float times, nothing past the table) and, optionally, `shift_invariant` (an encoding that
+is neither absolute nor translation invariant, e.g. FIRE, sets it to False).
+
+Sizes are tiny (n_embd 32, 4 heads of 8, vocab 64) and the weights are perturbed away from the
+GPT-2 init (std 0.02 would make every attention logit ~0, and then "fast path == explicit path" or
+"position changes the output" could not fail).
+"""
+
+import dataclasses
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+import model
+from model import GPT, GPTConfig, available_encodings, build_encoding
+
+ROOT = Path(__file__).resolve().parent.parent
+ENCODINGS = available_encodings()
+# variants worth covering besides each encoding's defaults: (id, encoding, encoding_kwargs)
+VARIANTS = [(name, name, {}) for name in ENCODINGS] + [
+    ("damped_rope-weight", "damped_rope", {"decay": "weight"}),
+    ("damped_rope-learn", "damped_rope", {"learn_alpha": True, "learn_omega": True}),
+    ("damped_rope-fast-decay", "damped_rope", {"gammas": [0.5, 0.7, 0.9, 0.99]}),
+    ("shaw-K4", "shaw", {"max_relative_position": 4}),
+    # the generator's block types at once: head dim 8 = 4 + 2 + 1 + 1 channels, plus ALiBi's 2
+    (
+        "generator-mixed",
+        "generator",
+        {
+            "blocks": [
+                {"type": "damped", "count": 2},
+                {"type": "jordan", "size": 2, "lam": -0.05},
+                {"type": "zero", "count": 1},
+                {"type": "decay", "count": 1},
+                {"type": "nilpotent"},
+            ]
+        },
+    ),
+]
+VARIANT_PARAMS = [pytest.param(enc, kw, id=vid) for vid, enc, kw in VARIANTS if enc in ENCODINGS]
+BLOCK = 64  # block_size of the tiny models
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and 5x faster when the 2 cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(encoding, encoding_kwargs=None, **overrides):
+    args = dict(vocab_size=64, n_layer=2, n_head=4, n_embd=32, block_size=BLOCK, dropout=0.0,
+                bias=True, encoding=encoding, encoding_kwargs=dict(encoding_kwargs or {}),
+                attn_block_size=16)  # fmt: skip
+    args.update(overrides)
+    return GPTConfig(**args)
+
+
+def perturb(module, std=0.3, seed=1):
+    """Add N(0, std) noise to every parameter (decay/frequency parameters excepted: their scale is
+    physical), so attention logits and position terms are O(1), not ~0."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "alpha" not in name and "omega" not in name:
+                p.add_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def tiny_model(encoding, encoding_kwargs=None, seed=0, **overrides):
+    torch.manual_seed(seed)
+    m = GPT(tiny_config(encoding, encoding_kwargs, **overrides))
+    return perturb(m).eval()
+
+
+def tokens(B, T, seed=0):
+    return torch.randint(0, 64, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def usable_length(m, T):
+    """T, or the largest length the model's encoding allows."""
+    return T if m.max_len is None else min(T, m.max_len)
+
+
+def is_relative(pe):
+    return getattr(pe, "shift_invariant", not pe.has_embed)
+
+
+def reference_attention(q, k, v, pos, pe):
+    """softmax(scores + causal mask) @ v in float64, written here, not taken from model.py."""
+    T = q.size(2)
+    s = pe.scores(q, k, pos, pos).double()
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    att = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
+    return att @ v.double()
+
+
+# -----------------------------------------------------------------------------
+# the GPT contract
+
+
+def test_config_fields_and_roundtrip():
+    names = {f.name for f in dataclasses.fields(GPTConfig)}
+    expected = {"vocab_size", "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias",
+                "encoding", "encoding_kwargs"}  # fmt: skip
+    assert expected <= names
+    assert GPTConfig().encoding_kwargs is not GPTConfig().encoding_kwargs  # no shared default
+    # checkpoints store asdict(config) as model_args and rebuild from it
+    cfg = tiny_config("damped_rope", {"decay": "weight"})
+    m = GPT(GPTConfig(**dataclasses.asdict(cfg)))
+    assert m.config == cfg
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_forward_shapes_and_loss(encoding):
+    m = tiny_model(encoding)
+    idx = tokens(3, 20)
+    targets = tokens(3, 20, seed=1)
+    targets[0, :5] = -1  # ignore_index
+    logits, loss = m(idx, targets)
+    assert logits.shape == (3, 20, 64)  # logits for every position, not just the last
+    keep = targets.view(-1) != -1
+    expected = F.cross_entropy(logits.view(-1, 64)[keep], targets.view(-1)[keep])
+    torch.testing.assert_close(loss, expected)
+    logits2, loss2 = m(idx)
+    assert loss2 is None
+    torch.testing.assert_close(logits2, logits)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_pos_validation(encoding):
+    m = tiny_model(encoding)
+    idx = tokens(2, 10)
+    for bad in (torch.arange(9), torch.arange(11), torch.arange(20).view(2, 10)):
+        with pytest.raises(ValueError, match="pos"):
+            m(idx, pos=bad)
+    # explicit default positions give the same output as pos=None
+    torch.testing.assert_close(m(idx, pos=torch.arange(10))[0], m(idx)[0])
+
+
+def test_available_encodings():
+    names = available_encodings()
+    for name in ("sinusoidal", "learned", "shaw", "t5", "alibi", "rope", "damped_rope", "nope"):
+        assert name in names
+    assert names == sorted(names)
+    assert not any(n.startswith("_") for n in names)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_build_encoding_is_fresh(encoding):
+    cfg = tiny_config(encoding)
+    a, b = build_encoding(cfg), build_encoding(cfg)
+    assert isinstance(a, model.Encoding) and type(a) is type(b)
+    assert a is not b
+    pa, pb = list(a.parameters()), list(b.parameters())
+    assert all(x is not y for x, y in zip(pa, pb, strict=True))
+
+
+def test_unknown_encoding():
+    for build in (GPT, build_encoding):
+        with pytest.raises(ValueError) as e:
+            build(tiny_config("alibe"))
+        msg = str(e.value)
+        assert "\n" not in msg
+        assert "'alibi'" in msg  # the nearest name
+        for name in available_encodings():
+            assert name in msg
+
+
+def test_unknown_encoding_kwargs():
+    with pytest.raises(ValueError) as e:
+        GPT(tiny_config("damped_rope", {"learn_alpa": True}))
+    msg = str(e.value)
+    assert "\n" not in msg and "learn_alpa" in msg and "'learn_alpha'" in msg
+    with pytest.raises(ValueError, match="alibi"):
+        build_encoding(tiny_config("alibi", {"slopes": [1.0]}))  # alibi has no options
+
+
+def test_encodings_stdlib_name_trap():
+    """encodings/ must not shadow the stdlib `encodings` package (codecs): in a fresh interpreter
+    started in the repo root, import model, build every encoding, then use codecs that were not
+    loaded at start-up."""
+    code = """
+import codecs, sys, sysconfig
+from pathlib import Path
+import model
+from model import GPT, GPTConfig, available_encodings
+for name in available_encodings():
+    GPT(GPTConfig(vocab_size=8, n_layer=1, n_head=2, n_embd=8, block_size=8, encoding=name))
+assert "abc".encode("utf-8") == b"abc"
+assert "abc".encode("utf-16").decode("utf-16") == "abc"
+assert codecs.lookup("mac_roman").name == "mac-roman"
+assert "\\u00e9".encode("cp037") == b"\\x51"
+import encodings
+import encodings.idna
+stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+assert Path(encodings.__file__).resolve().parent.parent == stdlib, encodings.__file__
+assert sys.modules["encodings"] is encodings
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_configure_optimizers_and_num_params():
+    m = tiny_model("learned")
+    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() < 2 for p in no_decay["params"])
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in m.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in m.parameters())
+    assert m.get_num_params(non_embedding=False) == total
+    assert m.get_num_params() == total - BLOCK * 32  # the position table is left out
+    assert tiny_model("alibi").get_num_params() == tiny_model("alibi").get_num_params(False)
+
+
+# -----------------------------------------------------------------------------
+# properties every encoding must have
+
+
+@pytest.mark.parametrize("impl", ["fast", "explicit"])
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_causality(encoding, kwargs, impl):
+    m = tiny_model(encoding, kwargs)
+    m.attn_impl = impl
+    T = usable_length(m, 50)  # 50 > attn_block_size 16: several query blocks
+    idx = tokens(2, T)
+    base = m(idx)[0]
+    for j in (0, 7, 16, 33, T - 1):
+        changed = idx.clone()
+        changed[:, j] = (changed[:, j] + 1) % 64
+        out = m(changed)[0]
+        torch.testing.assert_close(out[:, :j], base[:, :j], rtol=0, atol=1e-6)
+        assert (out[:, j] - base[:, j]).abs().max() > 1e-3  # the change is visible at j
+
+
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_shift_of_positions(encoding, kwargs):
+    """Relative encodings: output unchanged under pos + c. Absolute ones: changed."""
+    m = tiny_model(encoding, kwargs)
+    T = usable_length(m, 40)
+    idx = tokens(2, T)
+    pos = torch.arange(T)
+    base = m(idx, pos=pos)[0]
+    if is_relative(m.pe[0]):
+        # float32 throughout; RoPE rotates by absolute angles (t * theta up to 6e4 rad), whose
+        # float32 cos/sin carry ~1e-7 absolute error each: hence 2e-5, not 1e-6
+        for c in (1, 1000, 60_000, 65_519):
+            torch.testing.assert_close(m(idx, pos=pos + c)[0], base, rtol=2e-5, atol=2e-5)
+    else:
+        c = 3 if m.max_len is not None else 1000
+        assert (m(idx, pos=pos + c)[0] - base).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_shift_of_float_times(encoding, kwargs):
+    """Irregularly sampled sequences: float64 times, shifted by non-integer offsets."""
+    m = tiny_model(encoding, kwargs)
+    if m.max_len is not None:  # a table has rows for integers only
+        with pytest.raises(ValueError):
+            m(tokens(1, 5), pos=torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0]))
+        return
+    T = 40
+    idx = tokens(2, T)
+    g = torch.Generator().manual_seed(3)
+    times = torch.cumsum(0.1 + 2 * torch.rand(T, generator=g, dtype=torch.float64), 0)
+    base = m(idx, pos=times)[0]
+    assert torch.isfinite(base).all()
+    if is_relative(m.pe[0]):
+        for c in (0.25, 1000.5, 60_000.75):
+            torch.testing.assert_close(m(idx, pos=times + c)[0], base, rtol=2e-5, atol=2e-5)
+    else:
+        assert (m(idx, pos=times + 1000.5)[0] - base).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_fast_path_equals_explicit_path(encoding, kwargs):
+    m = tiny_model(encoding, kwargs)  # attn_block_size=16, T=50: 4 query blocks, last partial
+    T = usable_length(m, 50)
+    idx = tokens(2, T)
+    for pos in (torch.arange(T), torch.arange(T) + 1000):
+        if m.max_len is not None and pos[-1] >= m.max_len:
+            continue
+        m.attn_impl = "fast"
+        fast = m(idx, pos=pos)[0]
+        m.attn_impl = "explicit"
+        explicit = m(idx, pos=pos)[0]
+        torch.testing.assert_close(fast, explicit, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("query_block", [16, 50, 512])
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_causal_attention_matches_scores(encoding, kwargs, query_block):
+    """model.causal_attention (fast and explicit) == softmax(pe.scores + causal mask) @ v."""
+    cfg = tiny_config(encoding, kwargs)
+    torch.manual_seed(0)
+    pe = perturb(build_encoding(cfg), std=1.0)
+    T = 50
+    q, k, v = (2 * torch.randn(2, 4, T, 8) for _ in range(3))  # logits O(several)
+    pos = torch.arange(T) + 5
+    if pe.max_len is not None:
+        pos = torch.arange(T)
+    ref = reference_attention(q, k, v, pos, pe)
+    for explicit in (False, True):
+        out = model.causal_attention(q, k, v, pos, pe, 0.0, query_block, explicit)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_gradients_reach_every_parameter(encoding, kwargs):
+    torch.manual_seed(0)
+    m = GPT(tiny_config(encoding, kwargs)).train()  # GPT-2 init: the state training starts from
+    idx = tokens(2, BLOCK)
+    _, loss = m(idx, tokens(2, BLOCK, seed=1))
+    loss.backward()
+    for name, p in m.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name} gets no gradient"
+            assert torch.isfinite(p.grad).all(), name
+            assert p.grad.abs().max() > 0, f"{name} has an all-zero gradient"
+
+
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_runs_far_past_block_size(encoding, kwargs):
+    """8 x block_size; with gamma = 0.5, e^{|alpha| T} would overflow float32 without the
+    block-relative times."""
+    m = tiny_model(encoding, kwargs)
+    idx = tokens(1, 8 * BLOCK)
+    if m.max_len is not None:
+        with pytest.raises(ValueError, match=str(m.max_len - 1)):
+            m(idx)
+        return
+    with torch.no_grad():
+        logits, loss = m(idx, tokens(1, 8 * BLOCK, seed=1))
+    assert logits.shape == (1, 8 * BLOCK, 64)
+    assert torch.isfinite(logits).all() and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_generate(encoding):
+    m = tiny_model(encoding)
+    idx = tokens(2, BLOCK - 4)
+    out = m.generate(idx, 10, temperature=0)  # goes past block_size
+    assert out.shape == (2, BLOCK + 6)
+    assert torch.equal(out[:, : BLOCK - 4], idx)
+    # greedy: every new token is the argmax given what came before (cropped to a finite table)
+    for t in range(BLOCK - 4, BLOCK + 6):
+        ctx = out[:, :t] if m.max_len is None else out[:, max(0, t - m.max_len) : t]
+        with torch.no_grad():
+            expected = m(ctx)[0][:, -1].argmax(-1)
+        assert torch.equal(out[:, t], expected)
+    torch.manual_seed(0)
+    assert torch.equal(m.generate(idx, 3, temperature=1.0, top_k=1), out[:, : BLOCK - 1])
+    torch.manual_seed(0)
+    a = m.generate(idx, 5, temperature=0.8)
+    torch.manual_seed(0)
+    assert torch.equal(a, m.generate(idx, 5, temperature=0.8))
+
+
+# -----------------------------------------------------------------------------
+# memory: the blockwise path never builds a full (T, T) mask or bias
+
+
+def test_blockwise_attn_mask_size(monkeypatch):
+    """ALiBi at T=4096, attn_block_size=256: every SDPA call gets at most block * T mask entries
+    per head (a (T, T) float mask per head would still fit in RAM, so we check the calls)."""
+    T, block = 4096, 256
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recorder(q, k, v, attn_mask=None, **kwargs):
+        calls.append((q.size(2), None if attn_mask is None else tuple(attn_mask.shape)))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(model.F, "scaled_dot_product_attention", recorder)
+    torch.manual_seed(0)
+    m = GPT(tiny_config("alibi", n_layer=1, attn_block_size=block)).eval()
+    with torch.no_grad():
+        logits, _ = m(tokens(1, T))
+    assert torch.isfinite(logits).all()
+    assert len(calls) == T // block
+    for n_queries, shape in calls:
+        assert n_queries <= block and shape is not None
+        assert math.prod(shape[-2:]) <= block * T  # entries per head
+
+
+class MaxStorage(TorchDispatchMode):
+    """Records the largest tensor storage (in elements) any aten op produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                n = t.untyped_storage().nbytes() // t.element_size()
+                if n > self.largest:
+                    self.largest, self.op = n, func
+        return out
+
+
+@pytest.mark.parametrize("encoding", [e for e in ENCODINGS if e != "learned"])
+def test_no_tensor_larger_than_a_query_block(encoding):
+    """At T=1024 with query blocks of 64, no intermediate of the forward pass holds more than
+    B * H * block * T elements (a (T, T) per-head mask or bias would be 16x that)."""
+    T, block, B, H = 1024, 64, 1, 4
+    torch.manual_seed(0)
+    m = GPT(tiny_config(encoding, n_layer=1, attn_block_size=block)).eval()
+    with torch.no_grad(), MaxStorage() as rec:
+        m(tokens(B, T))
+    assert rec.largest <= B * H * block * T, f"{rec.op} made {rec.largest} elements"
