@@ -383,7 +383,11 @@ def test_sinusoidal_is_vaswani():
         for i in range(D // 2):
             expected[r, 2 * i] = math.sin(p / 10000 ** (2 * i / D))
             expected[r, 2 * i + 1] = math.cos(p / 10000 ** (2 * i / D))
-    torch.testing.assert_close(pe.embed(pos).double(), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pe.table(pos).double(), expected, rtol=1e-6, atol=1e-6)
+    # added to the tokens at the RMS of GPT-2's token init (0.02), or literally with scale=1
+    torch.testing.assert_close(pe.embed(pos), pe.table(pos) * 0.02 * math.sqrt(2))
+    literal = build_encoding(config("sinusoidal", n_embd=D, scale=1.0))
+    torch.testing.assert_close(literal.embed(pos).double(), expected, rtol=1e-6, atol=1e-6)
     assert list(pe.parameters()) == []
 
 

@@ -1,0 +1,37 @@
+# The overnight sweep: every encoding trained on WikiText-103 at L = 512 (the ALiBi paper's
+# training length), then evaluated on the whole validation split at 512 ... 16384 (1x-32x),
+# nonoverlapping, as in the paper's tables. Needs `python data/prepare.py wikitext103` first.
+#
+#     python scripts/sweep.py configs/sweeps/wikitext103.py --dry_run    # what it will do
+#     python scripts/sweep.py configs/sweeps/wikitext103.py              # one GPU, one night
+#     python scripts/plot.py out/sweeps/wikitext103
+#
+# Estimate (one A100 40/80 GB; the arithmetic of configs/base.py, which every run uses):
+#   training  GPT-2 small (N = 124M), 10,000 iterations x 32,768 tokens = 328M tokens.
+#             FLOPs/token = 6N + 12 * n_layer * n_embd * L = 742M + 57M = 0.80 GFLOP, so
+#             2.6e17 FLOP per run. At 40% MFU of 312 TFLOPS (bf16) = 125 TFLOPS: ~35 min.
+#             The flash-attention encodings (nope, rope, sinusoidal, learned) run at about that;
+#             the ones with an additive bias or a decay (alibi, t5, shaw, damped_rope) use an
+#             explicit mask and run up to ~2x slower (the ALiBi paper: T5 at half the speed of
+#             sinusoidal). 4 x 35 min + 4 x ~60 min = ~6.5 h.
+#   eval      forward only: (2N + 2 * n_layer * n_embd * T) FLOPs/token, ~0.55 GFLOP at
+#             T = 16k; 6 lengths x ~0.28M validation tokens = ~1 PFLOP, minutes per run even at
+#             a low MFU for the explicit-mask encodings; ~15-30 min for the sweep.
+#   total     ~7 h on an A100 (~3 h on an H100): it fits in a night with room for a second
+#             seed of the runs that matter (add seeds = [1337, 1338]; ~0.3-0.9 ppl of
+#             seed noise is typical on WikiText-103).
+# The per-run ETA that train.py prints after its first iterations is the number to trust.
+name = "wikitext103"
+out_dir = "out/sweeps/wikitext103"
+_encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
+runs = [dict(name=e, config=f"configs/{e}.py") for e in _encodings]
+seeds = [1337]
+common = {}  # configs/base.py as it is; e.g. dict(max_iters=2000) for a quicker look
+eval_args = dict(
+    lengths=[512, 1024, 2048, 4096, 8192, 16384],
+    mode="nonoverlapping",  # the sliding view: scripts/eval_lengths.py --mode=sliding afterwards
+    split="val",
+    max_tokens=0,  # the whole split, so that word-level perplexity is exact
+)
+jobs = 1  # one GPU: one run at a time
+threads = 0

@@ -1,0 +1,242 @@
+"""scripts/eval_lengths.py: the numbers equal a direct per-token computation on a tiny model."""
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ev = load_script("eval_lengths")
+VOCAB = 32
+
+
+def make_dataset(root, n_val=300, n_test=200, words=None):
+    """A byte-tokenized dataset dir with random tokens, as data/prepare.py would write it."""
+    d = root / "data" / "tiny"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", 400), ("val", n_val), ("test", n_test)):
+        rng.integers(0, VOCAB, n).astype(np.uint16).tofile(d / f"{split}.bin")
+        splits[split] = {"tokens": n, "bytes": n, "words": words or n // 5}
+    meta = {
+        "name": "tiny",
+        "source": "test",
+        "tokenizer": "bytes",
+        "vocab_size": VOCAB,
+        "dtype": "uint16",
+        "eot_token": None,
+        "splits": splits,
+    }
+    (d / "meta.json").write_text(json.dumps(meta))
+    return root / "data"
+
+
+def make_run(root, encoding="alibi", block_size=16, iter_num=10):
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        vocab_size=VOCAB,
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+        block_size=block_size,
+        encoding=encoding,
+        attn_block_size=8,
+    )
+    model = GPT(cfg)
+    out = root / f"run_{encoding}"
+    out.mkdir()
+    config = {"dataset": "tiny", "data_dir": str(root / "data"), "seed": 1, "encoding": encoding}
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_args": dataclasses.asdict(cfg),
+            "config": config,
+            "iter_num": iter_num,
+            "finished": True,
+        },
+        out / "ckpt.pt",
+    )
+    return out, model.eval()
+
+
+def direct_nll(model, data, length, mode, stride):
+    """Per-token NLL the obvious way: for every target t, run the model on exactly the context
+    the protocol gives it and read the last logit. Returns {t: (nll, position in window)}."""
+    n_targets = len(data) - 1
+    out = {}
+    for t in range(1, n_targets + 1):
+        if mode == "nonoverlapping":
+            start = (t - 1) // length * length
+        elif t <= length:
+            start = 0
+        else:  # the window whose end is the first of length, length + stride, ... reaching t
+            end = length + math.ceil((t - length) / stride) * stride
+            start = min(end, n_targets) - length
+        x = torch.tensor(data[start:t], dtype=torch.long)[None]
+        with torch.no_grad():
+            logits, _ = model(x)
+        nll = F.cross_entropy(logits[0, -1].float()[None], torch.tensor([int(data[t])]))
+        out[t] = (nll.item(), t - 1 - start)
+    return out
+
+
+@pytest.mark.parametrize(
+    "n_tokens,length,mode,stride",
+    [
+        (101, 16, "nonoverlapping", 16),
+        (100, 16, "nonoverlapping", 16),
+        (17, 16, "nonoverlapping", 16),
+        (101, 16, "sliding", 4),
+        (100, 16, "sliding", 5),
+        (30, 16, "sliding", 16),
+        (17, 16, "sliding", 1),
+    ],
+)
+def test_windows_score_every_token_once(n_tokens, length, mode, stride):
+    hits = np.zeros(n_tokens, dtype=int)
+    for start, n_in, n_score in ev.windows(n_tokens, length, mode, stride):
+        assert 0 <= start and start + n_in <= n_tokens - 1 and 1 <= n_score <= n_in <= length
+        if mode == "sliding":
+            assert n_in == length  # sliding windows are always full
+        hits[start + 1 + n_in - n_score : start + 1 + n_in] += 1
+    assert hits[0] == 0 and (hits[1:] == 1).all()
+
+
+@pytest.mark.parametrize("mode,stride", [("nonoverlapping", 0), ("sliding", 5)])
+def test_numbers_equal_direct_computation(tmp_path, mode, stride):
+    make_dataset(tmp_path)
+    out, model = make_run(tmp_path)
+    max_tokens = 90  # a prefix of the 300-token split: 90 scored tokens at every length
+    args = [
+        f"--out_dir={out}",
+        "--lengths=8,16,32",
+        f"--mode={mode}",
+        f"--max_tokens={max_tokens}",
+        "--batch_size=3",
+        "--device=cpu",
+    ]
+    if stride:
+        args.append(f"--stride={stride}")
+    ev.main(args)
+    records = json.loads((out / "eval_lengths.json").read_text())
+    assert [r["length"] for r in records] == [8, 16, 32]
+    data = np.fromfile(tmp_path / "data" / "tiny" / "val.bin", dtype=np.uint16)[: max_tokens + 1]
+    for r in records:
+        assert not r["skipped"] and r["tokens"] == max_tokens
+        assert r["mode"] == mode and r["stride"] == (stride or r["length"])
+        direct = direct_nll(model, data, r["length"], mode, r["stride"])
+        loss = sum(v for v, _ in direct.values()) / len(direct)
+        assert r["loss"] == pytest.approx(loss, rel=1e-5)
+        assert r["ppl"] == pytest.approx(math.exp(loss), rel=1e-5)
+        assert r["bits_per_byte"] == pytest.approx(loss / math.log(2), rel=1e-5)
+        assert "word_ppl" not in r  # a prefix has no exact word count
+        assert r["encoding"] == "alibi" and r["block_size"] == 16 and r["dataset"] == "tiny"
+        # per-position means (lengths <= 256: one bucket per position)
+        assert r["per_position_edges"] == list(range(r["length"] + 1))
+        for p, got in enumerate(r["per_position_loss"]):
+            vals = [v for v, q in direct.values() if q == p]
+            assert r["per_position_tokens"][p] == len(vals)
+            if vals:
+                assert got == pytest.approx(sum(vals) / len(vals), rel=1e-5)
+            else:
+                assert got is None
+
+
+def test_whole_split_word_ppl_and_test_split(tmp_path):
+    make_dataset(tmp_path, words=37)
+    out, model = make_run(tmp_path)
+    ev.main([f"--out_dir={out}", "--lengths=16", "--split=test", "--device=cpu"])
+    (r,) = json.loads((out / "eval_lengths.json").read_text())
+    assert r["split"] == "test" and r["tokens"] == 199 and r["max_tokens"] == 0
+    assert r["word_ppl"] == pytest.approx(math.exp(r["loss"] * r["tokens"] / 37), rel=1e-6)
+
+
+def test_learned_skipped_past_its_table_and_too_long(tmp_path):
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path, encoding="learned", block_size=16)
+    ev.main([f"--out_dir={out}", "--max_tokens=40", "--device=cpu"])  # default: 16 x 1..32
+    records = {r["length"]: r for r in json.loads((out / "eval_lengths.json").read_text())}
+    assert sorted(records) == [16, 32, 64, 128, 256, 512]
+    assert not records[16]["skipped"] and records[16]["loss"] > 0
+    for n in (32, 64, 128, 256, 512):
+        assert records[n]["skipped"] and "16" in records[n]["reason"]
+        assert records[n].get("loss") is None
+
+
+def test_length_longer_than_range_is_skipped_and_results_merge(tmp_path):
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path)
+    ev.main([f"--out_dir={out}", "--lengths=16,64", "--max_tokens=40", "--device=cpu"])
+    ev.main(
+        [
+            f"--out_dir={out}",
+            "--lengths=16",
+            "--mode=sliding",
+            "--stride=8",
+            "--max_tokens=40",
+            "--device=cpu",
+        ]
+    )
+    records = json.loads((out / "eval_lengths.json").read_text())
+    got = {(r["mode"], r["length"]): r for r in records}
+    assert set(got) == {("nonoverlapping", 16), ("nonoverlapping", 64), ("sliding", 16)}
+    assert (
+        got[("nonoverlapping", 64)]["skipped"]
+        and "max_tokens" in got[("nonoverlapping", 64)]["reason"]
+    )
+    # a new checkpoint (different iter_num) replaces every earlier record
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    ckpt["iter_num"] = 20
+    torch.save(ckpt, out / "ckpt.pt")
+    ev.main([f"--out_dir={out}", "--lengths=16", "--max_tokens=40", "--device=cpu"])
+    records = json.loads((out / "eval_lengths.json").read_text())
+    assert [(r["mode"], r["length"], r["iter_num"]) for r in records] == [
+        ("nonoverlapping", 16, 20)
+    ]
+
+
+def test_long_lengths_are_bucketed():
+    edges = ev.position_edges(4096)
+    assert edges[0] == 0 and edges[-1] == 4096 and len(edges) - 1 <= 256
+    assert edges[:65] == list(range(65)) and all(b > a for a, b in zip(edges, edges[1:]))
+    s = torch.arange(4096, dtype=torch.float64)
+    c = torch.ones(4096, dtype=torch.int64)
+    means, counts = ev.bucketed(s, c, edges)
+    assert sum(counts) == 4096 and counts[3] == 1
+    assert means[3] == 3.0 and means[-1] == pytest.approx((edges[-2] + 4095) / 2)
+
+
+def test_bad_mode_is_one_clear_line(tmp_path):
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path)
+    p = subprocess.run(
+        [sys.executable, "scripts/eval_lengths.py", f"--out_dir={out}", "--mode=slide"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip().startswith("error:") and "sliding" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -1,0 +1,181 @@
+"""scripts/sweep.py on tiny runs: skip, resume, failure isolation, tables, exit status."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+VOCAB = 32
+
+
+def make_dataset(root):
+    d = root / "data" / "tiny"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", 3000), ("val", 600), ("test", 600)):
+        # a learnable pattern (counting mod VOCAB with noise) so that losses are not all equal
+        x = (np.arange(n) + (rng.random(n) < 0.2) * rng.integers(0, VOCAB, n)) % VOCAB
+        x.astype(np.uint16).tofile(d / f"{split}.bin")
+        splits[split] = {"tokens": n, "bytes": n, "words": n // 5}
+    meta = {
+        "name": "tiny",
+        "source": "test",
+        "tokenizer": "bytes",
+        "vocab_size": VOCAB,
+        "dtype": "uint16",
+        "eot_token": None,
+        "splits": splits,
+    }
+    (d / "meta.json").write_text(json.dumps(meta))
+
+
+def write_sweep(root, runs, max_iters=4, seeds=(1,)):
+    common = dict(
+        dataset="tiny",
+        data_dir=str(root / "data"),
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        block_size=16,
+        batch_size=4,
+        max_iters=max_iters,
+        warmup_iters=1,
+        eval_interval=2,
+        eval_iters=1,
+        log_interval=1,
+        device="cpu",
+    )
+    path = root / "sweep_tiny.py"
+    path.write_text(
+        f"name = 'tiny'\nout_dir = {str(root / 'sweep')!r}\ncommon = {common!r}\n"
+        f"runs = {runs!r}\nseeds = {list(seeds)!r}\njobs = 2\nthreads = 1\n"
+        "eval_args = dict(lengths=[16, 32], max_tokens=200, device='cpu')\n"
+    )
+    return path
+
+
+def sweep(path, *args):
+    return subprocess.run(
+        [sys.executable, "scripts/sweep.py", str(path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def statuses(root):
+    rows = json.loads((root / "sweep" / "status.json").read_text())["runs"]
+    return {(r["run"], r["seed"]): r for r in rows}
+
+
+def n_train_calls(run_dir):
+    log = run_dir / "train.log"
+    return log.read_text().count("\n=== ") if log.exists() else 0
+
+
+def test_failures_are_isolated_then_finished_runs_are_skipped(tmp_path):
+    make_dataset(tmp_path)
+    runs = [
+        dict(name="alibi", config="configs/demo/alibi.py"),
+        dict(name="bad_heads", config="configs/demo/rope.py", overrides=dict(n_head=3)),
+        dict(name="no_config", config=str(tmp_path / "missing.py")),
+    ]
+    path = write_sweep(tmp_path, runs)
+    p = sweep(path)
+    assert p.returncode == 2, p.stdout + p.stderr  # two failed runs
+    st = statuses(tmp_path)
+    assert st[("alibi", 1)]["status"] == "ok"
+    assert st[("bad_heads", 1)]["status"] == "failed" and "n_head" in st[("bad_heads", 1)]["error"]
+    assert st[("no_config", 1)]["status"] == "failed" and "missing" in st[("no_config", 1)]["error"]
+    assert p.stdout.count("FAILED") == 2
+    ok_dir = tmp_path / "sweep" / "alibi" / "seed1"
+    records = json.loads((ok_dir / "eval_lengths.json").read_text())
+    assert [r["length"] for r in records] == [16, 32] and all(r["ppl"] > 1 for r in records)
+    # the tables: a row per run, the failures say why
+    with open(tmp_path / "sweep" / "results.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"alibi", "bad_heads", "no_config"}
+    assert float(rows["alibi"]["ppl@32"]) == pytest.approx(records[1]["ppl"], rel=1e-5)
+    assert rows["bad_heads"]["ppl@16"] == "" and "failed" in rows["bad_heads"]["status"]
+    md = (tmp_path / "sweep" / "results.md").read_text()
+    assert "| alibi |" in md and "perplexity" in md and "nonoverlapping" in md
+    # second time: the finished run is neither retrained nor re-evaluated
+    mtime = (ok_dir / "eval_lengths.json").stat().st_mtime
+    p = sweep(path, "--only=alibi")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert n_train_calls(ok_dir) == 1 and (ok_dir / "eval_lengths.json").stat().st_mtime == mtime
+    assert statuses(tmp_path)[("alibi", 1)]["status"] == "done"
+    with open(tmp_path / "sweep" / "results.csv") as f:  # --only keeps the other runs' rows
+        assert {r["run"] for r in csv.DictReader(f)} == {"alibi", "bad_heads", "no_config"}
+
+
+def test_interrupted_run_is_resumed(tmp_path):
+    make_dataset(tmp_path)
+    path = write_sweep(tmp_path, [dict(name="alibi", config="configs/demo/alibi.py")], max_iters=4)
+    run_dir = tmp_path / "sweep" / "alibi" / "seed1"
+    # a run stopped at iter 2 of 4: train 2 iterations, then mark the checkpoint unfinished
+    common = json.loads(json.dumps(dict(dataset="tiny", data_dir=str(tmp_path / "data"))))
+    args = [f"--{k}={v}" for k, v in common.items()]
+    args += [
+        "--n_layer=1",
+        "--n_head=2",
+        "--n_embd=16",
+        "--block_size=16",
+        "--batch_size=4",
+        "--max_iters=2",
+        "--warmup_iters=1",
+        "--eval_interval=2",
+        "--eval_iters=1",
+        "--log_interval=1",
+        "--device=cpu",
+        "--seed=1",
+        f"--out_dir={run_dir}",
+    ]
+    subprocess.run(
+        [sys.executable, "train.py", "configs/demo/alibi.py", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    ckpt = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    ckpt["finished"] = False
+    torch.save(ckpt, run_dir / "ckpt.pt")
+    p = sweep(path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    log = (run_dir / "train.log").read_text()
+    assert "--init_from=resume" in log and "resuming" in log
+    ckpt = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    assert ckpt["finished"] and ckpt["iter_num"] == 4
+    assert json.loads((run_dir / "eval_lengths.json").read_text())[0]["iter_num"] == 4
+
+
+def test_dry_run_lists_and_runs_nothing(tmp_path):
+    path = write_sweep(
+        tmp_path,
+        [
+            dict(name="alibi", config="configs/demo/alibi.py"),
+            dict(name="rope", config="configs/demo/rope.py"),
+        ],
+        seeds=(1, 2),
+    )
+    p = sweep(path, "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("train, then evaluate") == 4 and "rope/seed2" in p.stdout
+    assert "eval_lengths.py" in p.stdout and "--seed=2" in p.stdout
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_bad_sweep_file_is_one_clear_line(tmp_path):
+    path = tmp_path / "s.py"
+    path.write_text("runs = [dict(name='a', config='configs/demo/alibi.py')]\nseed = [1]\n")
+    p = sweep(path)
+    assert p.returncode == 2 and p.stderr.startswith("error:") and "seeds" in p.stderr
+    assert "Traceback" not in p.stderr
