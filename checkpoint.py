@@ -59,19 +59,48 @@ def model_args(model):
     return asdict(model.config)
 
 
-def load_model(out_dir, device="cpu", encoding_kwargs_override=None):
+ROPE_ENCODINGS = ("rope", "damped_rope")  # the encodings that take --rope_scaling
+
+
+def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
+    """encoding_kwargs for RoPE context extension at evaluation time ({} when none is asked)."""
+    from model import ROPE_SCALINGS
+
+    if not rope_scaling:
+        return {}
+    if rope_scaling not in ROPE_SCALINGS:
+        raise UserError(
+            f"--rope_scaling must be one of {', '.join(ROPE_SCALINGS[1:])}, got '{rope_scaling}'"
+        )
+    if encoding not in ROPE_ENCODINGS:
+        raise UserError(
+            f"--rope_scaling applies to {' and '.join(ROPE_ENCODINGS)}; this checkpoint uses"
+            f" {encoding}"
+        )
+    if rope_factor <= 0:
+        raise UserError(f"--rope_factor must be positive, got {rope_factor}")
+    return {"scaling": rope_scaling, "factor": float(rope_factor)}
+
+
+def load_model(
+    out_dir, device="cpu", encoding_kwargs_override=None, rope_scaling=None, rope_factor=8.0
+):
     """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode.
 
     encoding_kwargs_override: options merged into the saved encoding_kwargs, for evaluation-time
-    changes that keep the weights (e.g. RoPE scaling); an unknown option is a UserError."""
+    changes that keep the weights; an unknown option is a UserError. rope_scaling / rope_factor:
+    RoPE context extension (linear, dynamic, yarn, llama3) for rope and damped_rope checkpoints,
+    relative to the training length."""
     from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     ckpt = load_checkpoint(out_dir, map_location="cpu")
     args = dict(ckpt["model_args"])
-    if encoding_kwargs_override:
-        args["encoding_kwargs"] = {**args.get("encoding_kwargs", {}), **encoding_kwargs_override}
+    override = dict(encoding_kwargs_override or {})
+    override.update(rope_scaling_kwargs(args["encoding"], rope_scaling, rope_factor))
+    if override:
+        args["encoding_kwargs"] = {**args.get("encoding_kwargs", {}), **override}
     try:
         model = GPT(GPTConfig(**args))
     except ValueError as e:  # unknown encoding or option: the model's message says which

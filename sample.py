@@ -28,7 +28,9 @@ DEFAULTS = dict(
     top_k=200,  # keep only the top_k most likely tokens; 0 keeps all
     seed=1337,
     device="auto",  # "auto" (cuda if available, else cpu), "cpu", "cuda", ...
-    encoding_kwargs={},  # change encoding options at generation time (e.g. RoPE scaling)
+    encoding_kwargs={},  # change encoding options at generation time
+    rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
+    rope_factor=8.0,  # its factor (how many times the training length it aims at)
 )
 
 
@@ -54,7 +56,13 @@ def main(argv=None):
         with open(path, encoding="utf-8") as f:
             start = f.read()
 
-    model, ckpt = load_model(cfg["out_dir"], device, cfg["encoding_kwargs"] or None)
+    model, ckpt = load_model(
+        cfg["out_dir"],
+        device,
+        cfg["encoding_kwargs"] or None,
+        rope_scaling=cfg["rope_scaling"] or None,
+        rope_factor=cfg["rope_factor"],
+    )
     # the tokenizer is recorded in the checkpoint; older ones only name their dataset
     tokenizer_name = ckpt.get("tokenizer")
     if tokenizer_name is None:

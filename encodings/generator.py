@@ -102,6 +102,8 @@ class Generator(Encoding):
             if count == "rest":  # as many blocks as fill the channels the others leave
                 count = (d - self._channels(blocks, skip=i)) // max(width, 1)
             count = int(count)
+            if count == 0:  # e.g. count="rest" with nothing left: the block is absent
+                continue
             learn = bool(spec.get("learnable", False))
             if kind in ("rotation", "damped", "damped_jordan"):
                 omega = spec.get("omega")

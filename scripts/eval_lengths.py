@@ -57,7 +57,10 @@ DEFAULTS = dict(
     batch_size=0,  # windows per forward pass; 0 picks it from memory_budget_gb
     memory_budget_gb=1.0,  # bound on the logits of one batch (B * T * vocab * 4 bytes)
     data_dir="",  # default: the data_dir the checkpoint was trained with
-    encoding_kwargs={},  # override encoding options at evaluation time (e.g. RoPE scaling)
+    encoding_kwargs={},  # override encoding options at evaluation time
+    rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
+    rope_factor=8.0,  # its factor (how many times the training length it aims at)
+    variant="",  # label of an evaluation-time change (default: "yarn x8" from the options above)
     device="cuda" if torch.cuda.is_available() else "cpu",
     dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
     output="eval_lengths.json",  # file name inside out_dir
@@ -158,9 +161,19 @@ def finite_or_none(x):
     return x if x is not None and math.isfinite(x) else None
 
 
+def variant_name(cfg):
+    """A label for an evaluation-time change of the model ("yarn x8"); "" for the model as
+    trained. Sweeps and plots show each variant as its own row / line."""
+    if cfg["variant"]:
+        return cfg["variant"]
+    if cfg["rope_scaling"]:
+        return f"{cfg['rope_scaling']} x{cfg['rope_factor']:g}"
+    return "custom" if cfg["encoding_kwargs"] else ""
+
+
 def record_key(r):
     kwargs = json.dumps(r.get("encoding_kwargs"), sort_keys=True)
-    return (r["split"], r["mode"], r["stride"], r["length"], kwargs)
+    return (r["split"], r["mode"], r["stride"], r["length"], kwargs, r.get("variant") or "")
 
 
 def main(argv=None):
@@ -174,6 +187,8 @@ def main(argv=None):
         cfg["out_dir"],
         device=cfg["device"],
         encoding_kwargs_override=cfg["encoding_kwargs"] or None,
+        rope_scaling=cfg["rope_scaling"] or None,
+        rope_factor=cfg["rope_factor"],
     )
     margs, tcfg = ckpt["model_args"], ckpt.get("config", {})
     block_size = margs["block_size"]
@@ -205,7 +220,10 @@ def main(argv=None):
     max_len = getattr(model, "max_len", None)
     context = {
         "encoding": margs.get("encoding"),
-        "encoding_kwargs": cfg["encoding_kwargs"] or margs.get("encoding_kwargs", {}),
+        "encoding_kwargs": model.config.encoding_kwargs,  # as evaluated, overrides included
+        "rope_scaling": cfg["rope_scaling"] or None,
+        "rope_factor": cfg["rope_factor"] if cfg["rope_scaling"] else None,
+        "variant": variant_name(cfg),
         "block_size": block_size,
         "dataset": tcfg.get("dataset"),
         "tokenizer": meta.get("tokenizer"),

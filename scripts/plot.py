@@ -47,7 +47,8 @@ METRIC_NAMES = {
     "loss": "loss (nats/token)",
 }
 # fixed colours per encoding so that every figure of the repo reads the same way
-ENCODING_ORDER = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
+ENCODING_ORDER = ["alibi", "t5", "shaw", "rope", "damped_rope", "generator", "nope", "sinusoidal"]
+ENCODING_ORDER += ["learned"]
 PALETTE = plt.get_cmap("tab10").colors
 
 
@@ -75,14 +76,22 @@ def run_label(run_dir):
     return os.path.basename(os.path.dirname(run_dir)) if re.fullmatch(r"seed\d+", name) else name
 
 
+VARIANT_SEP = " + "  # "rope + yarn x8": a run evaluated with an evaluation-time change
+
+
 def load_runs(files):
-    """{label: [(run_dir, records), ...]} in a stable, encoding-ordered label order."""
+    """{label: [(run_dir, records), ...]} in a stable, encoding-ordered label order. Records of
+    an evaluation-time variant (e.g. RoPE scaling) form their own label, "<run> + <variant>"."""
     runs = {}
     for f in files:
         with open(f) as fh:
             records = json.load(fh)
         run_dir = os.path.dirname(f)
-        runs.setdefault(run_label(run_dir), []).append((run_dir, records))
+        variants = sorted({r.get("variant") or "" for r in records})
+        for v in variants:
+            label = run_label(run_dir) + (VARIANT_SEP + v if v else "")
+            recs = [r for r in records if (r.get("variant") or "") == v]
+            runs.setdefault(label, []).append((run_dir, recs))
 
     def order(label):
         enc = runs[label][0][1][0].get("encoding") if runs[label][0][1] else None
@@ -187,7 +196,10 @@ def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
             name += f" (none past {max(xs)})"
         # a run with one point (learned absolute: nothing past its table) gets a bigger marker
         marker, ms = ("D", 7) if len(xs) == 1 else ("o", 4)
-        ax.plot(xs, mean, marker=marker, ms=ms, lw=1.8, color=col[label], label=name, zorder=3)
+        ls = "--" if VARIANT_SEP in label else "-"
+        ax.plot(
+            xs, mean, marker=marker, ms=ms, lw=1.8, ls=ls, color=col[label], label=name, zorder=3
+        )
         if n_seeds > 1:
             ax.fill_between(xs, mean - std, mean + std, color=col[label], alpha=0.18, lw=0)
         all_vals += list(mean)
@@ -262,7 +274,9 @@ def plot_per_position(runs, split, mode, out_dir):
         if len(xs) == 0:
             continue
         length = max(r["length"] for r in recs)
-        ax.plot(xs, ys, lw=1.6, color=col[label], label=f"{label} (up to {length_label(length)})")
+        ls = "--" if VARIANT_SEP in label else "-"
+        name = f"{label} (up to {length_label(length)})"
+        ax.plot(xs, ys, lw=1.6, ls=ls, color=col[label], label=name)
         drawn.append(ys)
         longest = max(longest, length)
     if not drawn:
@@ -293,6 +307,8 @@ def plot_training_curves(runs, out_dir):
     col = colours(runs)
     any_curve, all_recs = False, []
     for label, seeds in runs.items():
+        if VARIANT_SEP in label:  # same training run as its base label
+            continue
         for i, (run_dir, recs) in enumerate(seeds):
             all_recs += recs
             log = os.path.join(run_dir, "log.jsonl")

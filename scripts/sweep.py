@@ -104,17 +104,37 @@ def load_sweep(path):
     for i, r in enumerate(sweep["runs"]):
         if not isinstance(r, dict) or "config" not in r:
             raise UserError(f"{path}: runs[{i}] must be dict(name=..., config=..., overrides={{}})")
-        bad = set(r) - {"name", "config", "overrides", "seeds"}
+        bad = set(r) - {"name", "config", "overrides", "seeds", "eval_variants"}
         if bad:
             raise UserError(f"{path}: runs[{i}] has unknown keys {sorted(bad)}")
         r.setdefault("name", os.path.splitext(os.path.basename(r["config"]))[0])
         r.setdefault("overrides", {})
+        r["eval_variants"] = [dict(v) for v in r.get("eval_variants", [])]
+        for v in r["eval_variants"]:
+            extra = set(v) - VARIANT_KEYS
+            if extra or not (v.get("rope_scaling") or v.get("encoding_kwargs")):
+                raise UserError(
+                    f"{path}: runs[{i}] eval_variants entries are dicts of {sorted(VARIANT_KEYS)}"
+                    " with rope_scaling or encoding_kwargs, e.g. dict(rope_scaling='yarn')"
+                )
+            v.setdefault("variant", variant_label(v))
         if not re.fullmatch(r"[\w.+-]+", r["name"]) or r["name"] in names:
             raise UserError(f"{path}: run names must be unique words, got '{r['name']}' twice")
         names.add(r["name"])
     if sweep["jobs"] < 1:
         raise UserError(f"{path}: jobs must be at least 1")
     return sweep
+
+
+VARIANT_KEYS = {"rope_scaling", "rope_factor", "encoding_kwargs", "variant"}
+
+
+def variant_label(v):
+    """The name of an evaluation-time variant: "yarn x8" (rope_factor defaults to 8, as in
+    eval_lengths.py), or "custom" for other encoding_kwargs; `variant=...` sets it explicitly."""
+    if v.get("rope_scaling"):
+        return f"{v['rope_scaling']} x{v.get('rope_factor', 8.0):g}"
+    return "custom"
 
 
 def flag(key, value):
@@ -140,13 +160,22 @@ class Task:
         cmd += [flag(k, v) for k, v in overrides.items()] + [flag("out_dir", self.dir)]
         return cmd + (["--init_from=resume"] if resume else [])
 
-    def eval_cmd(self):
+    def eval_cmd(self, args=None):
+        args = self.eval_args() if args is None else args
         cmd = [sys.executable, os.path.join(REPO, "scripts", "eval_lengths.py")]
-        return cmd + [flag("out_dir", self.dir)] + [flag(k, v) for k, v in self.eval_args().items()]
+        return cmd + [flag("out_dir", self.dir)] + [flag(k, v) for k, v in args.items()]
 
     def eval_args(self):
         # the training data_dir follows the run (eval_lengths reads it from the checkpoint)
         return dict(self.sweep["eval_args"])
+
+    def evals(self):
+        """Every evaluation of this run: the model as trained, then each eval_variant (the same
+        checkpoint evaluated with e.g. RoPE scaling); eval args carry the variant's label."""
+        return [self.eval_args()] + [{**self.eval_args(), **v} for v in self.run["eval_variants"]]
+
+    def evals_done(self, iter_num):
+        return all(eval_done(self.dir, a, iter_num) for a in self.evals())
 
 
 # -----------------------------------------------------------------------------
@@ -178,10 +207,14 @@ def eval_done(run_dir, eval_args, iter_num):
     except (OSError, ValueError):
         return False
     mode, split = eval_args.get("mode", "nonoverlapping"), eval_args.get("split", "val")
+    variant = eval_args.get("variant", "")
     have = {
         r["length"]
         for r in records
-        if r.get("mode") == mode and r.get("split") == split and r.get("iter_num") == iter_num
+        if r.get("mode") == mode
+        and r.get("split") == split
+        and r.get("iter_num") == iter_num
+        and (r.get("variant") or "") == variant
     }
     wanted = eval_args.get("lengths")
     wanted = [wanted] if isinstance(wanted, int) else wanted
@@ -263,14 +296,15 @@ class Sweep:
                     task.error = why if rc else f"training stopped before max_iters: {why}"
                 return
         state, iter_num = train_state(task.dir)
-        if eval_done(task.dir, task.eval_args(), iter_num):
-            if task.status == "pending":
-                task.status = "done"  # nothing to do: finished and evaluated before
-                return
-        else:
+        if task.evals_done(iter_num) and task.status == "pending":
+            task.status = "done"  # nothing to do: finished and evaluated before
+            return
+        for args in task.evals():
+            if eval_done(task.dir, args, iter_num):
+                continue
             task.status, task.step = "running", "eval"
-            rc = self.call(task, task.eval_cmd(), "eval.log")
-            if rc != 0 or not eval_done(task.dir, task.eval_args(), iter_num):
+            rc = self.call(task, task.eval_cmd(args), "eval.log")
+            if rc != 0 or not eval_done(task.dir, args, iter_num):
                 task.status = "interrupted" if self.stopping else "failed"
                 task.error = tail(os.path.join(task.dir, "eval.log"))
                 return
@@ -369,19 +403,24 @@ def fmt_duration(s):
 
 
 def collect(tasks, eval_args):
-    """{run name: {"tasks": [...], "records": {length: [record per seed]}}}."""
+    """{row name: {"tasks": [...], "records": {length: [record per seed]}}}, one row per run and
+    one per evaluation variant of it ("rope + yarn x8")."""
     mode, split = eval_args.get("mode", "nonoverlapping"), eval_args.get("split", "val")
     out = {}
     for t in tasks:
-        entry = out.setdefault(t.run["name"], {"tasks": [], "records": {}})
-        entry["tasks"].append(t)
+        labels = [""] + [v["variant"] for v in t.run["eval_variants"]]
+        for v in labels:
+            entry = out.setdefault(t.run["name"] + (f" + {v}" if v else ""), dict(records={}))
+            entry.setdefault("tasks", []).append(t)
         path = os.path.join(t.dir, "eval_lengths.json")
         if t.status not in ("ok", "done") or not os.path.exists(path):
             continue
         with open(path) as f:
             for r in json.load(f):
-                if r.get("mode") == mode and r.get("split") == split:
-                    entry["records"].setdefault(r["length"], []).append(r)
+                v = r.get("variant") or ""
+                if r.get("mode") == mode and r.get("split") == split and v in labels:
+                    row = out[t.run["name"] + (f" + {v}" if v else "")]
+                    row["records"].setdefault(r["length"], []).append(r)
     return out
 
 
@@ -513,7 +552,7 @@ def main(argv=None):
         for t in tasks:
             if t.run["name"] not in only:
                 state, iter_num = train_state(t.dir)
-                done = state == "finished" and eval_done(t.dir, t.eval_args(), iter_num)
+                done = state == "finished" and t.evals_done(iter_num)
                 t.status = "done" if done else "not run"
 
     if cfg["dry_run"]:
@@ -521,14 +560,15 @@ def main(argv=None):
         for t in [t for t in tasks if t.status == "pending"]:
             state, iter_num = train_state(t.dir)
             if state == "finished":
-                todo = "evaluated" if eval_done(t.dir, t.eval_args(), iter_num) else "evaluate"
-                print(f"  {t.name}: trained; {todo}")
-                if todo == "evaluate":
-                    print("    " + " ".join(t.eval_cmd()))
+                todo = [a for a in t.evals() if not eval_done(t.dir, a, iter_num)]
+                print(f"  {t.name}: trained; {'evaluate' if todo else 'evaluated'}")
+                for args in todo:
+                    print("    " + " ".join(t.eval_cmd(args)))
             else:
                 print(f"  {t.name}: {'resume' if state == 'partial' else 'train'}, then evaluate")
                 print("    " + " ".join(t.train_cmd(resume=state == "partial")))
-                print("    " + " ".join(t.eval_cmd()))
+                for args in t.evals():
+                    print("    " + " ".join(t.eval_cmd(args)))
         return 0
 
     os.makedirs(sweep["out_dir"], exist_ok=True)

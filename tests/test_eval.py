@@ -240,3 +240,49 @@ def test_bad_mode_is_one_clear_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().startswith("error:") and "sliding" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_rope_scaling_is_evaluated_as_a_variant(tmp_path):
+    from scripts.eval_lengths import main
+
+    make_dataset(tmp_path)
+    out, model = make_run(tmp_path, encoding="rope")
+    args = [f"--out_dir={out}", "--lengths=16,64", "--device=cpu", "--max_tokens=64"]
+    main(args)
+    main(args + ["--rope_scaling=linear"])
+    records = json.loads((out / "eval_lengths.json").read_text())
+    base = {r["length"]: r for r in records if r["variant"] == ""}
+    scaled = {r["length"]: r for r in records if r["variant"] == "linear x8"}
+    assert sorted(base) == sorted(scaled) == [16, 64]  # both kept, side by side
+    assert scaled[64]["encoding_kwargs"] == {"scaling": "linear", "factor": 8.0}
+    assert scaled[64]["rope_scaling"] == "linear" and scaled[64]["rope_factor"] == 8.0
+    # one window of 64: the number is the model's with positions divided by 8
+    data = torch.from_numpy(np.fromfile(tmp_path / "data/tiny/val.bin", dtype=np.uint16)[:65])
+    x, y = data[:64].long()[None], data[1:65].long()[None]
+    with torch.no_grad():
+        logits, _ = model(x, pos=torch.arange(64) / 8)
+    expected = F.cross_entropy(logits[0].float(), y[0]).item()
+    assert scaled[64]["tokens"] == 64
+    assert scaled[64]["loss"] == pytest.approx(expected, rel=1e-6)
+    # (the tiny untrained model barely uses positions: the difference is small but real)
+    assert base[64]["loss"] != pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rope_scaling=yarn"], "applies to rope and damped_rope; this checkpoint uses alibi"),
+        (["--rope_scaling=ntk"], "--rope_scaling must be one of linear, dynamic, yarn, llama3"),
+    ],
+)
+def test_rope_scaling_errors_are_one_line(tmp_path, args, message):
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path, encoding="alibi")
+    p = subprocess.run(
+        [sys.executable, "scripts/eval_lengths.py", f"--out_dir={out}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert message in p.stderr

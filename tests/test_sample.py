@@ -15,14 +15,15 @@ from data.prepare import get_tokenizer
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny trained runs (alibi: extrapolates; learned: a fixed table of block_size=32)."""
+    """Tiny trained runs (alibi: extrapolates; learned: a fixed table of block_size=32; rope:
+    for context extension)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sample")
     data_dir = str(root / "data")
     write_corpus(data_dir)
     out = {}
-    for enc in ("alibi", "learned"):
+    for enc in ("alibi", "learned", "rope"):
         out[enc] = str(root / enc)
         argv = tiny_args(data_dir, out[enc], encoding=enc, max_iters=20)
         run_cli(lambda argv=argv: train.main(argv))
@@ -79,6 +80,20 @@ def test_prompt_from_file_and_greedy(runs, tmp_path, capsys):
     assert run_sample(args + ["--max_new_tokens=20", "--seed=2"], capsys)[1] == out  # greedy
 
 
+def test_rope_scaling_at_generation_time(runs, capsys):
+    args = [f"--out_dir={runs['rope']}", "--start=the", "--max_new_tokens=200", "--temperature=0"]
+    code, plain, _ = run_sample(args, capsys)
+    assert code == 0
+    code, yarn, _ = run_sample(args + ["--rope_scaling=yarn", "--rope_factor=8"], capsys)
+    assert code == 0 and yarn.startswith("the")
+    # the same as generating by hand with the scaled model
+    model, ckpt = load_model(runs["rope"], rope_scaling="yarn", rope_factor=8)
+    tok = get_tokenizer(ckpt["tokenizer"])
+    y = model.generate(torch.tensor([tok.encode("the")]), 200, temperature=0)
+    assert yarn[:-1] == tok.decode(y[0].tolist())
+    assert model.pe[0].scaling == "yarn" and model.pe[0].factor == 8.0
+
+
 def test_learned_positions_crop_the_context(runs, capsys):
     args = [f"--out_dir={runs['learned']}", "--max_new_tokens=50", "--start=the"]
     code, out, err = run_sample(args, capsys)
@@ -95,6 +110,7 @@ def test_learned_positions_crop_the_context(runs, capsys):
         (["--start="], "encodes to no tokens"),
         (["--encoding_kwargs={'nosuch': 1}"], "has no option 'nosuch'"),
         (["--temperatur=1.0"], "unknown key 'temperatur' (did you mean 'temperature'?)"),
+        (["--rope_scaling=yarn"], "applies to rope and damped_rope; this checkpoint uses alibi"),
     ],
 )
 def test_sample_errors(runs, args, message, capsys):

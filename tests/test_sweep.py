@@ -179,3 +179,41 @@ def test_bad_sweep_file_is_one_clear_line(tmp_path):
     p = sweep(path)
     assert p.returncode == 2 and p.stderr.startswith("error:") and "seeds" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_eval_variants_are_rows_of_their_own(tmp_path):
+    """RoPE context extension evaluated on the same checkpoint: one extra row per variant, the
+    training run not repeated, and the variant evaluation skipped once done."""
+    make_dataset(tmp_path)
+    variants = [dict(rope_scaling="yarn", rope_factor=4), dict(rope_scaling="linear")]
+    runs = [dict(name="rope", config="configs/rope.py", eval_variants=variants)]
+    path = write_sweep(tmp_path, runs)
+    p = sweep(path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    records = json.loads((tmp_path / "sweep/rope/seed1/eval_lengths.json").read_text())
+    by_variant = {}
+    for r in records:
+        by_variant.setdefault(r["variant"], []).append(r)
+    assert sorted(by_variant) == ["", "linear x8", "yarn x4"]
+    assert by_variant["yarn x4"][0]["encoding_kwargs"] == {"scaling": "yarn", "factor": 4.0}
+    assert by_variant[""][0]["encoding_kwargs"] == {}
+    # the variant changes the numbers (positions are interpolated), and each is its own row
+    assert by_variant["linear x8"][0]["loss"] != by_variant[""][0]["loss"]
+    with open(tmp_path / "sweep/results.csv") as f:
+        rows = [r["run"] for r in csv.DictReader(f)]
+    assert rows == ["rope", "rope + yarn x4", "rope + linear x8"]
+    assert "| rope + yarn x4 |" in (tmp_path / "sweep/results.md").read_text()
+    eval_log = tmp_path / "sweep/rope/seed1/eval.log"
+    n_evals = eval_log.read_text().count("\n=== ")
+    assert n_evals == 3  # the model as trained, then each variant
+    again = sweep(path)
+    assert again.returncode == 0 and n_train_calls(tmp_path / "sweep/rope/seed1") == 1
+    assert eval_log.read_text().count("\n=== ") == n_evals  # nothing evaluated twice
+
+
+def test_bad_eval_variant_is_a_clear_error(tmp_path):
+    make_dataset(tmp_path)
+    runs = [dict(name="rope", config="configs/rope.py", eval_variants=[dict(factor=4)])]
+    p = sweep(write_sweep(tmp_path, runs))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "eval_variants" in p.stderr

@@ -7,7 +7,17 @@
 name = "demo"
 out_dir = "out/sweeps/demo"
 _encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
-runs = [dict(name=e, config=f"configs/demo/{e}.py") for e in _encodings]
+# RoPE-family runs are also evaluated with context extension at evaluation time (no
+# retraining): rows "rope + yarn x8", ... in the tables, dashed lines in the plot.
+_extend = [dict(rope_scaling=s, rope_factor=8) for s in ("linear", "dynamic", "yarn", "llama3")]
+runs = [
+    dict(name=e, config=f"configs/demo/{e}.py", eval_variants=_extend if e == "rope" else [])
+    for e in _encodings
+]
+# the generator family: a Jordan-block generator, and ALiBi rebuilt as a nilpotent generator
+runs += [
+    dict(name=g, config=f"configs/demo/{g}.py") for g in ("generator_jordan", "generator_alibi")
+]
 seeds = [1337]
 common = dict(device="cpu")
 eval_args = dict(
