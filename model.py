@@ -155,6 +155,8 @@ class Encoding(nn.Module):
                     attention then always goes through scores().
       max_len    -- absolute tables: positions must lie in [0, max_len). None = any position.
       max_query_block -- the largest query block that keeps the encoding's factors finite.
+      shift_invariant -- False for an encoding that is neither absolute (has_embed) nor a function
+                    of t - s alone (e.g. FIRE); the shift-invariance tests then skip it.
     """
 
     per_layer = False
@@ -179,6 +181,12 @@ class Encoding(nn.Module):
 
     def bias(self, q, pos_q, pos_k):
         return None
+
+    @property
+    def shift_invariant(self):
+        """Outputs unchanged under pos + c (tests check it): true of every encoding that is not
+        absolute. A subclass that is neither may set the class attribute to False."""
+        return not self.has_embed
 
     @property
     def has_embed(self):
