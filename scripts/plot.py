@@ -49,7 +49,8 @@ METRIC_NAMES = {
 # fixed colours per encoding so that every figure of the repo reads the same way
 ENCODING_ORDER = ["alibi", "t5", "shaw", "rope", "damped_rope", "generator", "nope", "sinusoidal"]
 ENCODING_ORDER += ["learned"]
-PALETTE = plt.get_cmap("tab10").colors
+# 20 distinct colours: tab10, then the light halves of tab20 (a sweep easily has > 10 lines)
+PALETTE = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("tab20").colors[1::2])
 
 
 def find_eval_files(paths):
@@ -172,7 +173,7 @@ def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     col = colours(runs)
     all_recs, all_vals, notes, lengths = [], [], [], set()
-    for label, seeds in runs.items():
+    for rank, (label, seeds) in enumerate(runs.items()):
         by_len, skipped = {}, {}
         for _, recs in seeds:
             for r in select(recs, split, mode):
@@ -198,7 +199,16 @@ def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
         marker, ms = ("D", 7) if len(xs) == 1 else ("o", 4)
         ls = "--" if VARIANT_SEP in label else "-"
         ax.plot(
-            xs, mean, marker=marker, ms=ms, lw=1.8, ls=ls, color=col[label], label=name, zorder=3
+            xs,
+            mean,
+            marker=marker,
+            ms=ms,
+            # later runs are drawn thinner and on top, so identical curves both stay visible
+            lw=2.8 - 1.6 * rank / max(1, len(runs) - 1),
+            ls=ls,
+            color=col[label],
+            label=name,
+            zorder=3 + 0.01 * rank,
         )
         if n_seeds > 1:
             ax.fill_between(xs, mean - std, mean + std, color=col[label], alpha=0.18, lw=0)
