@@ -1,8 +1,10 @@
 # nanoPE: `make demo` runs the offline CPU sweep and draws its plot; `make test` runs the tests.
-# Both create .venv on first use. TORCH picks the PyTorch wheel: the default is the CPU build;
-# on a CUDA machine use e.g. `make TORCH=torch demo`.
+# Both create .venv on first use, installing PyTorch first (TORCH, from TORCH_INDEX if set) so
+# that the requirements do not pull another build. On Linux, PyPI's torch wheel is the large CUDA
+# build; for a CPU-only machine: `make TORCH_INDEX=https://download.pytorch.org/whl/cpu test`.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -11,7 +13,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -28,10 +30,11 @@ format: venv
 test: lint
 	$(PY) -m pytest
 
+# the plots are drawn even if a run failed; make still reports the sweep's failure afterwards
 demo: venv
 	$(PY) data/prepare.py demo
-	$(PY) scripts/sweep.py configs/sweeps/demo.py
-	$(PY) scripts/plot.py out/sweeps/demo
+	$(PY) scripts/sweep.py configs/sweeps/demo.py; status=$$?; \
+		$(PY) scripts/plot.py out/sweeps/demo && exit $$status
 
 clean-demo:
 	rm -rf out/sweeps/demo

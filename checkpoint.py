@@ -8,7 +8,7 @@ A checkpoint is a dict:
     optimizer      AdamW state_dict;  scaler: GradScaler state_dict (float16 only, else empty)
     iter_num       iterations done;   finished: True once iter_num == max_iters
     best_val_loss, tokens_seen, elapsed_s, tokenizer ("gpt2" | "bytes"), wandb_run_id
-    rng            every random state: torch (per DDP rank), cuda, numpy, python, and the state of
+    rng            every random state of rank 0: torch, cuda, numpy, python, and the state of
                    the generator that picks training windows; restoring them makes resume exact
 """
 
@@ -62,6 +62,17 @@ def model_args(model):
 ROPE_ENCODINGS = ("rope", "damped_rope")  # the encodings that take --rope_scaling
 
 
+def resolve_device(device):
+    """'auto' -> cuda if there is one, else cpu; a device that is not there is a UserError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("no CUDA device: pass --device=cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("no MPS device: pass --device=cpu")
+    return device
+
+
 def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
     """encoding_kwargs for RoPE context extension at evaluation time ({} when none is asked)."""
     from model import ROPE_SCALINGS
@@ -93,8 +104,7 @@ def load_model(
     relative to the training length."""
     from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     ckpt = load_checkpoint(out_dir, map_location="cpu")
     args = dict(ckpt["model_args"])
     override = dict(encoding_kwargs_override or {})

@@ -25,6 +25,7 @@ import importlib.util
 import inspect
 import math
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,7 @@ class Encoding(nn.Module):
     explicit = False
     max_len = None
     max_query_block = None  # an upper bound on the query block size, for decaying encodings
+    no_weight_decay = ()  # names of parameters AdamW must not decay (e.g. frequencies)
     context_len = None  # length of the sequence in the current forward (set by GPT.forward)
 
     def __init__(self, config):
@@ -303,10 +305,13 @@ def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=
       0 .. end of block, gets the causal mask folded into its float bias (SDPA refuses an
       attn_mask together with is_causal), and rotates with times relative to the block's first
       query (exact by the group law A(t - s) = A(t - t0) A(t0 - s); keeps e^{alpha t} bounded).
-      Memory is O(query_block * T);
+      Memory is O(query_block * T). Non-orthogonal rotations (decays, Jordan polynomials, the
+      nilpotent ALiBi coordinates) run this path in float32 even under bf16/fp16 autocast: their
+      rotated q and k span many orders of magnitude (e^{+-alpha t}, t^k) that half precision
+      would overflow (fp16) or round away (bf16);
     - explicit (the encoding asks for it, or a test does): the same blocks through pe.scores().
     """
-    T = q.size(2)
+    T, out_dtype = q.size(2), v.dtype
     # 1/sqrt(d) of the head dim, fixed before rotate(): a generator may append coordinates to q, k
     scale = 1.0 / math.sqrt(q.size(-1))
     if not (explicit or pe.explicit) and pe.orthogonal and not pe.has_bias:
@@ -317,6 +322,10 @@ def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=
         )
 
     query_block = min(query_block, pe.max_query_block or query_block)
+    exact = not pe.orthogonal and not (explicit or pe.explicit)
+    if exact:
+        ct = compute_dtype(q.dtype)
+        q, k, v = q.to(ct), k.to(ct), v.to(ct)
     out = []
     for t0 in range(0, T, query_block):
         t1 = min(T, t0 + query_block)
@@ -338,12 +347,20 @@ def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=
         else:
             attn_mask = bias.to(compute_dtype(q.dtype)).masked_fill(~mask, float("-inf"))
             attn_mask = attn_mask.to(q_b.dtype)
-        out.append(
-            F.scaled_dot_product_attention(
+        with _no_autocast(q.device.type) if exact else nullcontext():
+            y = F.scaled_dot_product_attention(
                 q_b, k_b, v_b, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
             )
-        )
+        out.append(y.to(out_dtype))
+        del bias, attn_mask, mask  # free this block's (block, T) tensors before the next block's
     return torch.cat(out, dim=2)
+
+
+def _no_autocast(device_type):
+    """Autocast off for one kernel call (on devices where autocast exists)."""
+    if device_type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return nullcontext()
 
 
 # -----------------------------------------------------------------------------
@@ -500,10 +517,15 @@ class GPT(nn.Module):
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        # decay every matrix (weights, embeddings, position tables); not biases, norms, slopes
+        # decay every matrix (weights, embeddings, position tables); not biases, norms, slopes,
+        # nor the parameters an encoding lists in no_weight_decay (e.g. learned RoPE frequencies:
+        # decaying them would pull the model toward NoPE)
+        exempt = {
+            id(p) for pe in self.pe for n, p in pe.named_parameters() if n in pe.no_weight_decay
+        }
         params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        decay = [p for p in params if p.dim() >= 2 and id(p) not in exempt]
+        no_decay = [p for p in params if p.dim() < 2 or id(p) in exempt]
         groups = [
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from checkpoint import load_model
+from checkpoint import load_model, resolve_device
 from configurator import UserError, parse_args, run_cli
 from data.prepare import get_tokenizer, load_meta
 
@@ -42,19 +42,20 @@ def main(argv=None):
         raise UserError("--num_samples must be >= 1 and --max_new_tokens >= 0")
     if cfg["temperature"] < 0:
         raise UserError("--temperature must be >= 0 (0 decodes greedily)")
-    device = cfg["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("no CUDA device: pass --device=cpu")
+    if cfg["top_k"] < 0:
+        raise UserError("--top_k must be >= 0 (0 keeps every token)")
+    device = resolve_device(cfg["device"])
 
     start = cfg["start"]
     if start.startswith("FILE:"):
         path = start[len("FILE:") :]
         if not os.path.isfile(path):
             raise UserError(f"--start=FILE:{path}: no such file")
-        with open(path, encoding="utf-8") as f:
-            start = f.read()
+        try:
+            with open(path, encoding="utf-8") as f:
+                start = f.read()
+        except UnicodeDecodeError as e:
+            raise UserError(f"--start=FILE:{path}: not UTF-8 text ({e.reason})") from e
 
     model, ckpt = load_model(
         cfg["out_dir"],

@@ -80,13 +80,22 @@ def check_values(c):
 
 
 def check_encoding(c):
-    """Build the encoding alone (cheap) so that bad encoding_kwargs fail before any data work."""
+    """Build the encoding alone and run it once on tiny inputs at the training positions (cheap),
+    so that bad encoding_kwargs fail here, in one line, before any data work -- not as a
+    traceback at the first evaluation."""
     args = {k: c[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout")}
     try:
-        build_encoding(
+        pe = build_encoding(
             GPTConfig(**args, encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"])
         )
-    except (ValueError, TypeError) as e:
+        pos = torch.arange(c["block_size"])
+        if pe.has_embed:
+            pe.embed(pos)
+        pos = pos[-64:]  # the last (at most) 64 training positions: 8 queries, 64 keys
+        k = torch.randn(1, c["n_head"], len(pos), c["n_embd"] // c["n_head"])
+        with torch.no_grad():
+            pe.scores(k[:, :, -8:], k, pos[-8:], pos)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
         raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e
 
 
@@ -151,8 +160,15 @@ def truncate_log(path, last_iter):
     process), so that log.jsonl always describes the run the checkpoint continues."""
     if not os.path.exists(path):
         return
+
+    def keep(line):  # a line cut short by SIGKILL does not parse: it is dropped like the rest
+        try:
+            return json.loads(line)["iter"] <= last_iter
+        except (ValueError, KeyError, TypeError):
+            return False
+
     with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln)["iter"] <= last_iter]
+        lines = [ln for ln in f if ln.strip() and keep(ln)]
     with open(path + ".tmp", "w") as f:
         f.writelines(lines)
     os.replace(path + ".tmp", path)
@@ -351,6 +367,10 @@ def main(argv=None):
         if master:
             truncate_log(os.path.join(out_dir, "log.jsonl"), iter_num)
         set_rng_states(ckpt["rng"], batch_rng)
+        if rank > 0:
+            # only rank 0's torch/CUDA streams are saved: the other ranks get fresh streams that
+            # still differ per rank (so their dropout masks do), though not the ones they had
+            torch.manual_seed(c["seed"] + rank + 7919 * iter_num)
         ckpt = None  # free the memory
     elif master and os.path.exists(os.path.join(out_dir, "log.jsonl")):
         os.remove(os.path.join(out_dir, "log.jsonl"))  # a run that died before its first save

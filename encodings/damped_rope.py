@@ -47,6 +47,7 @@ def retnet_gammas(n_head):
 
 class DampedRoPE(Encoding):
     orthogonal = False
+    no_weight_decay = ("omega",)  # a (H, d/2) matrix, but frequencies: decay would shrink them
 
     def __init__(
         self,

@@ -56,8 +56,9 @@ class RoPE(Encoding):
 
     def cos_sin(self, pos):
         # the cache holds a reference to `pos`, so the same object at the same version (bumped by
-        # in-place changes) means the same positions; inference tensors have no version: no cache
-        cacheable = not pos.is_inference() and not torch.compiler.is_compiling()
+        # in-place changes) means the same positions; inference tensors have no version: no cache.
+        # is_compiling() first: dynamo cannot trace is_inference() (a graph break per layer)
+        cacheable = not torch.compiler.is_compiling() and not pos.is_inference()
         key = (pos._version if cacheable else None, self.context_len)
         c = self._cache
         if cacheable and c is not None and c[0] is pos and c[1] == key:

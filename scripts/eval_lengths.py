@@ -27,7 +27,8 @@ Protocol (what is scored, and how it is normalized):
 
 Results are merged into OUT_DIR/eval_lengths.json (a list of records, one per split, mode, stride
 and length; every record repeats the run's context so plots need nothing else). Records of an
-earlier checkpoint (different iter_num) are dropped.
+earlier checkpoint (different iter_num), and of the same split with another max_tokens, are
+dropped.
 """
 
 import json
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoint import load_model
+from checkpoint import load_model, resolve_device
 from configurator import UserError, parse_args, run_cli
 from data.prepare import load_meta
 
@@ -61,7 +62,7 @@ DEFAULTS = dict(
     rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
     rope_factor=8.0,  # its factor (how many times the training length it aims at)
     variant="",  # label of an evaluation-time change (default: "yarn x8" from the options above)
-    device="cuda" if torch.cuda.is_available() else "cpu",
+    device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
     output="eval_lengths.json",  # file name inside out_dir
 )
@@ -183,6 +184,7 @@ def main(argv=None):
     if cfg["split"] not in ("val", "test", "train"):
         raise UserError(f"--split must be val or test, got '{cfg['split']}'")
 
+    cfg["device"] = resolve_device(cfg["device"])
     model, ckpt = load_model(
         cfg["out_dir"],
         device=cfg["device"],
@@ -319,6 +321,17 @@ def main(argv=None):
         stale = [r for r in old if r.get("iter_num") != context["iter_num"]]
         if stale:
             print(f"dropping {len(stale)} records of an earlier checkpoint from {out_path}")
+        # one evaluated range per split, so that every record of a split scores the same tokens
+        other_range = [
+            r
+            for r in old
+            if r not in stale
+            and r.get("split") == cfg["split"]
+            and r.get("max_tokens") != context["max_tokens"]
+        ]
+        if other_range:
+            print(f"dropping {len(other_range)} records of another --max_tokens from {out_path}")
+        stale += other_range
         new_keys = {record_key(r) for r in results}
         old = [r for r in old if r not in stale and record_key(r) not in new_keys]
     merged = sorted(old + results, key=lambda r: (r["split"], r["mode"], r["length"], r["stride"]))

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -534,7 +535,10 @@ def write_status(sweep, tasks):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    argv = ["--dry_run=True" if a in ("--dry-run", "--dry_run") else a for a in argv]
+    argv = [
+        a.replace("--dry-run", "--dry_run", 1) if a.startswith("--dry-run") else a for a in argv
+    ]
+    argv = ["--dry_run=True" if a == "--dry_run" else a for a in argv]
     cfg = parse_args(argv, DEFAULTS, positional="sweep")
     if not cfg["sweep"]:
         raise UserError("usage: python scripts/sweep.py configs/sweeps/NAME.py [--dry_run]")
@@ -563,12 +567,12 @@ def main(argv=None):
                 todo = [a for a in t.evals() if not eval_done(t.dir, a, iter_num)]
                 print(f"  {t.name}: trained; {'evaluate' if todo else 'evaluated'}")
                 for args in todo:
-                    print("    " + " ".join(t.eval_cmd(args)))
+                    print("    " + shlex.join(t.eval_cmd(args)))
             else:
                 print(f"  {t.name}: {'resume' if state == 'partial' else 'train'}, then evaluate")
-                print("    " + " ".join(t.train_cmd(resume=state == "partial")))
+                print("    " + shlex.join(t.train_cmd(resume=state == "partial")))
                 for args in t.evals():
-                    print("    " + " ".join(t.eval_cmd(args)))
+                    print("    " + shlex.join(t.eval_cmd(args)))
         return 0
 
     os.makedirs(sweep["out_dir"], exist_ok=True)

@@ -145,6 +145,10 @@ def run_train(argv, capsys):
         (["--init_from=restart"], "init_from must be 'scratch' or 'resume'"),
         (["--n_embd=100"], "n_embd (100) must be divisible by n_head (12)"),
         (["--dataset=nosuch", "--data_dir=/nonexistent"], "dataset not found at /nonexistent"),
+        # options that construct but fail when run: caught by the dry run before any data work
+        (["--encoding=learned", "--encoding_kwargs={'max_len': 8}"], "learned absolute positions"),
+        (["--encoding=rope", "--encoding_kwargs={'base': 'x'}"], "encoding_kwargs={'base': 'x'}"),
+        (["--encoding=t5", "--encoding_kwargs={'num_buckets': 1}"], "encoding_kwargs="),
     ],
 )
 def test_train_user_errors_are_one_line(args, message, capsys):

@@ -286,3 +286,15 @@ def test_rope_scaling_errors_are_one_line(tmp_path, args, message):
     )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert message in p.stderr
+
+
+def test_records_of_another_token_range_are_dropped(tmp_path):
+    """All records of a split score the same tokens: a new --max_tokens replaces the old ones."""
+    from scripts.eval_lengths import main
+
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path)
+    main([f"--out_dir={out}", "--lengths=16,32", "--device=cpu", "--max_tokens=100"])
+    main([f"--out_dir={out}", "--lengths=16", "--device=cpu", "--max_tokens=200"])
+    records = json.loads((out / "eval_lengths.json").read_text())
+    assert [(r["length"], r["max_tokens"]) for r in records] == [(16, 200)]

@@ -71,6 +71,13 @@ def test_sample_matches_the_model_and_extrapolates(runs, capsys):
     assert run_sample(args + ["--num_samples=2"], capsys)[1] == out
 
 
+def test_prompt_file_that_is_not_text(runs, tmp_path, capsys):
+    bad = tmp_path / "prompt.bin"
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    code, _, err = run_sample([f"--out_dir={runs['alibi']}", f"--start=FILE:{bad}"], capsys)
+    assert code == 2 and "not UTF-8 text" in err and err.count("\n") == 1
+
+
 def test_prompt_from_file_and_greedy(runs, tmp_path, capsys):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("a king of the city")
@@ -111,6 +118,8 @@ def test_learned_positions_crop_the_context(runs, capsys):
         (["--encoding_kwargs={'nosuch': 1}"], "has no option 'nosuch'"),
         (["--temperatur=1.0"], "unknown key 'temperatur' (did you mean 'temperature'?)"),
         (["--rope_scaling=yarn"], "applies to rope and damped_rope; this checkpoint uses alibi"),
+        (["--top_k=-1"], "--top_k must be >= 0"),
+        (["--device=cuda:7"] if not torch.cuda.is_available() else [], "no CUDA device"),
     ],
 )
 def test_sample_errors(runs, args, message, capsys):

@@ -250,3 +250,11 @@ def test_ddp_two_processes_match_one_process(data_dir, tmp_path):
     for ra, rb in zip(a, b):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5)
         assert ra["tokens_seen"] == rb["tokens_seen"]
+
+
+def test_resume_survives_a_log_line_cut_short(tmp_path):
+    """SIGKILL can leave half a JSON line at the end of log.jsonl: resume drops it."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"iter": 0, "val_loss": 5.0}\n{"iter": 5, "val_loss": 4.0}\n{"iter": 10, "va')
+    train.truncate_log(str(log), 5)
+    assert [json.loads(x)["iter"] for x in log.read_text().splitlines()] == [0, 5]

@@ -1,0 +1,489 @@
+"""
+What each positional encoding costs: training throughput, and evaluation speed and memory far past
+the training length. Prints a table; nothing here is a test (timings are not pass/fail).
+
+    python scripts/bench.py                        # every encoding, defaults for this device
+    python scripts/bench.py --encodings=rope,alibi,t5 --json=out/bench.json
+    python scripts/bench.py --eval_lengths=512,8192,16384 --compile=True      # on a GPU
+
+Per encoding, on random tokens (speed and memory do not depend on the text):
+- train tok/s: batch_size x train_length tokens per step of forward + backward + gradient clipping
+  + AdamW (model.configure_optimizers), as train.py does it; the ALiBi paper's Table 1 compares
+  encodings this way (words/s on a V100 at L=512: sinusoidal 28.5k, rotary 20.0k, T5 14.4k,
+  ALiBi 28.3k).
+- eval tok/s and peak MB at each evaluation length: one sequence (batch 1), forward only, under
+  torch.no_grad, all logits computed (as scripts/eval_lengths.py does). Peak MB is the memory
+  the forward pass allocates on top of what already exists (weights, input): on CUDA
+  torch.cuda.max_memory_allocated, on CPU the same figure rebuilt from the allocation events of
+  torch's profiler (see cpu_peak_bytes).
+- mem~T^k: the exponent k of peak memory between the two longest evaluated lengths. Attention
+  that built the full (T, T) score matrix would approach k = 2; model.causal_attention runs bias
+  and decay encodings in query blocks (attn_block_size), so their memory is O(block x T) and k
+  tends to 1 once T spans several blocks (up to T = block the one block *is* the full matrix, so
+  a pair of lengths starting there reads a little above 1). RoPE, NoPE and absolute encodings
+  use the fused kernel: linear from the start. The last row prints what one full (T, T) float32
+  matrix of one head would take, for comparison.
+Each time is the median of `steps` timed iterations after `warmup` untimed ones (the median
+shrugs off a stray hiccup of a busy machine); CUDA is synchronized around every iteration.
+Learned absolute positions cannot run past their table: those lengths are reported as skipped.
+"""
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+import torch
+
+from configurator import UserError, nearest_hint, parse_args, run_cli
+from model import GPT, GPTConfig, available_encodings, build_encoding
+
+# defaults, overridable as --key=value; 0 / () / "auto" mean "pick for the device" (see below)
+DEFAULTS = dict(
+    encodings="",  # comma-separated names, e.g. --encodings=rope,alibi; empty: all of encodings/
+    n_layer=0,  # 0: 4 on CPU, 12 on CUDA (GPT-2 small, configs/base.py)
+    n_head=0,  # 0: 4 on CPU, 12 on CUDA
+    n_embd=0,  # 0: 256 on CPU, 768 on CUDA
+    vocab_size=0,  # 0: 256 on CPU (bytes), 50304 on CUDA (GPT-2 BPE, padded)
+    batch_size=0,  # training windows per step; 0: 8 on CPU, 16 on CUDA
+    train_length=0,  # training sequence length (block_size); 0: 128 on CPU, 512 on CUDA
+    eval_lengths=(),  # e.g. --eval_lengths=512,8192; empty: train_length x 1,4,16 (CPU), x1,4,16,32
+    steps=0,  # timed iterations per measurement; 0: 5 on CPU, 10 on CUDA
+    warmup=1,  # untimed iterations before them (compilation, caches, allocator warm-up)
+    attn_block_size=512,  # query block of the blockwise attention path (model.GPTConfig)
+    device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
+    dtype="auto",  # auto: bfloat16 on CUDA where supported, else float32; CPU runs in float32
+    compile=False,  # torch.compile the model (CUDA only, as in train.py)
+    json="",  # also write the results as JSON to this path
+)
+
+# what 0 means, per device: on CPU a small model that benchmarks every encoding in ~1-2 minutes on
+# 2 cores; on CUDA the model and length configs/base.py trains (GPT-2 small at L=512)
+CPU_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=256, vocab_size=256, batch_size=8)
+CPU_DEFAULTS.update(train_length=128, steps=5)
+CUDA_DEFAULTS = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50304, batch_size=16)
+CUDA_DEFAULTS.update(train_length=512, steps=10)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# -----------------------------------------------------------------------------
+# settings
+
+
+def pick_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("no CUDA device: pass --device=cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("no MPS device: pass --device=cpu")
+    if device != "cpu" and device != "mps" and not device.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
+    return device
+
+
+def pick_dtype(dtype, device_type):
+    """(dtype name, note or None), as train.py: autocast on CUDA only, CPU runs in float32."""
+    if dtype not in ("auto", *DTYPES):
+        raise UserError(f"--dtype must be one of auto, {', '.join(DTYPES)}; got '{dtype}'")
+    if device_type != "cuda":
+        note = None if dtype in ("auto", "float32") else f"--dtype={dtype} applies on CUDA only"
+        return "float32", note
+    if dtype == "auto":
+        return ("bfloat16" if torch.cuda.is_bf16_supported() else "float32"), None
+    return dtype, None
+
+
+def settings(argv):
+    """The parsed, checked and device-resolved configuration."""
+    cfg = parse_args(argv, DEFAULTS)
+    cfg["device"] = pick_device(cfg["device"])
+    device_type = cfg["device"].split(":")[0]
+    cfg["dtype"], cfg["dtype_note"] = pick_dtype(cfg["dtype"], device_type)
+    auto = CUDA_DEFAULTS if device_type == "cuda" else CPU_DEFAULTS
+    for key, value in auto.items():
+        cfg[key] = cfg[key] or value
+    for key in (*auto, "attn_block_size"):
+        if cfg[key] <= 0:
+            raise UserError(f"--{key} must be a positive integer (or 0 for auto), got {cfg[key]}")
+    if cfg["n_embd"] % cfg["n_head"]:
+        raise UserError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
+    if cfg["warmup"] < 0:
+        raise UserError(f"--warmup must be 0 or more, got {cfg['warmup']}")
+
+    names = [n.strip() for n in cfg["encodings"].split(",") if n.strip()]
+    valid = available_encodings()
+    for name in names:
+        if name not in valid:
+            raise UserError(
+                f"unknown encoding '{name}' in --encodings{nearest_hint(name, valid)};"
+                f" available: {', '.join(valid)}"
+            )
+    cfg["encodings"] = names or valid
+    for name in cfg["encodings"]:  # an encoding may refuse the shape: say so before any work
+        try:
+            build_encoding(model_config(name, cfg))
+        except ValueError as e:
+            raise UserError(f"{name}: {e}") from None
+
+    lengths = cfg["eval_lengths"]
+    if not lengths:
+        mults = (1, 4, 16, 32) if device_type == "cuda" else (1, 4, 16)
+        lengths = tuple(cfg["train_length"] * m for m in mults)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in lengths):
+        raise UserError(f"--eval_lengths must be positive integers like 512,2048, got {lengths}")
+    cfg["eval_lengths"] = tuple(lengths)
+    if cfg["json"]:  # find out now, not after minutes of measuring, that it cannot be written
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(cfg["json"])), exist_ok=True)
+            open(cfg["json"] + ".tmp", "w").close()  # the file itself: only once there are results
+            os.remove(cfg["json"] + ".tmp")
+        except OSError as e:
+            raise UserError(f"cannot write --json={cfg['json']}: {e.strerror or e}") from None
+    if cfg["compile"] and device_type != "cuda":
+        cfg["compile"] = False
+        cfg["compile_note"] = "--compile applies on CUDA only; running eager"
+    return cfg
+
+
+# -----------------------------------------------------------------------------
+# measuring
+
+
+def synchronize(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def median_seconds(fn, warmup, steps, device):
+    """Median wall time of one call of fn() over `steps` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2, where the profiler's C++ side logs unconditionally."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def cpu_peak_bytes(fn):
+    """Peak bytes of CPU tensor memory that fn() allocated and held at once.
+
+    CPU PyTorch keeps no allocation statistics, and the process RSS is a poor proxy: malloc keeps
+    freed pages, and the interpreter, the libraries and the weights dwarf a short forward pass.
+    With profile_memory=True, torch's profiler records every allocation and free of the CPU
+    allocator (address and size), including the buffers kernels such as SDPA allocate inside.
+    Replaying those events gives the exact high-water mark of the memory fn() allocated, byte
+    for byte the same on every run: the CPU analogue of torch.cuda.max_memory_allocated minus
+    what was allocated before. Frees of blocks allocated before fn() are ignored."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    prof = torch.profiler.profile(activities=activities, profile_memory=True)
+    # quiet: the profiler logs a line at start and stop, and one for each block freed that was
+    # allocated before it started. fn() has already run unprofiled (the timed steps), so nothing
+    # of its own is hidden; an exception still propagates and is printed after the restore.
+    with quiet_stderr():
+        prof.start()
+        try:
+            fn()
+        finally:
+            prof.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    memory = [e for e in events if e.get("name") == "[memory]"]
+    memory = [e for e in memory if e.get("args", {}).get("Device Type") == 0]  # 0: CPU
+    live, current, peak = {}, 0, 0
+    for e in sorted(memory, key=lambda e: e["ts"]):  # stable: ties keep the recorded order
+        addr, nbytes = e["args"]["Addr"], e["args"]["Bytes"]
+        current -= live.pop(addr, 0)  # a free, or an address reused: drop the old block
+        if nbytes > 0:
+            live[addr] = nbytes
+            current += nbytes
+            peak = max(peak, current)
+    return peak
+
+
+def peak_bytes(fn, device):
+    """Peak extra memory of fn() on device, or None where we cannot measure it (mps)."""
+    if device.startswith("cuda"):
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device == "cpu":
+        return cpu_peak_bytes(fn)
+    fn()
+    return None
+
+
+def is_oom(e):
+    # by message: CUDA, MPS and the CPU allocator raise different classes across torch versions
+    message = str(e).lower()
+    return "out of memory" in message or "can't allocate memory" in message
+
+
+def model_config(name, cfg):
+    return GPTConfig(
+        block_size=cfg["train_length"],
+        vocab_size=cfg["vocab_size"],
+        n_layer=cfg["n_layer"],
+        n_head=cfg["n_head"],
+        n_embd=cfg["n_embd"],
+        dropout=0.0,  # costs every encoding the same; the point is what attention costs
+        bias=False,  # as configs/base.py
+        encoding=name,
+        attn_block_size=cfg["attn_block_size"],
+    )
+
+
+def build_model(name, cfg):
+    """(plain model, model to call): the second is compiled when --compile is on."""
+    torch.manual_seed(0)
+    raw_model = GPT(model_config(name, cfg)).to(cfg["device"])
+    if not cfg["compile"]:
+        return raw_model, raw_model
+    torch._dynamo.reset()  # a fresh cache per model: nine encodings would hit its size limit
+    return raw_model, torch.compile(raw_model)
+
+
+def train_tokens_per_s(raw_model, model, cfg, ctx):
+    """Tokens/s of the step train.py takes: forward, backward, gradient clipping, AdamW."""
+    dev, device_type = cfg["device"], cfg["device"].split(":")[0]
+    B, T, V = cfg["batch_size"], cfg["train_length"], cfg["vocab_size"]
+    x = torch.randint(0, V, (B, T), device=dev)
+    y = torch.randint(0, V, (B, T), device=dev)
+    optimizer = raw_model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
+    scaler = torch.amp.GradScaler(device_type, enabled=(cfg["dtype"] == "float16"))
+
+    def train_step():
+        with ctx:
+            _, loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    model.train()
+    try:
+        return B * T / median_seconds(train_step, cfg["warmup"], cfg["steps"], dev)
+    finally:  # the optimizer's state goes with this frame; drop the gradients too
+        raw_model.zero_grad(set_to_none=True)
+
+
+def eval_figures(model, length, cfg, ctx):
+    """Forward-only tokens/s and peak memory of one sequence of `length` tokens."""
+    dev = cfg["device"]
+    idx = torch.randint(0, cfg["vocab_size"], (1, length), device=dev)
+
+    @torch.no_grad()
+    def forward():
+        with ctx:
+            model(idx)
+
+    model.eval()
+    seconds = median_seconds(forward, cfg["warmup"], cfg["steps"], dev)
+    nbytes = peak_bytes(forward, dev)
+    return {"tokens_per_s": length / seconds, "peak_mb": None if nbytes is None else nbytes / 2**20}
+
+
+def bench_encoding(name, cfg, ctx):
+    """All figures for one encoding: a dict that goes to the table and to the JSON. Running out
+    of memory is recorded (and the others still run); any other error is a bug and propagates."""
+    raw_model, model = build_model(name, cfg)
+    max_len = raw_model.max_len
+    result = {"encoding": name, "params": raw_model.get_num_params(), "max_len": max_len}
+    try:
+        result["train_tokens_per_s"] = train_tokens_per_s(raw_model, model, cfg, ctx)
+    except RuntimeError as e:
+        if not is_oom(e):
+            raise
+        result["train_tokens_per_s"] = None
+        result["train_error"] = "out of memory"
+    result["eval"] = []
+    for length in cfg["eval_lengths"]:
+        rec = {"length": length, "full_attention_matrix_mb": length * length * 4 / 2**20}
+        if max_len is not None and length > max_len:
+            rec.update(skipped=True, reason=f"table of {max_len} positions")
+        else:
+            try:
+                rec.update(skipped=False, **eval_figures(model, length, cfg, ctx))
+            except RuntimeError as e:
+                if not is_oom(e):
+                    raise
+                rec.update(skipped=True, reason="out of memory")
+        if cfg["device"].startswith("cuda"):
+            torch.cuda.empty_cache()  # an OOM's leftovers must not count against the next
+        result["eval"].append(rec)
+    result["memory_exponent"] = memory_exponent(result["eval"])
+    return result
+
+
+def memory_exponent(evals):
+    """k in peak ~ T^k between the two longest measured lengths (None with fewer than two)."""
+    done = [r for r in evals if not r["skipped"] and r.get("peak_mb")]
+    done = sorted(done, key=lambda r: r["length"])[-2:]
+    if len(done) < 2 or done[0]["length"] == done[1]["length"]:
+        return None
+    (a, b) = done
+    return math.log(b["peak_mb"] / a["peak_mb"]) / math.log(b["length"] / a["length"])
+
+
+# -----------------------------------------------------------------------------
+# the table
+
+
+def fmt_count(n):
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def fmt_rate(x):
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def fmt_mb(x):
+    return "n/a" if x is None else f"{x:,.1f}"
+
+
+# column widths: encoding, params, train tok/s, then per length tok/s and MB, then the exponent
+W_NAME, W_PARAMS, W_TRAIN, W_RATE, W_MB, W_EXP = 12, 8, 12, 10, 9, 9
+
+
+def header_lines(lengths):
+    group = W_RATE + W_MB
+    top = " " * (W_NAME + W_PARAMS + W_TRAIN) + "".join(
+        f"  {f'eval @ {n}':^{group}}" for n in lengths
+    )
+    cols = f"{'encoding':<{W_NAME}}{'params':>{W_PARAMS}}{'train tok/s':>{W_TRAIN}}"
+    cols += "".join(f"  {'tok/s':>{W_RATE}}{'peak MB':>{W_MB}}" for _ in lengths)
+    cols += f"{'mem~T^k':>{W_EXP}}"
+    return [top, cols, "-" * len(cols)]
+
+
+def row_line(r):
+    line = f"{r['encoding']:<{W_NAME}}{fmt_count(r['params']):>{W_PARAMS}}"
+    line += f"{fmt_rate(r['train_tokens_per_s']):>{W_TRAIN}}"
+    for e in r["eval"]:
+        if e["skipped"]:
+            word = "OOM" if e["reason"] == "out of memory" else "skipped"
+            line += f"  {word:>{W_RATE + W_MB}}"
+        else:
+            line += f"  {fmt_rate(e['tokens_per_s']):>{W_RATE}}{fmt_mb(e['peak_mb']):>{W_MB}}"
+    k = r["memory_exponent"]
+    return line + f"{'-' if k is None else f'{k:.2f}':>{W_EXP}}"
+
+
+def full_matrix_line(lengths):
+    """What one head's full (T, T) float32 score matrix would take: the quadratic reference."""
+    line = f"{'full (T,T) fp32 matrix, 1 head':<{W_NAME + W_PARAMS + W_TRAIN}}"
+    return line + "".join(f"  {'':>{W_RATE}}{fmt_mb(n * n * 4 / 2**20):>{W_MB}}" for n in lengths)
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)  # atomic: an interrupted write never leaves a broken file
+
+
+def main(argv=None):
+    cfg = settings(sys.argv[1:] if argv is None else argv)
+    dev = cfg["device"]
+    if dev.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
+        torch.backends.cudnn.allow_tf32 = True
+    ctx = (
+        torch.autocast(device_type="cuda", dtype=DTYPES[cfg["dtype"]])
+        if dev.startswith("cuda") and cfg["dtype"] != "float32"
+        else contextlib.nullcontext()
+    )
+    for note in (cfg["dtype_note"], cfg.get("compile_note")):
+        if note:
+            print(f"note: {note}")
+    lengths = cfg["eval_lengths"]
+    shape = f"{cfg['n_layer']} layers x {cfg['n_embd']} wide x {cfg['n_head']} heads"
+    print(
+        f"nanoPE bench | {dev} | {cfg['dtype']}{' | compiled' if cfg['compile'] else ''}"
+        f" | {shape}, vocab {cfg['vocab_size']} | torch {torch.__version__}"
+        f" | {torch.get_num_threads()} threads"
+    )
+    print(
+        f"train: batch {cfg['batch_size']} x {cfg['train_length']} tokens, forward+backward+AdamW"
+        f" | eval: batch 1, forward only, query blocks of {cfg['attn_block_size']}"
+    )
+    print(f"tok/s: median of {cfg['steps']} timed steps after {cfg['warmup']} warmup")
+    how = "torch profiler allocation events" if dev == "cpu" else "max_memory_allocated"
+    print(f"peak MB: memory one eval forward allocates beyond the weights ({how});")
+    print("mem~T^k: peak ~ T^k between the two longest lengths (1 linear, 2 quadratic)\n")
+    for line in header_lines(lengths):
+        print(line)
+
+    report = {
+        "device": dev,
+        "dtype": cfg["dtype"],
+        "compile": cfg["compile"],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size")},
+        "train_length": cfg["train_length"],
+        "batch_size": cfg["batch_size"],
+        "eval_lengths": list(lengths),
+        "attn_block_size": cfg["attn_block_size"],
+        "steps": cfg["steps"],
+        "warmup": cfg["warmup"],
+        "results": [],
+    }
+    notes = []
+    for name in cfg["encodings"]:
+        result = bench_encoding(name, cfg, ctx)
+        report["results"].append(result)
+        print(row_line(result), flush=True)
+        if result.get("train_error"):
+            notes.append(f"{name} training: {result['train_error']}")
+        skipped = [e for e in result["eval"] if e["skipped"]]
+        for reason in dict.fromkeys(e["reason"] for e in skipped):
+            at = ", ".join(str(e["length"]) for e in skipped if e["reason"] == reason)
+            notes.append(f"{name} @ {at}: skipped ({reason})")
+        if cfg["json"]:  # after every encoding: a crash later loses nothing already measured
+            write_json(cfg["json"], report)
+    print(full_matrix_line(lengths))
+    for note in notes:
+        print(note)
+    if cfg["json"]:
+        print(f"wrote {cfg['json']}")
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)
