@@ -1,9 +1,11 @@
-# The CPU demo behind `make demo`: every encoding trained on the offline demo corpus at 64 bytes
-# (configs/demo/base.py), then evaluated at 64 ... 2048 (1x to 32x the training length).
+# The CPU demo behind `make demo`: every encoding, plus two generators (Jordan blocks; ALiBi as a
+# nilpotent block), trained on the offline demo corpus at 64 bytes (configs/demo/base.py), then
+# evaluated at 64 ... 2048 (1x to 32x the training length); RoPE also with four context-extension
+# methods at evaluation time.
 #
-# Cost, measured on 2 CPU cores: 8 runs x (~45-60 s training + ~5-10 s evaluation), two runs at a
-# time with one thread each (a 0.1M-parameter model gains little from a second thread, two
-# processes use both cores fully): ~5-8 minutes for the whole sweep.
+# Cost, measured on 2 CPU cores: 10 runs x (~45-100 s training + ~5-15 s evaluation), two runs at
+# a time with one thread each (a 0.1M-parameter model gains little from a second thread; two
+# processes use both cores): 6-7 minutes on an idle machine, 11 with other work running on it.
 name = "demo"
 out_dir = "out/sweeps/demo"
 _encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
