@@ -5,7 +5,7 @@
 #
 # Cost, measured on 2 CPU cores: 10 runs x (~45-100 s training + ~5-15 s evaluation), two runs at
 # a time with one thread each (a 0.1M-parameter model gains little from a second thread; two
-# processes use both cores): 6-7 minutes on an idle machine, 11 with other work running on it.
+# processes use both cores): 3.5 minutes on an idle machine, ~11 with other work running on it.
 name = "demo"
 out_dir = "out/sweeps/demo"
 _encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
