@@ -94,14 +94,20 @@ def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
 
 
 def load_model(
-    out_dir, device="cpu", encoding_kwargs_override=None, rope_scaling=None, rope_factor=8.0
+    out_dir,
+    device="cpu",
+    encoding_kwargs_override=None,
+    rope_scaling=None,
+    rope_factor=8.0,
+    attn_backend="sdpa",
 ):
     """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode.
 
     encoding_kwargs_override: options merged into the saved encoding_kwargs, for evaluation-time
     changes that keep the weights; an unknown option is a UserError. rope_scaling / rope_factor:
     RoPE context extension (linear, dynamic, yarn, llama3) for rope and damped_rope checkpoints,
-    relative to the training length."""
+    relative to the training length. attn_backend: "sdpa", or "flex" (FlexAttention for the bias
+    encodings, compiled on CUDA)."""
     from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
 
     device = resolve_device(device)
@@ -111,6 +117,7 @@ def load_model(
     override.update(rope_scaling_kwargs(args["encoding"], rope_scaling, rope_factor))
     if override:
         args["encoding_kwargs"] = {**args.get("encoding_kwargs", {}), **override}
+    args["attn_backend"] = attn_backend
     try:
         model = GPT(GPTConfig(**args))
     except ValueError as e:  # unknown encoding or option: the model's message says which

@@ -19,6 +19,7 @@ Positions are an explicit 1-D tensor `pos` (default arange(T)); they may be offs
 """
 
 import difflib
+import functools
 import importlib
 import importlib.machinery
 import importlib.util
@@ -184,6 +185,12 @@ class Encoding(nn.Module):
     def bias(self, q, pos_q, pos_k):
         return None
 
+    def score_mod(self, q, pos):
+        """Optional, for FlexAttention (GPTConfig.attn_backend="flex"): a function
+        mod(score, b, h, q_idx, kv_idx) -> score + the bias of query q_idx and key kv_idx at
+        positions pos, i.e. bias() written element-wise. None: this encoding uses SDPA."""
+        return None
+
     @property
     def shift_invariant(self):
         """Outputs unchanged under pos + c (tests check it): true of every encoding that is not
@@ -295,7 +302,41 @@ def _causal_mask(t0, t1, device):
     return torch.ones(t1 - t0, t1, dtype=torch.bool, device=device).tril(diagonal=t0)
 
 
-def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=False):
+def _causal(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_block_mask(T, device):
+    """FlexAttention's sparse causal mask: blocks above the diagonal are skipped, not computed."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return create_block_mask(_causal, None, None, T, T, device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def _flex_attention(device_type):
+    """flex_attention, compiled on CUDA (eager flex is a slow reference, fine for CPU tests)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # dynamic shapes after the first recompile: an evaluation visits many lengths
+    return torch.compile(flex_attention) if device_type == "cuda" else flex_attention
+
+
+def flex_causal_attention(q, k, v, pos, pe, mod, scale):
+    """Causal attention with the bias as a FlexAttention score_mod: no (T, T) bias tensor and
+    no masked-out blocks are ever computed. For orthogonal encodings with a bias (ALiBi, T5,
+    Shaw, damped RoPE with decay="weight"); rotations are applied first, as in the SDPA path."""
+    if pe.has_rotate:
+        q, k = pe.rotate(q, k, pos, pos)
+    flex = _flex_attention(q.device.type)
+    mask = _causal_block_mask(q.size(2), str(q.device))
+    return flex(q, k, v, score_mod=mod, block_mask=mask, scale=scale)
+
+
+def causal_attention(
+    q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=False, backend="sdpa"
+):
     """Causal attention of q, k, v (B, H, T, d) at positions pos (T,) under encoding pe.
 
     Three paths, chosen by what the encoding is:
@@ -310,10 +351,19 @@ def causal_attention(q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=
       rotated q and k span many orders of magnitude (e^{+-alpha t}, t^k) that half precision
       would overflow (fp16) or round away (bf16);
     - explicit (the encoding asks for it, or a test does): the same blocks through pe.scores().
+    backend="flex" runs orthogonal bias encodings that define score_mod() through FlexAttention
+    instead, in forward passes without gradients (evaluation and sampling; training keeps SDPA).
     """
     T, out_dtype = q.size(2), v.dtype
     # 1/sqrt(d) of the head dim, fixed before rotate(): a generator may append coordinates to q, k
     scale = 1.0 / math.sqrt(q.size(-1))
+    # FlexAttention's backward needs a GPU and gradients through captured tables are not assured
+    # on every version: flex serves forward passes without gradients (evaluation, sampling)
+    flex = backend == "flex" and not torch.is_grad_enabled() and dropout_p == 0
+    if flex and pe.orthogonal and not (explicit or pe.explicit):
+        mod = pe.score_mod(q, pos) if pe.has_bias else None
+        if mod is not None:
+            return flex_causal_attention(q, k, v, pos, pe, mod, scale)
     if not (explicit or pe.explicit) and pe.orthogonal and not pe.has_bias:
         if pe.has_rotate:
             q, k = pe.rotate(q, k, pos, pos)
@@ -379,6 +429,7 @@ class GPTConfig:
     encoding: str = "rope"  # a file name in encodings/
     encoding_kwargs: dict = field(default_factory=dict)  # that encoding's options
     attn_block_size: int = 512  # query block for bias / decaying encodings (memory O(block * T))
+    attn_backend: str = "sdpa"  # "flex": FlexAttention for bias encodings at evaluation time
 
 
 class LayerNorm(nn.Module):
@@ -403,6 +454,9 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.query_block = config.attn_block_size
+        if config.attn_backend not in ("sdpa", "flex"):
+            raise ValueError(f"attn_backend must be 'sdpa' or 'flex', got {config.attn_backend!r}")
+        self.backend = config.attn_backend
 
     def forward(self, x, pos, pe, explicit=False):
         B, T, C = x.size()
@@ -410,7 +464,7 @@ class CausalSelfAttention(nn.Module):
         # (B, T, C) -> (B, H, T, d)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout_p = self.dropout if self.training else 0.0
-        y = causal_attention(q, k, v, pos, pe, dropout_p, self.query_block, explicit)
+        y = causal_attention(q, k, v, pos, pe, dropout_p, self.query_block, explicit, self.backend)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

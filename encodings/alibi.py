@@ -36,3 +36,7 @@ class ALiBi(Encoding):
     def bias(self, q, pos_q, pos_k):
         dist = relative_distance(pos_q, pos_k).float()  # (Tq, Tk), t - s
         return -(self.slopes.float()[:, None, None] * dist)[None]  # (1, H, Tq, Tk)
+
+    def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
+        slopes, t = self.slopes.float(), pos.float()
+        return lambda score, b, h, i, j: score - slopes[h] * (t[i] - t[j])

@@ -130,6 +130,12 @@ class DampedRoPE(Encoding):
             return None
         return (self.alpha()[:, None, None] * relative_distance(pos_q, pos_k).float())[None]
 
+    def score_mod(self, q, pos):  # decay="weight" only: its bias, element-wise, for FlexAttention
+        if self.decay != "weight":
+            return None
+        alpha, t = self.alpha().float(), pos.float()
+        return lambda score, b, h, i, j: score + alpha[h] * (t[i] - t[j])
+
     def scores(self, q, k, pos_q, pos_k):
         # explicit: e^{alpha (t-s)} sum_j q_j^T R(omega_j (s - t)) k_j / sqrt(d)
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (Tq, Tk)

@@ -34,3 +34,13 @@ class Shaw(Encoding):
         B, H, Tq, _ = rel_logits.shape
         bias = rel_logits.gather(-1, index.expand(B, H, Tq, index.size(-1)))
         return bias.float() / math.sqrt(self.head_dim)
+
+    def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
+        rel_logits = (q @ self.rel.to(q.dtype).T) / math.sqrt(self.head_dim)  # (B, H, T, K + 1)
+        K = self.K
+
+        def mod(score, b, h, i, j):
+            index = (pos[j] - pos[i]).round().long().clamp(-K, 0) + K
+            return score + rel_logits[b, h, i, index]
+
+        return mod

@@ -35,3 +35,12 @@ class T5Bias(Encoding):
         n = relative_distance(pos_q, pos_k).floor().long().clamp(min=0)  # (Tq, Tk)
         buckets = t5_bucket(n, self.num_buckets, self.max_distance)
         return self.table[buckets].permute(2, 0, 1)[None].float()  # (1, H, Tq, Tk)
+
+    def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
+        table, t = self.table, pos
+
+        def mod(score, b, h, i, j):
+            n = (t[i] - t[j]).floor().long().clamp(min=0)
+            return score + table[t5_bucket(n, self.num_buckets, self.max_distance), h]
+
+        return mod

@@ -61,6 +61,7 @@ DEFAULTS = dict(
     encoding_kwargs={},  # override encoding options at evaluation time
     rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
     rope_factor=8.0,  # its factor (how many times the training length it aims at)
+    attn_backend="sdpa",  # or flex: FlexAttention for bias encodings (ALiBi, T5, Shaw), on CUDA
     variant="",  # label of an evaluation-time change (default: "yarn x8" from the options above)
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
@@ -191,6 +192,7 @@ def main(argv=None):
         encoding_kwargs_override=cfg["encoding_kwargs"] or None,
         rope_scaling=cfg["rope_scaling"] or None,
         rope_factor=cfg["rope_factor"],
+        attn_backend=cfg["attn_backend"],
     )
     margs, tcfg = ckpt["model_args"], ckpt.get("config", {})
     block_size = margs["block_size"]
