@@ -70,6 +70,8 @@ def resolve_device(device):
         raise UserError("no CUDA device: pass --device=cpu")
     if device == "mps" and not torch.backends.mps.is_available():
         raise UserError("no MPS device: pass --device=cpu")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
     return device
 
 

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from checkpoint import checkpoint_path, load_checkpoint, resolve_device, save_checkpoint
 from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
 from data.prepare import ensure_prepared, load_meta
 from model import GPT, GPTConfig, available_encodings, build_encoding
@@ -97,16 +97,6 @@ def check_encoding(c):
             pe.scores(k[:, :, -8:], k, pos[-8:], pos)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
         raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e
-
-
-def pick_device(device):
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("no CUDA device: pass --device=cpu")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise UserError("no MPS device: pass --device=cpu")
-    return device
 
 
 def pick_dtype(dtype, device_type):
@@ -229,7 +219,7 @@ def main(argv=None):
     # ----------------------------------------------------------------------- DDP
     # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` never touches dist
     ddp = int(os.environ.get("RANK", -1)) != -1
-    device = pick_device(c["device"])
+    device = resolve_device(c["device"])
     if ddp:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
         world_size = int(os.environ["WORLD_SIZE"])

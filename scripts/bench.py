@@ -41,6 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch
 
+import train
+from checkpoint import resolve_device
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from model import GPT, GPTConfig, available_encodings, build_encoding
 
@@ -76,34 +78,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # settings
 
 
-def pick_device(device):
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("no CUDA device: pass --device=cpu")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise UserError("no MPS device: pass --device=cpu")
-    if device != "cpu" and device != "mps" and not device.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
-    return device
-
-
 def pick_dtype(dtype, device_type):
-    """(dtype name, note or None), as train.py: autocast on CUDA only, CPU runs in float32."""
+    """(dtype name, note or None), as train.py picks it: autocast on CUDA only."""
     if dtype not in ("auto", *DTYPES):
         raise UserError(f"--dtype must be one of auto, {', '.join(DTYPES)}; got '{dtype}'")
-    if device_type != "cuda":
-        note = None if dtype in ("auto", "float32") else f"--dtype={dtype} applies on CUDA only"
-        return "float32", note
-    if dtype == "auto":
-        return ("bfloat16" if torch.cuda.is_bf16_supported() else "float32"), None
-    return dtype, None
+    return train.pick_dtype(dtype, device_type)
 
 
 def settings(argv):
     """The parsed, checked and device-resolved configuration."""
     cfg = parse_args(argv, DEFAULTS)
-    cfg["device"] = pick_device(cfg["device"])
+    cfg["device"] = resolve_device(cfg["device"])
     device_type = cfg["device"].split(":")[0]
     cfg["dtype"], cfg["dtype_note"] = pick_dtype(cfg["dtype"], device_type)
     auto = CUDA_DEFAULTS if device_type == "cuda" else CPU_DEFAULTS
