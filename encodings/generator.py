@@ -102,6 +102,11 @@ class Generator(Encoding):
             count = spec.get("count", 1)
             if count == "rest":  # as many blocks as fill the channels the others leave
                 count = (d - self._channels(blocks, skip=i)) // max(width, 1)
+                if count < 0:
+                    raise ValueError(
+                        f"generator blocks need {self._channels(blocks, skip=i)} channels but the"
+                        f" head dimension is only {d}"
+                    )
             count = int(count)
             if count == 0:  # e.g. count="rest" with nothing left: the block is absent
                 continue

@@ -128,7 +128,8 @@ def select(records, split, mode):
 def pick_mode(runs, split, mode):
     modes = {r["mode"] for v in runs.values() for _, recs in v for r in recs if r["split"] == split}
     if not modes:
-        raise UserError(f"no results for split '{split}' (try --split=val or --split=test)")
+        have = sorted({r["split"] for v in runs.values() for _, recs in v for r in recs})
+        raise UserError(f"no results for split '{split}'; the results have: {', '.join(have)}")
     if mode:
         if mode not in modes:
             raise UserError(f"no '{mode}' results; found: {', '.join(sorted(modes))}")

@@ -13,13 +13,14 @@
 #             The flash-attention encodings (nope, rope, sinusoidal, learned) run at about that;
 #             the ones with an additive bias or a decay (alibi, t5, shaw, damped_rope) use an
 #             explicit mask and run up to ~2x slower (the ALiBi paper: T5 at half the speed of
-#             sinusoidal). 4 x 35 min + 4 x ~60 min = ~6.5 h.
+#             sinusoidal), and so do the two generator runs (blockwise path). 4 x 35 min +
+#             6 x ~60 min = ~8.3 h.
 #   eval      forward only: (2N + 2 * n_layer * n_embd * T) FLOPs/token, ~0.55 GFLOP at
 #             T = 16k; 6 lengths x ~0.28M validation tokens = ~1 PFLOP, minutes per run even at
 #             a low MFU for the explicit-mask encodings; ~15-30 min for the sweep.
-#   total     ~7 h on an A100 (~3 h on an H100): it fits in a night with room for a second
-#             seed of the runs that matter (add seeds = [1337, 1338]; ~0.3-0.9 ppl of
-#             seed noise is typical on WikiText-103).
+#   total     ~9 h on an A100 (~4 h on an H100): it fits in a night. A second seed of the
+#             runs that matter (seeds = [1337, 1338]) takes another; ~0.3-0.9 ppl of seed
+#             noise is typical on WikiText-103.
 # The per-run ETA that train.py prints after its first iterations is the number to trust.
 name = "wikitext103"
 out_dir = "out/sweeps/wikitext103"
