@@ -204,6 +204,10 @@ def main(argv=None):
                     f"python train.py --out_dir={out_dir} --init_from=resume"
                 )
         if ckpt["iter_num"] >= c["max_iters"]:
+            if ckpt["iter_num"] == c["max_iters"] and not ckpt.get("finished"):
+                # stopped (SIGTERM) right at its last iteration: its state is the final one
+                ckpt["finished"] = True
+                save_checkpoint(out_dir, ckpt)
             print(
                 f"{out_dir} already finished at iter {ckpt['iter_num']} (max_iters="
                 f"{c['max_iters']}); pass a larger --max_iters to train further"

@@ -36,6 +36,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -581,6 +582,16 @@ def main(argv=None):
         f"({sweep['jobs']} at a time); logs in each run's train.log / eval.log"
     )
     s = Sweep(sweep, [t for t in tasks if t.status == "pending"])
+
+    def on_sigterm(signum, frame):
+        # `kill PID` or a job scheduler: pass it on to the running steps (they save and exit),
+        # then stop like Ctrl-C. (Ctrl-C in a terminal already reaches the children itself.)
+        with s.lock:
+            for p in s.procs:
+                p.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     s.run()
     write_status(sweep, tasks)
     print(f"wrote {write_results(sweep, tasks)}")

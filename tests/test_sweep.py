@@ -217,3 +217,38 @@ def test_bad_eval_variant_is_a_clear_error(tmp_path):
     p = sweep(write_sweep(tmp_path, runs))
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "eval_variants" in p.stderr
+
+
+def test_sigterm_to_the_sweep_saves_the_running_step_and_resumes(tmp_path):
+    """A scheduler's SIGTERM reaches the sweep only: it is passed on, train.py saves, the sweep
+    exits 130, and the same command later resumes the run from its checkpoint."""
+    import signal
+    import time
+
+    make_dataset(tmp_path)
+    runs = [dict(name="rope", config="configs/demo/rope.py")]
+    path = write_sweep(tmp_path, runs, max_iters=100_000)
+    p = subprocess.Popen(
+        [sys.executable, "scripts/sweep.py", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log = tmp_path / "sweep/rope/seed1/train.log"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and "iter 20 " in log.read_text()):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, out
+    ckpt = torch.load(tmp_path / "sweep/rope/seed1/ckpt.pt", weights_only=True)
+    assert not ckpt["finished"] and ckpt["iter_num"] >= 20
+    assert "interrupted" in out
+    # the same command resumes it (here to a nearer max_iters, so that the test stays short)
+    text = path.read_text().replace("'max_iters': 100000", f"'max_iters': {ckpt['iter_num'] + 4}")
+    path.write_text(text)
+    again = sweep(path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "--init_from=resume" in log.read_text()
+    assert torch.load(tmp_path / "sweep/rope/seed1/ckpt.pt", weights_only=True)["finished"]

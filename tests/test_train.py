@@ -258,3 +258,18 @@ def test_resume_survives_a_log_line_cut_short(tmp_path):
     log.write_text('{"iter": 0, "val_loss": 5.0}\n{"iter": 5, "val_loss": 4.0}\n{"iter": 10, "va')
     train.truncate_log(str(log), 5)
     assert [json.loads(x)["iter"] for x in log.read_text().splitlines()] == [0, 5]
+
+
+def test_resume_at_exactly_max_iters_marks_the_run_finished(tmp_path):
+    """A run stopped by a signal right at its last iteration is complete: resuming it marks the
+    checkpoint finished instead of leaving it unfinished forever (sweeps skip finished runs)."""
+    from checkpoint import load_checkpoint, save_checkpoint
+
+    data_dir, out = str(tmp_path / "data"), str(tmp_path / "run")
+    write_corpus(data_dir)
+    run_train(tiny_args(data_dir, out, max_iters=10))
+    ckpt = load_checkpoint(out)
+    ckpt["finished"] = False  # as a SIGTERM at iteration 10 leaves it
+    save_checkpoint(out, ckpt)
+    run_train(tiny_args(data_dir, out, max_iters=10) + ["--init_from=resume"])
+    assert load_checkpoint(out)["finished"] and load_checkpoint(out)["iter_num"] == 10
