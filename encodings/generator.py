@@ -59,6 +59,12 @@ BLOCK_TYPES = {
 BLOCK_KEYS = {"type", "count", "alpha", "omega", "lam", "size", "slope", "learnable"}
 
 
+def block_width(spec):
+    """Channels one block of this spec takes from q and k (0 for an unknown type)."""
+    kind, size = spec.get("type"), int(spec.get("size", 2))
+    return {"jordan": size, "damped_jordan": 2 * size}.get(kind, BLOCK_TYPES.get(kind) or 0)
+
+
 def poly_matrix(t, m):
     """(T, m, m) matrices exp(t N) for the m x m shift N: P[i, j] = t^(j-i) / (j-i)! for j >= i."""
     idx = torch.arange(m, device=t.device)
@@ -97,15 +103,19 @@ class Generator(Encoding):
                     f"generator block {i}: unknown keys {sorted(unknown)};"
                     f" valid: {sorted(BLOCK_KEYS)}"
                 )
-            size = int(spec.get("size", 2))
-            width = {"jordan": size, "damped_jordan": 2 * size}.get(kind, BLOCK_TYPES[kind])
+            size, width = int(spec.get("size", 2)), block_width(spec)
             count = spec.get("count", 1)
             if count == "rest":  # as many blocks as fill the channels the others leave
-                count = (d - self._channels(blocks, skip=i)) // max(width, 1)
+                others = sum(
+                    int(b.get("count", 1)) * block_width(b)
+                    for j, b in enumerate(blocks)
+                    if j != i and b.get("count", 1) != "rest"
+                )
+                count = (d - others) // max(width, 1)
                 if count < 0:
                     raise ValueError(
-                        f"generator blocks need {self._channels(blocks, skip=i)} channels but the"
-                        f" head dimension is only {d}"
+                        f"generator blocks need {others} channels but the head dimension is"
+                        f" only {d}"
                     )
             count = int(count)
             if count == 0:  # e.g. count="rest" with nothing left: the block is absent
@@ -147,17 +157,6 @@ class Generator(Encoding):
             # polynomial terms (t - t0)^k / k! with a decay make sharply peaked, ill-conditioned
             # logits; shorter blocks keep float32 attention within ~1e-3 of float64 (measured)
             self.max_query_block = min(self.max_query_block or 128, 128)
-
-    @staticmethod
-    def _channels(blocks, skip):
-        """Channels taken by every block spec but the one at index `skip`."""
-        total = 0
-        for j, b in enumerate(blocks):
-            kind, size = b.get("type"), int(b.get("size", 2))
-            width = {"jordan": size, "damped_jordan": 2 * size}.get(kind, BLOCK_TYPES.get(kind, 0))
-            if j != skip and b.get("count", 1) != "rest":
-                total += int(b.get("count", 1)) * width
-        return total
 
     # --- parameters: buffers when fixed, nn.Parameters when learnable
     def _per_head(self, value, what):
