@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import checkpoint_path, load_checkpoint, resolve_device, save_checkpoint
 from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
-from data.prepare import ensure_prepared, load_meta
+from data.prepare import ensure_prepared, load_meta, write_json
 from model import GPT, GPTConfig, available_encodings, build_encoding
 
 # keys that define the model and its data: a resumed run must keep them
@@ -161,12 +161,6 @@ def truncate_log(path, last_iter):
         lines = [ln for ln in f if ln.strip() and keep(ln)]
     with open(path + ".tmp", "w") as f:
         f.writelines(lines)
-    os.replace(path + ".tmp", path)
-
-
-def write_json(path, obj):
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
     os.replace(path + ".tmp", path)
 
 
@@ -384,7 +378,7 @@ def main(argv=None):
     )
 
     if master:
-        write_json(os.path.join(out_dir, "config.json"), c)
+        write_json(os.path.join(out_dir, "config.json"), c, indent=1)
     wandb = None
     if c["wandb_log"] and master:
         import wandb  # only when asked: it is slow to import. WANDB_MODE=offline needs no network

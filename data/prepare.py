@@ -135,10 +135,12 @@ def write_tokens(path, chunks, vocab_size):
     return n
 
 
-def write_json(path, obj):
+def write_json(path, obj, indent=2):
+    """Write obj as JSON atomically (temporary file, then rename): an interrupted write never
+    leaves a broken file. Every script writes its JSON through this."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f, indent=indent)
         f.write("\n")
     os.replace(tmp, path)
 

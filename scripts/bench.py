@@ -44,6 +44,7 @@ import torch
 import train
 from checkpoint import resolve_device
 from configurator import UserError, nearest_hint, parse_args, run_cli
+from data.prepare import write_json
 from model import GPT, GPTConfig, available_encodings, build_encoding
 
 # defaults, overridable as --key=value; 0 / () / "auto" mean "pick for the device" (see below)
@@ -394,14 +395,6 @@ def full_matrix_line(lengths):
     return line + "".join(f"  {'':>{W_RATE}}{fmt_mb(n * n * 4 / 2**20):>{W_MB}}" for n in lengths)
 
 
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)  # atomic: an interrupted write never leaves a broken file
-
-
 def main(argv=None):
     cfg = settings(sys.argv[1:] if argv is None else argv)
     dev = cfg["device"]
@@ -461,7 +454,8 @@ def main(argv=None):
             at = ", ".join(str(e["length"]) for e in skipped if e["reason"] == reason)
             notes.append(f"{name} @ {at}: skipped ({reason})")
         if cfg["json"]:  # after every encoding: a crash later loses nothing already measured
-            write_json(cfg["json"], report)
+            os.makedirs(os.path.dirname(os.path.abspath(cfg["json"])), exist_ok=True)
+            write_json(cfg["json"], report, indent=1)
     print(full_matrix_line(lengths))
     for note in notes:
         print(note)

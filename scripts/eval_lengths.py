@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from checkpoint import load_model, resolve_device
 from configurator import UserError, parse_args, run_cli
-from data.prepare import load_meta
+from data.prepare import load_meta, write_json
 
 # defaults, overridable as --key=value
 DEFAULTS = dict(
@@ -337,10 +337,7 @@ def main(argv=None):
         new_keys = {record_key(r) for r in results}
         old = [r for r in old if r not in stale and record_key(r) not in new_keys]
     merged = sorted(old + results, key=lambda r: (r["split"], r["mode"], r["length"], r["stride"]))
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(merged, f, indent=1)
-    os.replace(tmp, out_path)  # atomic: an interrupted write never leaves a broken file
+    write_json(out_path, merged, indent=1)
     print(f"wrote {out_path}")
     return results
 

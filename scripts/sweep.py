@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 from configurator import UserError, parse_args, run_cli
+from data.prepare import write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = dict(
@@ -526,9 +527,7 @@ def write_status(sweep, tasks):
         )
         for t in tasks
     ]
-    with open(path + ".tmp", "w") as f:
-        json.dump({"name": sweep["name"], "runs": rows}, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(path, {"name": sweep["name"], "runs": rows}, indent=1)
 
 
 # -----------------------------------------------------------------------------
