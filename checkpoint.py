@@ -60,6 +60,15 @@ def model_args(model):
 
 
 ROPE_ENCODINGS = ("rope", "damped_rope")  # the encodings that take --rope_scaling
+ROPE_FACTOR = 8.0  # the default --rope_factor of eval_lengths.py and sample.py
+
+
+def variant_label(rope_scaling=None, rope_factor=ROPE_FACTOR, encoding_kwargs=None):
+    """The name of an evaluation-time change of the model ("yarn x8"), "" for the model as
+    trained. eval_lengths.json records it; sweeps and plots show each variant as its own row."""
+    if rope_scaling:
+        return f"{rope_scaling} x{rope_factor:g}"
+    return "custom" if encoding_kwargs else ""
 
 
 def resolve_device(device):
@@ -100,7 +109,7 @@ def load_model(
     device="cpu",
     encoding_kwargs_override=None,
     rope_scaling=None,
-    rope_factor=8.0,
+    rope_factor=ROPE_FACTOR,
     attn_backend="sdpa",
 ):
     """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode.

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from checkpoint import load_model, resolve_device
+from checkpoint import ROPE_FACTOR, load_model, resolve_device
 from configurator import UserError, parse_args, run_cli
 from data.prepare import get_tokenizer, load_meta
 
@@ -30,7 +30,7 @@ DEFAULTS = dict(
     device="auto",  # "auto" (cuda if available, else cpu), "cpu", "cuda", ...
     encoding_kwargs={},  # change encoding options at generation time
     rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
-    rope_factor=8.0,  # its factor (how many times the training length it aims at)
+    rope_factor=ROPE_FACTOR,  # its factor (how many times the training length it aims at)
 )
 
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoint import load_model, resolve_device
+from checkpoint import ROPE_FACTOR, load_model, resolve_device, variant_label
 from configurator import UserError, parse_args, run_cli
 from data.prepare import load_meta, write_json
 
@@ -60,7 +60,7 @@ DEFAULTS = dict(
     data_dir="",  # default: the data_dir the checkpoint was trained with
     encoding_kwargs={},  # override encoding options at evaluation time
     rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
-    rope_factor=8.0,  # its factor (how many times the training length it aims at)
+    rope_factor=ROPE_FACTOR,  # its factor (how many times the training length it aims at)
     attn_backend="sdpa",  # or flex: FlexAttention for bias encodings (ALiBi, T5, Shaw), on CUDA
     variant="",  # label of an evaluation-time change (default: "yarn x8" from the options above)
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
@@ -163,16 +163,6 @@ def finite_or_none(x):
     return x if x is not None and math.isfinite(x) else None
 
 
-def variant_name(cfg):
-    """A label for an evaluation-time change of the model ("yarn x8"); "" for the model as
-    trained. Sweeps and plots show each variant as its own row / line."""
-    if cfg["variant"]:
-        return cfg["variant"]
-    if cfg["rope_scaling"]:
-        return f"{cfg['rope_scaling']} x{cfg['rope_factor']:g}"
-    return "custom" if cfg["encoding_kwargs"] else ""
-
-
 def record_key(r):
     kwargs = json.dumps(r.get("encoding_kwargs"), sort_keys=True)
     return (r["split"], r["mode"], r["stride"], r["length"], kwargs, r.get("variant") or "")
@@ -227,7 +217,8 @@ def main(argv=None):
         "encoding_kwargs": model.config.encoding_kwargs,  # as evaluated, overrides included
         "rope_scaling": cfg["rope_scaling"] or None,
         "rope_factor": cfg["rope_factor"] if cfg["rope_scaling"] else None,
-        "variant": variant_name(cfg),
+        "variant": cfg["variant"]
+        or variant_label(cfg["rope_scaling"], cfg["rope_factor"], cfg["encoding_kwargs"]),
         "block_size": block_size,
         "dataset": tcfg.get("dataset"),
         "tokenizer": meta.get("tokenizer"),

@@ -120,7 +120,11 @@ def load_sweep(path):
                     f"{path}: runs[{i}] eval_variants entries are dicts of {sorted(VARIANT_KEYS)}"
                     " with rope_scaling or encoding_kwargs, e.g. dict(rope_scaling='yarn')"
                 )
-            v.setdefault("variant", variant_label(v))
+            if "variant" not in v:  # `variant=...` names it explicitly
+                from checkpoint import ROPE_FACTOR, variant_label  # torch: only when needed
+
+                args = (v.get("rope_scaling"), v.get("rope_factor", ROPE_FACTOR))
+                v["variant"] = variant_label(*args, v.get("encoding_kwargs"))
         if not re.fullmatch(r"[\w.+-]+", r["name"]) or r["name"] in names:
             raise UserError(f"{path}: run names must be unique words, got '{r['name']}' twice")
         names.add(r["name"])
@@ -130,14 +134,6 @@ def load_sweep(path):
 
 
 VARIANT_KEYS = {"rope_scaling", "rope_factor", "encoding_kwargs", "variant"}
-
-
-def variant_label(v):
-    """The name of an evaluation-time variant: "yarn x8" (rope_factor defaults to 8, as in
-    eval_lengths.py), or "custom" for other encoding_kwargs; `variant=...` sets it explicitly."""
-    if v.get("rope_scaling"):
-        return f"{v['rope_scaling']} x{v.get('rope_factor', 8.0):g}"
-    return "custom"
 
 
 def flag(key, value):
