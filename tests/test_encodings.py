@@ -11,20 +11,12 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from helpers import MaxStorage
 
 import model
 from model import GPT, GPTConfig, build_encoding
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and 5x faster when the 2 cores are busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(encoding, n_head=4, n_embd=32, **kwargs):
@@ -186,23 +178,6 @@ def test_shaw_one_instance_per_layer():
     assert len(m.pe) == m.config.n_layer
     assert m.layer_encoding(0) is not m.layer_encoding(1)
     assert not torch.equal(m.pe[0].rel, m.pe[1].rel)
-
-
-class MaxStorage(TorchDispatchMode):
-    """Records the largest tensor storage (in elements) any aten op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest, self.op = 0, None
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                n = t.untyped_storage().nbytes() // t.element_size()
-                if n > self.largest:
-                    self.largest, self.op = n, func
-        return out
 
 
 def test_shaw_never_builds_a_T_T_d_tensor():

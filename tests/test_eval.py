@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import write_token_dataset
 
 from model import GPT, GPTConfig
 
@@ -32,24 +33,10 @@ VOCAB = 32
 
 def make_dataset(root, n_val=300, n_test=200, words=None):
     """A byte-tokenized dataset dir with random tokens, as data/prepare.py would write it."""
-    d = root / "data" / "tiny"
-    d.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    splits = {}
-    for split, n in (("train", 400), ("val", n_val), ("test", n_test)):
-        rng.integers(0, VOCAB, n).astype(np.uint16).tofile(d / f"{split}.bin")
-        splits[split] = {"tokens": n, "bytes": n, "words": words or n // 5}
-    meta = {
-        "name": "tiny",
-        "source": "test",
-        "tokenizer": "bytes",
-        "vocab_size": VOCAB,
-        "dtype": "uint16",
-        "eot_token": None,
-        "splits": splits,
-    }
-    (d / "meta.json").write_text(json.dumps(meta))
-    return root / "data"
+    sizes = (("train", 400), ("val", n_val), ("test", n_test))
+    splits = {split: rng.integers(0, VOCAB, n).astype(np.uint16) for split, n in sizes}
+    return write_token_dataset(root, splits, VOCAB, words)
 
 
 def make_run(root, encoding="alibi", block_size=16, iter_num=10):

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from helpers import MaxStorage
 
 import model
 from model import GPT, GPTConfig, available_encodings, build_encoding
@@ -53,13 +52,7 @@ VARIANT_PARAMS = [pytest.param(enc, kw, id=vid) for vid, enc, kw in VARIANTS if 
 BLOCK = 64  # block_size of the tiny models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and 5x faster when the 2 cores are busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(encoding, encoding_kwargs=None, **overrides):
@@ -402,23 +395,6 @@ def test_blockwise_attn_mask_size(monkeypatch):
     for n_queries, shape in calls:
         assert n_queries <= block and shape is not None
         assert math.prod(shape[-2:]) <= block * T  # entries per head
-
-
-class MaxStorage(TorchDispatchMode):
-    """Records the largest tensor storage (in elements) any aten op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest, self.op = 0, None
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                n = t.untyped_storage().nbytes() // t.element_size()
-                if n > self.largest:
-                    self.largest, self.op = n, func
-        return out
 
 
 @pytest.mark.parametrize("encoding", [e for e in ENCODINGS if e != "learned"])

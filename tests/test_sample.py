@@ -14,11 +14,9 @@ from data.prepare import get_tokenizer
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, one_thread):
     """Tiny trained runs (alibi: extrapolates; learned: a fixed table of block_size=32; rope:
     for context extension)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sample")
     data_dir = str(root / "data")
     write_corpus(data_dir)
@@ -27,17 +25,10 @@ def runs(tmp_path_factory):
         out[enc] = str(root / enc)
         argv = tiny_args(data_dir, out[enc], encoding=enc, max_iters=20)
         run_cli(lambda argv=argv: train.main(argv))
-    torch.set_num_threads(threads)
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models run fastest on one thread (and a busy 2-core machine makes more threads slower)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_sample(argv, capsys):

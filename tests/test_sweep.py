@@ -9,31 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_token_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 32
 
 
 def make_dataset(root):
-    d = root / "data" / "tiny"
-    d.mkdir(parents=True)
     rng = np.random.default_rng(0)
     splits = {}
     for split, n in (("train", 3000), ("val", 600), ("test", 600)):
         # a learnable pattern (counting mod VOCAB with noise) so that losses are not all equal
         x = (np.arange(n) + (rng.random(n) < 0.2) * rng.integers(0, VOCAB, n)) % VOCAB
-        x.astype(np.uint16).tofile(d / f"{split}.bin")
-        splits[split] = {"tokens": n, "bytes": n, "words": n // 5}
-    meta = {
-        "name": "tiny",
-        "source": "test",
-        "tokenizer": "bytes",
-        "vocab_size": VOCAB,
-        "dtype": "uint16",
-        "eot_token": None,
-        "splits": splits,
-    }
-    (d / "meta.json").write_text(json.dumps(meta))
+        splits[split] = x.astype(np.uint16)
+    write_token_dataset(root, splits, VOCAB)
 
 
 def write_sweep(root, runs, max_iters=4, seeds=(1,)):

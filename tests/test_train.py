@@ -65,13 +65,7 @@ def read_log(out_dir, keys=("iter", "train_loss", "val_loss", "lr", "tokens_seen
         return [{k: json.loads(line)[k] for k in keys} for line in f]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models run fastest on one thread, and the results must not depend on the thread count
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +76,10 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def straight(data_dir, tmp_path_factory):
+def straight(data_dir, tmp_path_factory, one_thread):
     """An uninterrupted run to iter 30, shared by the tests below."""
-    one_thread_n = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = str(tmp_path_factory.mktemp("straight"))
     assert run_train(tiny_args(data_dir, out)) == 0
-    torch.set_num_threads(one_thread_n)
     return out
 
 
