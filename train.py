@@ -199,7 +199,7 @@ def main(argv=None):
                 )
         if ckpt["iter_num"] >= c["max_iters"]:
             if ckpt["iter_num"] == c["max_iters"] and not ckpt.get("finished"):
-                # stopped (SIGTERM) right at its last iteration: its state is the final one
+                # a stopped run resumed with max_iters lowered to where it stands: it is done
                 ckpt["finished"] = True
                 save_checkpoint(out_dir, ckpt)
             print(

@@ -252,15 +252,15 @@ def test_resume_survives_a_log_line_cut_short(tmp_path):
 
 
 def test_resume_at_exactly_max_iters_marks_the_run_finished(tmp_path):
-    """A run stopped by a signal right at its last iteration is complete: resuming it marks the
-    checkpoint finished instead of leaving it unfinished forever (sweeps skip finished runs)."""
+    """A stopped run resumed with max_iters lowered to the iteration it stands at is complete:
+    its checkpoint is marked finished instead of staying unfinished (sweeps skip finished runs)."""
     from checkpoint import load_checkpoint, save_checkpoint
 
     data_dir, out = str(tmp_path / "data"), str(tmp_path / "run")
     write_corpus(data_dir)
     run_train(tiny_args(data_dir, out, max_iters=10))
     ckpt = load_checkpoint(out)
-    ckpt["finished"] = False  # as a SIGTERM at iteration 10 leaves it
+    ckpt["finished"] = False  # as a run stopped at iteration 10 of a longer max_iters leaves it
     save_checkpoint(out, ckpt)
     run_train(tiny_args(data_dir, out, max_iters=10) + ["--init_from=resume"])
     assert load_checkpoint(out)["finished"] and load_checkpoint(out)["iter_num"] == 10
