@@ -3,6 +3,8 @@
 import json
 
 import torch
+
+from model import available_encodings
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -45,3 +47,28 @@ def write_token_dataset(root, splits, vocab_size, words=None):
     }
     (d / "meta.json").write_text(json.dumps(meta))
     return root / "data"
+
+
+# Every encoding at its defaults, plus the variants that take other code paths. Tests that must
+# cover "every encoding" iterate this list; a new encoding file is picked up automatically.
+_JORDAN = [
+    {"type": "jordan", "count": 2, "size": 4, "lam": -0.02},
+    {"type": "rotation", "count": "rest"},
+]
+_NILPOTENT = [{"type": "zero", "count": "rest"}, {"type": "nilpotent"}]
+ENCODING_CASES = [(name, {}) for name in available_encodings()]
+ENCODING_CASES += [
+    ("generator", {"blocks": _JORDAN}),
+    ("generator", {"blocks": _NILPOTENT}),
+    ("damped_rope", {"decay": "weight"}),
+]
+
+
+def case_id(name, kwargs):
+    """A readable pytest id: 'generator-jordan', 'damped_rope-decay=weight', 'rope'."""
+    if "blocks" in kwargs:
+        return f"{name}-{kwargs['blocks'][0]['type']}"
+    return "-".join([name] + [f"{k}={v}" for k, v in kwargs.items()])
+
+
+ENCODING_IDS = [case_id(n, k) for n, k in ENCODING_CASES]
