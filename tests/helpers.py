@@ -3,10 +3,10 @@
 import json
 
 import torch
-
-from model import available_encodings
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from model import available_encodings
 
 
 class MaxStorage(TorchDispatchMode):
@@ -65,9 +65,9 @@ ENCODING_CASES += [
 
 
 def case_id(name, kwargs):
-    """A readable pytest id: 'generator-jordan', 'damped_rope-decay=weight', 'rope'."""
+    """A readable pytest id: 'rope', 'damped_rope-decay=weight', 'generator-jordan+rotation'."""
     if "blocks" in kwargs:
-        return f"{name}-{kwargs['blocks'][0]['type']}"
+        return f"{name}-{'+'.join(b['type'] for b in kwargs['blocks'])}"
     return "-".join([name] + [f"{k}={v}" for k, v in kwargs.items()])
 
 
