@@ -54,6 +54,12 @@ def load_checkpoint(out_dir, map_location="cpu", mmap=False):
         raise UserError(f"could not read {path}: {type(e).__name__}: {e}") from e
 
 
+def saved_config(out_dir):
+    """The training config stored in out_dir's checkpoint ({} if none): what `train.py
+    --init_from=resume` without a config file starts from (configurator.load_config)."""
+    return load_checkpoint(out_dir, map_location="cpu", mmap=True).get("config", {})
+
+
 def model_args(model):
     """The GPTConfig of model as a plain dict (what the checkpoint stores)."""
     return asdict(model.config)

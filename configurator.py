@@ -193,12 +193,13 @@ def split_argv(argv):
     return (files[0] if files else None), overrides
 
 
-def load_config(argv, base_path=BASE_CONFIG):
+def load_config(argv, base_path=BASE_CONFIG, saved_config=None):
     """The full training config for `python train.py [CONFIG_FILE] [--key=value ...]`:
     configs/base.py, then CONFIG_FILE run on top of it, then the overrides.
 
     `--init_from=resume` without a config file resumes from the config saved in
-    out_dir/ckpt.pt (plus the overrides, e.g. a larger --max_iters)."""
+    out_dir/ckpt.pt (plus the overrides, e.g. a larger --max_iters): saved_config(out_dir) reads
+    it (train.py passes checkpoint.saved_config; this module stays free of torch)."""
     schema = load_base(base_path)
     if "-h" in argv or "--help" in argv:
         _print_help(schema, "config_file")
@@ -213,16 +214,15 @@ def load_config(argv, base_path=BASE_CONFIG):
         exec_config_file(config_file, namespace, schema)
         config = {k: namespace[k] for k in schema}
     elif cli["init_from"] == "resume":
-        config = _config_from_checkpoint(cli["out_dir"], schema)
+        if saved_config is None:
+            raise TypeError("load_config: resuming without a config file needs saved_config")
+        config = _from_saved(saved_config(cli["out_dir"]), schema)
     config.update({k: cli[k] for k in given})
     return config
 
 
-def _config_from_checkpoint(out_dir, schema):
+def _from_saved(saved, schema):
     """base.py's defaults updated with the config a checkpoint was trained with."""
-    from checkpoint import load_checkpoint  # here: only resuming needs torch to read a config
-
-    saved = load_checkpoint(out_dir, map_location="cpu", mmap=True).get("config", {})
     config = dict(schema)
     for k, v in saved.items():
         if k in schema:

@@ -33,7 +33,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import checkpoint_path, load_checkpoint, resolve_device, save_checkpoint
+from checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    saved_config,
+)
 from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
 from data.prepare import ensure_prepared, load_meta, write_json
 from model import GPT, GPTConfig, available_encodings, build_encoding
@@ -181,7 +187,7 @@ def main(argv=None):
     if hasattr(sys.stdout, "reconfigure"):  # progress shows up at once in `| tee` and logs
         sys.stdout.reconfigure(line_buffering=True)
     # -------------------------------------------------------------------- config
-    c = load_config(argv)
+    c = load_config(argv, saved_config=saved_config)
     check_values(c)
     check_encoding(c)
     out_dir = c["out_dir"]

@@ -179,3 +179,30 @@ def test_command_line_error_has_no_traceback():
     )  # fmt: skip
     assert p.returncode == 2
     assert p.stderr == "error: unknown key 'lerning_rate' (did you mean 'learning_rate'?)\n"
+
+
+def repo_imports(path):
+    """The repo modules a file imports, at module level or inside functions."""
+    import ast
+
+    tree = ast.parse(open(os.path.join(REPO, path)).read())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    return {m for m in names if os.path.exists(os.path.join(REPO, m.split(".")[0] + ".py"))}
+
+
+def test_configurator_imports_no_repo_module():
+    """checkpoint.py imports configurator (UserError): configurator must not import it back."""
+    assert "configurator" in repo_imports("checkpoint.py")
+    assert repo_imports("configurator.py") == set()
+
+
+def test_resume_config_comes_from_saved_config(capsys):
+    """Resuming without a config file: the saved config, then the overrides; a saved key that is
+    no longer a config key is dropped with a note."""
+    saved = {"n_layer": 3, "out_dir": "run", "retired_key": 1}
+    argv = ["--init_from=resume", "--out_dir=run", "--max_iters=7"]
+    c = load_config(argv, saved_config=lambda out_dir: saved if out_dir == "run" else {})
+    assert (c["n_layer"], c["max_iters"], c["init_from"]) == (3, 7, "resume")
+    assert "retired_key" not in c and c["block_size"] == load_base()["block_size"]
+    assert "ignoring key 'retired_key'" in capsys.readouterr().out
