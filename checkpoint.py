@@ -8,8 +8,8 @@ A checkpoint is a dict:
     optimizer      AdamW state_dict;  scaler: GradScaler state_dict (float16 only, else empty)
     iter_num       iterations done;   finished: True once iter_num == max_iters
     best_val_loss, tokens_seen, elapsed_s, tokenizer ("gpt2" | "bytes"), wandb_run_id
-    rng            every random state of rank 0: torch, cuda, numpy, python, and the state of
-                   the generator that picks training windows; restoring them makes resume exact
+    rng            every random state of rank 0: torch, cuda (its device only), numpy, python,
+                   the generator of training windows; restoring them makes resume exact
 """
 
 import os

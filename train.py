@@ -130,22 +130,28 @@ def lr_at(it, c, lr_decay_iters):
     return c["min_lr"] + coeff * (c["learning_rate"] - c["min_lr"])
 
 
-def rng_states(batch_rng):
-    """Every random state in the process, in types torch.load(weights_only=True) accepts."""
+def rng_states(batch_rng, device):
+    """Every random state in the process, in types torch.load(weights_only=True) accepts. Of CUDA
+    only the device in use: a resume may see fewer GPUs than the run that saved it."""
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None,
         "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
         "python": random.getstate(),
         "batch": batch_rng.bit_generator.state,
     }
 
 
-def set_rng_states(rng, batch_rng):
+def set_rng_states(rng, batch_rng, device):
     torch.set_rng_state(rng["torch"].cpu())
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    cuda = rng["cuda"]
+    if device.startswith("cuda") and cuda is not None and len(cuda) > 0:
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: a state per GPU visible then
+            i = torch.device(device).index
+            i = torch.cuda.current_device() if i is None else i
+            cuda = cuda[i] if i < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda.cpu(), device)
     np.random.set_state(tuple(rng["numpy"]))
     random.setstate(rng["python"])
     batch_rng.bit_generator.state = rng["batch"]
@@ -360,7 +366,7 @@ def main(argv=None):
                 say("note: lr_decay_iters=0 follows max_iters, so the LR schedule is stretched")
         if master:
             truncate_log(os.path.join(out_dir, "log.jsonl"), iter_num)
-        set_rng_states(ckpt["rng"], batch_rng)
+        set_rng_states(ckpt["rng"], batch_rng, device)
         if rank > 0:
             # only rank 0's torch/CUDA streams are saved: the other ranks get fresh streams that
             # still differ per rank (so their dropout masks do), though not the ones they had
@@ -454,7 +460,7 @@ def main(argv=None):
             "finished": finished,
             "tokenizer": meta["tokenizer"],
             "wandb_run_id": wandb_run_id,
-            "rng": rng_states(batch_rng),
+            "rng": rng_states(batch_rng, device),
         })  # fmt: skip
         last_saved[0] = iter_num
 

@@ -1,6 +1,7 @@
 """train.py end to end on a tiny model and a few-KB corpus: logs, checkpoints, exact resume
 (stop/resume, SIGKILL, SIGTERM), NaN handling, wandb. CPU only; a few seconds per test."""
 
+import io
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -264,3 +266,82 @@ def test_resume_at_exactly_max_iters_marks_the_run_finished(tmp_path):
     save_checkpoint(out, ckpt)
     run_train(tiny_args(data_dir, out, max_iters=10) + ["--init_from=resume"])
     assert load_checkpoint(out)["finished"] and load_checkpoint(out)["iter_num"] == 10
+
+
+# -----------------------------------------------------------------------------
+# CUDA random states, faked on CPU
+
+
+class FakeCuda:
+    """n CUDA devices' generator states, on CPU. An index past the last device is an IndexError,
+    as torch.cuda.default_generators[idx] is on a real machine."""
+
+    def __init__(self, n):
+        self.states = [torch.full((8,), 100 + i, dtype=torch.uint8) for i in range(n)]
+
+    def index(self, device):
+        return device if isinstance(device, int) else (torch.device(device).index or 0)
+
+    def get_rng_state(self, device="cuda"):
+        return self.states[self.index(device)].clone()
+
+    def set_rng_state(self, state, device="cuda"):
+        self.states[self.index(device)] = state.clone()
+
+    def get_rng_state_all(self):
+        return [s.clone() for s in self.states]
+
+    def set_rng_state_all(self, states):
+        for i, s in enumerate(states):
+            self.set_rng_state(s, i)
+
+
+def fake_cuda(monkeypatch, n):
+    cuda = FakeCuda(n)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    for name in ("get_rng_state", "set_rng_state", "get_rng_state_all", "set_rng_state_all"):
+        monkeypatch.setattr(torch.cuda, name, getattr(cuda, name))
+    return cuda
+
+
+def through_disk(obj):
+    """obj as it comes back from a checkpoint (torch.save, then torch.load(weights_only=True))."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("saved_on, resumed_on", [("cuda", "cuda"), ("cuda:3", "cuda:0")])
+def test_cuda_rng_state_resumes_on_fewer_gpus(monkeypatch, saved_on, resumed_on):
+    """Saved by a run on an 8-GPU machine, resumed on a 1-GPU one: the state of the device in use
+    comes back exactly (it used to save all 8 and crash restoring device 1)."""
+    batch_rng = np.random.default_rng(0)
+    eight = fake_cuda(monkeypatch, 8)
+    rng = through_disk(train.rng_states(batch_rng, saved_on))
+    one = fake_cuda(monkeypatch, 1)
+    train.set_rng_states(rng, batch_rng, resumed_on)
+    assert torch.equal(one.states[0], eight.states[eight.index(saved_on)])
+
+
+def test_cuda_rng_states_of_older_checkpoints(monkeypatch):
+    """Checkpoints written before held a list (a state per visible GPU): the current device's
+    state is taken when the list has it, else the first one."""
+    batch_rng = np.random.default_rng(0)
+    rng = through_disk(train.rng_states(batch_rng, "cpu"))
+    assert rng["cuda"] is None  # a CPU run saves no CUDA state...
+    old = [torch.full((8,), i, dtype=torch.uint8) for i in range(8)]
+    rng["cuda"] = old
+    one = fake_cuda(monkeypatch, 1)
+    train.set_rng_states(rng, batch_rng, "cuda")
+    assert torch.equal(one.states[0], old[0])
+    eight = fake_cuda(monkeypatch, 8)
+    train.set_rng_states(rng, batch_rng, "cuda:3")
+    assert torch.equal(eight.states[3], old[3]) and eight.states[0][0] == 100  # only cuda:3
+    two = fake_cuda(monkeypatch, 2)
+    train.set_rng_states(dict(rng, cuda=old[5:6]), batch_rng, "cuda:1")
+    assert torch.equal(two.states[1], old[5])
+    train.set_rng_states(rng, batch_rng, "cpu")  # ...and a CPU resume touches none
+    assert two.states[0][0] == 100
