@@ -345,3 +345,26 @@ def test_cuda_rng_states_of_older_checkpoints(monkeypatch):
     assert torch.equal(two.states[1], old[5])
     train.set_rng_states(rng, batch_rng, "cpu")  # ...and a CPU resume touches none
     assert two.states[0][0] == 100
+
+
+def test_resume_applies_optimizer_overrides(data_dir, tmp_path, capsys):
+    """--weight_decay/--beta1/--beta2 on resume reach the optimizer (the checkpoint's param groups
+    used to win silently); a resume without them keeps the values the run has."""
+    out = str(tmp_path)
+    assert run_train(tiny_args(data_dir, out, max_iters=5)) == 0
+    before = load_checkpoint(out)["optimizer"]["param_groups"]
+    assert 0.1 in {g["weight_decay"] for g in before}  # the decayed parameters' group
+    assert all(tuple(g["betas"]) == (0.9, 0.95) for g in before)
+    argv = ["--out_dir=" + out, "--init_from=resume", "--max_iters=10"]
+    assert run_train(argv + ["--weight_decay=0.3", "--beta1=0.8", "--beta2=0.9"]) == 0
+    assert "weight_decay 0.1 -> 0.3, beta1 0.9 -> 0.8, beta2 0.95 -> 0.9" in capsys.readouterr().out
+    after = load_checkpoint(out)["optimizer"]["param_groups"]
+    wd = [g["weight_decay"] for g in before]  # groups exempt from decay stay at theirs
+    assert [g["weight_decay"] for g in after] == [0.3 if w == 0.1 else w for w in wd]
+    assert all(tuple(g["betas"]) == (0.8, 0.9) for g in after)
+    assert [g["params"] for g in after] == [g["params"] for g in before]
+    assert run_train(["--out_dir=" + out, "--init_from=resume", "--max_iters=15"]) == 0
+    again = load_checkpoint(out)["optimizer"]["param_groups"]
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in again] == [
+        (g["weight_decay"], tuple(g["betas"])) for g in after
+    ]
