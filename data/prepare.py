@@ -6,9 +6,18 @@ Prepare token datasets for nanoPE: text in, flat arrays of token ids out.
     python data/prepare.py text --input PATH --name NAME [--tokenizer bytes|gpt2]
 
 Every source writes DATA_DIR/NAME/{train,val,test}.bin (token ids, uint16 when the vocabulary
-fits, else uint32) and then meta.json, which records the tokenizer and the token, byte and word
-counts of each split. meta.json is written last, so its presence means the dataset is complete.
-train.py and the eval scripts use load_meta / ensure_prepared / get_tokenizer from here.
+fits, else uint32) and then meta.json, which records the tokenizer and these counts per split:
+- tokens: token ids in the .bin file; bytes: UTF-8 bytes of the split's raw text.
+- words: whitespace-separated words of that text, len(text.split()).
+- lines: its lines, blank ones included; a line ends at "\\n", and a last line without "\\n"
+  counts too. WikiText-103: one per row of the hub's dataset, i.e. one per line of the file.
+- word_level_tokens = words + lines: the denominator of word-level perplexity. It is what
+  fairseq scores on a word-level file (preprocess appends an end-of-sentence token to every
+  line read, blank lines included; eval_lm scores every token), the convention of the ALiBi
+  paper's WikiText-103 numbers: 217,646 validation = 213,886 words + 3,760 lines, 245,569 test
+  = 241,211 words + 4,358 lines.
+meta.json is written last, so its presence means the dataset is complete. train.py and the eval
+scripts use load_meta / ensure_prepared / get_tokenizer from here.
 """
 
 import argparse
@@ -183,15 +192,18 @@ def iter_chunks(pieces, chunk_chars=CHUNK_CHARS):
 
 
 class TextStats:
-    """Bytes and whitespace-separated words of a text seen piece by piece. A word cut in two by
-    a piece boundary counts once, so the totals equal those of the joined text."""
+    """Bytes, whitespace-separated words and lines of a text seen one line at a time: each
+    update() is one line (a blank line may come as "", like the hub's WikiText rows). A word cut
+    in two by a piece boundary counts once, so words and bytes equal those of the joined text."""
 
     def __init__(self):
         self.bytes = 0
         self.words = 0
+        self.lines = 0
         self.in_word = False  # did the text so far end inside a word?
 
     def update(self, p):
+        self.lines += 1
         if not p:
             return p
         self.bytes += len(p.encode("utf-8"))
@@ -201,7 +213,7 @@ class TextStats:
 
 
 def write_split(path, pieces, tokenizer, chunk_chars=CHUNK_CHARS, batch=None):
-    """Tokenize the text given as pieces into path; returns {"tokens", "bytes", "words"}."""
+    """Tokenize the text given as pieces, one per line, into path; returns its counts."""
     stats = TextStats()
     batch = batch or 2 * (os.cpu_count() or 1)
 
@@ -216,7 +228,13 @@ def write_split(path, pieces, tokenizer, chunk_chars=CHUNK_CHARS, batch=None):
             yield from tokenizer.encode_batch(todo)
 
     tokens = write_tokens(path, token_chunks(), tokenizer.vocab_size)
-    return {"tokens": tokens, "bytes": stats.bytes, "words": stats.words}
+    return {
+        "tokens": tokens,
+        "bytes": stats.bytes,
+        "words": stats.words,
+        "lines": stats.lines,
+        "word_level_tokens": stats.words + stats.lines,  # + one end-of-sentence per line
+    }
 
 
 def write_dataset(out_dir, name, source, tokenizer, split_pieces):
@@ -249,7 +267,7 @@ def print_summary(out_dir, meta):
     print(f"  tokenizer {meta['tokenizer']}, vocab {meta['vocab_size']}, dtype {meta['dtype']}")
     for split, s in meta["splits"].items():
         counts = f"{s['tokens']:>13,} tokens {s['bytes']:>13,} bytes {s['words']:>12,} words"
-        print(f"  {split:5s} {counts}")
+        print(f"  {split:5s} {counts} {s['word_level_tokens']:>12,} word-level tokens")
 
 
 # -----------------------------------------------------------------------------
@@ -283,7 +301,11 @@ def split_text(text):
 
 
 def _lines(text):
-    return text.splitlines(keepends=True)
+    """text cut after every "\\n", as a file is read line by line (str.splitlines would also cut
+    at \\f, \\x1c, \\u2028, ..., which fairseq's readline keeps inside the line)."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]  # what follows the last "\n": a last line without one, or ""
+    return lines if lines[-1] else lines[:-1]
 
 
 # -----------------------------------------------------------------------------
@@ -487,11 +509,12 @@ def _rows(split, batch_size=10_000):
 
 def prepare_wikitext103(data_dir=None, dataset_loader=None, tokenizer="gpt2"):
     """WikiText-103 (raw). A split's text is its rows joined as they are: each row is one line
-    of the raw file with its "\\n". dataset_loader() -> {"train"|"validation"|"test": rows with a
-    "text" column} replaces the download (default: load_wikitext).
-    words = len(text.split()) of that raw text: the denominator of word-level perplexity. The
-    literature's counts (train 103,227,021 / val 217,646 / test 245,569) come from the tokenized
-    release and need not match the raw text's whitespace split exactly: meta.json has ours."""
+    of the raw file with its "\\n", except that the hub stores a blank line as "" (its " \\n" is
+    dropped). dataset_loader() -> {"train"|"validation"|"test": rows with a "text" column}
+    replaces the download (default: load_wikitext).
+    lines = rows, blank ones included, so word_level_tokens = words + rows is fairseq's count on
+    the word-level release (the raw one differs only in keeping the words that became <unk>):
+    validation 217,646 = 213,886 + 3,760 rows, test 245,569 = 241,211 + 4,358 rows."""
     tok = get_tokenizer(tokenizer)  # fail before a long download, not after it
     ds = (dataset_loader or load_wikitext)()
     name = "wikitext103" if tokenizer == "gpt2" else f"wikitext103_{tokenizer}"

@@ -16,8 +16,12 @@ Protocol (what is scored, and how it is normalized):
   later one only its last `stride` tokens (the last window scores what is left). Every scored
   token except those of the first window sees at least `length - stride` tokens of context.
 - loss = total NLL / tokens scored (nats), ppl = exp(loss). For byte tokenizers bits_per_byte =
-  loss / ln 2. word_ppl = exp(total NLL / words of the raw split) is written only when the whole
-  split is evaluated (max_tokens=0): a prefix has no exact word count.
+  loss / ln 2. word_ppl = exp(total NLL / word_level_tokens of the split) is written only when
+  the whole split is evaluated (max_tokens=0): a prefix has no exact word count. That count
+  (data/prepare.py's meta.json) is whitespace words + one end-of-line per line, what fairseq's
+  eval_lm scores on the word-level WikiText-103 (217,646 validation tokens): the ALiBi paper's
+  normalization. Records name it (word_ppl_denominator, word_ppl_count); with a meta.json that
+  predates it, word_ppl falls back to whitespace words and says so.
 - per_position_loss[i] is the mean loss of the tokens scored at window positions
   [per_position_edges[i], per_position_edges[i+1]): exact positions up to 256, beyond that
   positions 0..63 exactly and log-spaced buckets after, at most 256 buckets in all;
@@ -290,15 +294,21 @@ def main(argv=None):
         )
         if meta.get("tokenizer") == "bytes":
             rec["bits_per_byte"] = finite_or_none(loss / math.log(2))
-        words = meta.get("splits", {}).get(cfg["split"], {}).get("words")
-        if whole_split and words:
-            rec["word_ppl"] = finite_or_none(math.exp(min(total / words, 700.0)))
+        # fairseq's word-level count (words + one end-of-line per line); a meta.json written
+        # before it has only whitespace words, a few % fewer: the record says which it used
+        split_counts = meta.get("splits", {}).get(cfg["split"], {})
+        per = "word_level_tokens" if split_counts.get("word_level_tokens") else "words"
+        if whole_split and split_counts.get(per):
+            rec["word_ppl"] = finite_or_none(math.exp(min(total / split_counts[per], 700.0)))
+            rec.update(word_ppl_denominator=per, word_ppl_count=split_counts[per])
         means, counts = bucketed(sum_pos, cnt_pos, edges)
         rec.update(per_position_loss=means, per_position_edges=edges, per_position_tokens=counts)
         rec["elapsed_s"] = round(time.time() - t0, 2)
         results.append(rec)
         extra = f"  bpb {rec['bits_per_byte']:.4f}" if "bits_per_byte" in rec else ""
-        extra += f"  word ppl {rec['word_ppl']:.2f}" if "word_ppl" in rec else ""
+        if "word_ppl" in rec:
+            old = " (per whitespace word: meta.json predates word_level_tokens)"
+            extra += f"  word ppl {rec['word_ppl']:.2f}{old if per == 'words' else ''}"
         msg = f"  length {length:>6}: loss {loss:.4f}  ppl {rec['ppl']:.3f}{extra}"
         msg += f"  ({tokens:,} tokens, {rec['elapsed_s']:.1f}s)"
         (progress.write if progress is not None else print)(msg)

@@ -74,6 +74,59 @@ def test_text_file(tmp_path):
     assert all(s["tokens"] == s["bytes"] for s in meta["splits"].values())
 
 
+# one block of lines, counted by hand: (line, whitespace words)
+COUNTED_LINES = [
+    (" = Alpha = \n", 3),
+    ("\n", 0),  # blank: fairseq still appends an end-of-sentence token
+    ("   \n", 0),  # spaces only: the same
+    ("  leading and trailing spaces   \n", 4),
+    ("tab\tseparated\x0cform feed\n", 4),  # \f is whitespace inside the line, not a line break
+    ("one\n", 1),
+]
+
+
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_word_level_tokens_text(tmp_path, final_newline):
+    """word_level_tokens = words + lines (blank lines too), the count fairseq's eval_lm scores.
+    split_text cuts after a newline, so the splits' counts add up to the whole text's."""
+    n = 300
+    text = "".join(line for line, _ in COUNTED_LINES) * n
+    src = tmp_path / "t.txt"
+    src.write_text(text if final_newline else text[:-1], encoding="utf-8")
+    meta = prepare_text(str(src), "t", "bytes", str(tmp_path / "d"))
+    splits = meta["splits"].values()
+    lines, words = n * len(COUNTED_LINES), n * sum(w for _, w in COUNTED_LINES)  # 1800, 3600
+    assert sum(s["lines"] for s in splits) == lines
+    assert sum(s["words"] for s in splits) == words
+    assert sum(s["word_level_tokens"] for s in splits) == words + lines
+    assert all(s["word_level_tokens"] == s["words"] + s["lines"] for s in splits)
+
+
+def test_word_level_tokens_wikitext_rows(tmp_path):
+    """The hub's rows: one per line of the file, a blank line as "" (still a line), the split's
+    last line possibly without its newline (still one line)."""
+    rows = {
+        "train": ["", " = A = \n", "", " a b c \n"],
+        "validation": ["", " = Beta = \n", "", "  Beta follows  alpha in the list . \n", ""],
+        "test": ["", " = Gamma = \n", "", " Gamma is third ; delta is fourth ."],
+    }
+    meta = prepare_wikitext103(
+        str(tmp_path),
+        dataset_loader=lambda: {k: {"text": v} for k, v in rows.items()},
+        tokenizer="bytes",
+    )
+    s = meta["splits"]
+    assert (s["val"]["words"], s["val"]["lines"], s["val"]["word_level_tokens"]) == (10, 5, 15)
+    assert (s["test"]["words"], s["test"]["lines"], s["test"]["word_level_tokens"]) == (11, 4, 15)
+    assert (s["train"]["words"], s["train"]["lines"], s["train"]["word_level_tokens"]) == (6, 4, 10)
+
+
+def test_lines_cut_at_newlines_only():
+    assert prepare._lines("") == []
+    assert prepare._lines("a\n\n b") == ["a\n", "\n", " b"]
+    assert prepare._lines("x\x0cy\u2028z\n \n") == ["x\x0cy\u2028z\n", " \n"]
+
+
 def test_split_rule():
     text = make_text(5000, seed=1)
     parts = split_text(text)
@@ -201,6 +254,9 @@ def test_demo_corpus(data_demo):
     assert len(raw) >= 1_000_000
     assert meta["source"] == "demo" and meta["tokenizer"] == "bytes"
     check_dataset(out_dir, meta, split_text(text))
+    # cut at newlines, ending with one: the splits' lines are input.txt's newlines
+    assert text.endswith("\n")
+    assert sum(s["lines"] for s in meta["splits"].values()) == text.count("\n")
     # mostly English prose
     assert sum(c.isalpha() or c == " " for c in text) / len(text) > 0.8
     assert len(re.findall(r"\bthe\b", text)) > 5000
@@ -290,6 +346,8 @@ def test_wikitext103_from_parquet(data_wikitext_parquet, tmp_path):
     }
     check_dataset(out_dir, meta, expected)
     assert meta["splits"]["val"]["words"] == 10  # = Beta = | Beta follows alpha in the list .
+    assert meta["splits"]["val"]["lines"] == 4  # two of them blank ("")
+    assert meta["splits"]["val"]["word_level_tokens"] == 14
     assert sorted(os.listdir(out_dir)) == ["meta.json", "test.bin", "train.bin", "val.bin"]
     # the same through ensure_prepared and the known-name table
     assert ensure_prepared("wikitext103_bytes", data_dir) == meta

@@ -1,0 +1,84 @@
+"""Word-level perplexity in scripts/eval_lengths.py: total NLL over the split divided by the
+fairseq word-level count of data/prepare.py (whitespace words + one end-of-line per line)."""
+
+import dataclasses
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data import prepare
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("eval_lengths", ROOT / "scripts" / "eval_lengths.py")
+ev = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ev)
+
+# the val split, counted by hand: 4 lines (one blank, the last without a newline), 10 words
+VAL = ["first line here\n", "\n", "  second   line \n", "a last line, no newline"]
+VAL_WORDS, VAL_LINES = 3 + 0 + 2 + 5, 4
+OTHER = ["some text for the other splits\n"] * 3
+
+
+def make_run(root):
+    data_dir = root / "data"
+    tok = prepare.get_tokenizer("bytes")
+    pieces = {"train": OTHER, "val": VAL, "test": OTHER}
+    prepare.write_dataset(str(data_dir / "tiny"), "tiny", "text", tok, pieces)
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=256, n_layer=1, n_head=2, n_embd=16, block_size=16, encoding="alibi")
+    model = GPT(cfg).eval()
+    out = root / "run"
+    out.mkdir()
+    ckpt = {
+        "model": model.state_dict(),
+        "model_args": dataclasses.asdict(cfg),
+        "config": {"dataset": "tiny", "data_dir": str(data_dir)},
+        "iter_num": 1,
+    }
+    torch.save(ckpt, out / "ckpt.pt")
+    return out, model, data_dir / "tiny"
+
+
+@torch.no_grad()
+def total_nll(model, ids, length):
+    """Sum of the NLL of tokens 1..n-1 in nonoverlapping windows of `length` inputs."""
+    x = torch.tensor(ids)
+    total = 0.0
+    for s in range(0, len(x) - 1, length):
+        inp, tgt = x[s : s + length], x[s + 1 : s + 1 + length]
+        logits, _ = model(inp[: len(tgt)][None])
+        total += F.cross_entropy(logits[0].double(), tgt, reduction="sum").item()
+    return total
+
+
+def test_word_ppl_uses_word_level_tokens(tmp_path, one_thread, capsys):
+    out, model, dataset_dir = make_run(tmp_path)
+    ids = list("".join(VAL).encode("utf-8"))
+    expected_total = total_nll(model, ids, 16)
+
+    ev.main([f"--out_dir={out}", "--lengths=16", "--device=cpu"])
+    (r,) = json.loads((out / "eval_lengths.json").read_text())
+    assert r["tokens"] == len(ids) - 1
+    assert r["loss"] * r["tokens"] == pytest.approx(expected_total, rel=1e-5)
+    assert r["word_ppl_denominator"] == "word_level_tokens"
+    assert r["word_ppl_count"] == VAL_WORDS + VAL_LINES == 14
+    assert r["word_ppl"] == pytest.approx(math.exp(expected_total / 14), rel=1e-5)
+
+    # a meta.json from before the count: whitespace words, and the record and output say so
+    meta_path = dataset_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for s in meta["splits"].values():
+        del s["lines"], s["word_level_tokens"]
+    meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    ev.main([f"--out_dir={out}", "--lengths=16", "--device=cpu"])
+    (r,) = json.loads((out / "eval_lengths.json").read_text())
+    assert r["word_ppl_denominator"] == "words" and r["word_ppl_count"] == VAL_WORDS
+    assert r["word_ppl"] == pytest.approx(math.exp(expected_total / VAL_WORDS), rel=1e-5)
+    assert "per whitespace word" in capsys.readouterr().out
