@@ -307,7 +307,7 @@ def main(argv=None):
         results.append(rec)
         extra = f"  bpb {rec['bits_per_byte']:.4f}" if "bits_per_byte" in rec else ""
         if "word_ppl" in rec:
-            old = " (per whitespace word: meta.json predates word_level_tokens)"
+            old = " (per whitespace word: an old meta.json, rerun data/prepare.py)"
             extra += f"  word ppl {rec['word_ppl']:.2f}{old if per == 'words' else ''}"
         msg = f"  length {length:>6}: loss {loss:.4f}  ppl {rec['ppl']:.3f}{extra}"
         msg += f"  ({tokens:,} tokens, {rec['elapsed_s']:.1f}s)"
