@@ -259,7 +259,8 @@ def check(name, c, opt, device):
     if compile_s is not None:
         figures += f"  compile {compile_s:.0f}s"
     if checked["skipped"]:
-        figures += f"  (float16 scaler skipped step {', '.join(map(str, checked['skipped']))})"
+        steps = ", ".join(str(i + 1) for i in checked["skipped"])
+        figures += f"  (float16 grad scaler skipped step {steps}; so did the reference)"
 
     for i, (a, b) in enumerate(zip(checked["losses"], ref["losses"])):
         if not torch.isfinite(torch.tensor(a)):
