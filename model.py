@@ -10,7 +10,7 @@ encoding from encodings/. Read top to bottom:
 An encoding touches attention through three hooks, each "do nothing" by default:
     embed(pos)                  -> (T, n_embd) added to the token embeddings     (absolute)
     rotate(q, k, pos_q, pos_k)  -> q', k' whose dot products carry position       (RoPE family)
-    bias(q, pos_q, pos_k)       -> additive logits, broadcastable to (B,H,Tq,Tk)  (ALiBi, T5, Shaw)
+    bias(q, k, pos_q, pos_k)    -> additive logits, broadcastable to (B,H,Tq,Tk)  (ALiBi, T5, Shaw)
 and one reference method, scores(q, k, pos_q, pos_k) -> (B,H,Tq,Tk) pre-softmax logits computed the
 slow, obvious way (1/sqrt(d) included, causal mask excluded). Tests check that the fast path agrees
 with scores(), and that scores() agrees with each paper's formula.
@@ -140,6 +140,23 @@ def pair_products(q, k):
     return qa * ka + qb * kb, qa * kb - qb * ka
 
 
+def bounded_decay(raw, max_alpha):
+    """A learnable decay rate alpha in (-max_alpha, 0): -max_alpha * sigmoid(raw). Smooth, so the
+    gradient never vanishes at the bound (a clamp's would); near 0 it moves like alpha itself."""
+    return -max_alpha * torch.sigmoid(raw)
+
+
+def bounded_decay_raw(alpha, max_alpha):
+    """The raw parameter that bounded_decay maps to alpha (a float64 tensor, values <= 0)."""
+    x = -alpha / max_alpha
+    if (x >= 1).any():
+        raise ValueError(
+            f"a learnable decay must be smaller than max_alpha={max_alpha} in size, got"
+            f" {alpha.min().item():.4g}: raise max_alpha or start from a smaller decay"
+        )
+    return torch.logit(x.clamp(min=1e-6))  # alpha = 0 (gamma = 1) starts just below 0
+
+
 # -----------------------------------------------------------------------------
 # The encoding interface, and the loader for encodings/.
 
@@ -152,7 +169,8 @@ class Encoding(nn.Module):
                     False: one instance shared by all layers (e.g. T5's single bias table).
       orthogonal -- True when rotate() preserves dot-product scale (RoPE): attention then runs in
                     one fused causal kernel. False (decays, Jordan blocks): attention works in query
-                    blocks with block-relative times, so that e^{alpha t} never overflows.
+                    blocks in float32, with block-relative times so that e^{alpha t} never
+                    overflows, and without autocast (half precision would round decays away).
       explicit   -- True for encodings that are none of embed/rotate/bias (e.g. multiplicative):
                     attention then always goes through scores().
       max_len    -- absolute tables: positions must lie in [0, max_len). None = any position.
@@ -166,7 +184,10 @@ class Encoding(nn.Module):
     explicit = False
     max_len = None
     max_query_block = None  # an upper bound on the query block size, for decaying encodings
-    no_weight_decay = ()  # names of parameters AdamW must not decay (e.g. frequencies)
+    # names of the parameters AdamW decays. Positional parameters are not decayed unless an
+    # encoding opts in (the learned absolute table does, as GPT-2's wpe): decay would pull
+    # slopes, frequencies and bias tables toward "no position" and tilt comparisons
+    decayed_parameters = ()
     context_len = None  # length of the sequence in the current forward (set by GPT.forward)
 
     def __init__(self, config):
@@ -174,6 +195,11 @@ class Encoding(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.head_dim = config.n_embd // config.n_head
+        # which hooks attention calls: those a subclass overrides (it may switch one off after
+        # construction, e.g. a generator with no bias blocks)
+        self.has_embed = type(self).embed is not Encoding.embed
+        self.has_rotate = type(self).rotate is not Encoding.rotate
+        self.has_bias = type(self).bias is not Encoding.bias
 
     # hooks; the defaults do nothing, and has_* tells attention which ones a subclass overrides
     def embed(self, pos):
@@ -182,7 +208,7 @@ class Encoding(nn.Module):
     def rotate(self, q, k, pos_q, pos_k):
         return q, k
 
-    def bias(self, q, pos_q, pos_k):
+    def bias(self, q, k, pos_q, pos_k):
         return None
 
     def score_mod(self, q, pos):
@@ -197,18 +223,6 @@ class Encoding(nn.Module):
         absolute. A subclass that is neither may set the class attribute to False."""
         return not self.has_embed
 
-    @property
-    def has_embed(self):
-        return type(self).embed is not Encoding.embed
-
-    @property
-    def has_rotate(self):
-        return type(self).rotate is not Encoding.rotate
-
-    @property
-    def has_bias(self):
-        return type(self).bias is not Encoding.bias
-
     def scores(self, q, k, pos_q, pos_k):
         """Pre-softmax logits (B,H,Tq,Tk), causal mask excluded. This default composes the hooks;
         rotation encodings override it with their explicit relative formula."""
@@ -221,7 +235,7 @@ class Encoding(nn.Module):
             q_r, k_r = q, k
         ct = compute_dtype(q.dtype)
         s = (q_r.to(ct) @ k_r.to(ct).transpose(-2, -1)) / math.sqrt(q.size(-1))
-        b = self.bias(q, pos_q, pos_k) if self.has_bias else None
+        b = self.bias(q, k, pos_q, pos_k) if self.has_bias else None
         return s if b is None else s + b
 
 
@@ -346,10 +360,11 @@ def causal_attention(
       0 .. end of block, gets the causal mask folded into its float bias (SDPA refuses an
       attn_mask together with is_causal), and rotates with times relative to the block's first
       query (exact by the group law A(t - s) = A(t - t0) A(t0 - s); keeps e^{alpha t} bounded).
-      Memory is O(query_block * T). Non-orthogonal rotations (decays, Jordan polynomials, the
-      nilpotent ALiBi coordinates) run this path in float32 even under bf16/fp16 autocast: their
-      rotated q and k span many orders of magnitude (e^{+-alpha t}, t^k) that half precision
-      would overflow (fp16) or round away (bf16);
+      Memory is O(query_block * T). Non-orthogonal encodings (decays, Jordan polynomials) run
+      this path in float32 even under bf16/fp16 autocast: their factors span many orders of
+      magnitude (e^{+-alpha t}, t^k) that half precision would overflow (fp16) or round away
+      (bf16). What would cancel (polynomials in t - s) is computed in t - s, as a bias, never as
+      a difference of large matmul terms: under TF32 those would lose all their digits;
     - explicit (the encoding asks for it, or a test does): the same blocks through pe.scores().
     backend="flex" runs orthogonal bias encodings that define score_mod() through FlexAttention
     instead, in forward passes without gradients (evaluation and sampling; training keeps SDPA).
@@ -388,16 +403,16 @@ def causal_attention(
             att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
             out.append((att @ v_b.to(ct)).to(v.dtype))
             continue
-        bias = pe.bias(q_b, pos_q, pos_k) if pe.has_bias else None
-        if pe.has_rotate:
-            ref = pos[t0 : t0 + 1]
-            q_b, k_b = pe.rotate(q_b, k_b, pos_q - ref, pos_k - ref)
-        if bias is None:
-            attn_mask = mask
-        else:
-            attn_mask = bias.to(compute_dtype(q.dtype)).masked_fill(~mask, float("-inf"))
-            attn_mask = attn_mask.to(q_b.dtype)
         with _no_autocast(q.device.type) if exact else nullcontext():
+            bias = pe.bias(q_b, k_b, pos_q, pos_k) if pe.has_bias else None
+            if pe.has_rotate:
+                ref = pos[t0 : t0 + 1]
+                q_b, k_b = pe.rotate(q_b, k_b, pos_q - ref, pos_k - ref)
+            if bias is None:
+                attn_mask = mask
+            else:
+                attn_mask = bias.to(compute_dtype(q.dtype)).masked_fill(~mask, float("-inf"))
+                attn_mask = attn_mask.to(q_b.dtype)
             y = F.scaled_dot_product_attention(
                 q_b, k_b, v_b, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
             )
@@ -571,15 +586,15 @@ class GPT(nn.Module):
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        # decay every matrix (weights, embeddings, position tables); not biases, norms, slopes,
-        # nor the parameters an encoding lists in no_weight_decay (e.g. learned RoPE frequencies:
-        # decaying them would pull the model toward NoPE)
-        exempt = {
-            id(p) for pe in self.pe for n, p in pe.named_parameters() if n in pe.no_weight_decay
-        }
+        # decay the model's matrices (Linear weights, the token embedding), not biases or norms;
+        # of the encoding's parameters only those it lists in decayed_parameters (see Encoding)
+        pe_params = {id(p) for p in self.pe.parameters()}
+        chosen = {id(p) for pe in self.pe for n, p in pe.named_parameters()
+                  if n in pe.decayed_parameters}  # fmt: skip
         params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2 and id(p) not in exempt]
-        no_decay = [p for p in params if p.dim() < 2 or id(p) in exempt]
+        is_decayed = lambda p: id(p) in chosen or (p.dim() >= 2 and id(p) not in pe_params)
+        decay = [p for p in params if is_decayed(p)]
+        no_decay = [p for p in params if not is_decayed(p)]
         groups = [
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},

@@ -33,7 +33,7 @@ class ALiBi(Encoding):
         super().__init__(config)
         self.register_buffer("slopes", torch.tensor(alibi_slopes(config.n_head)), persistent=False)
 
-    def bias(self, q, pos_q, pos_k):
+    def bias(self, q, k, pos_q, pos_k):
         dist = relative_distance(pos_q, pos_k).float()  # (Tq, Tk), t - s
         return -(self.slopes.float()[:, None, None] * dist)[None]  # (1, H, Tq, Tk)
 

@@ -15,7 +15,8 @@ logit, multiplying the attention *weight* by gamma^(t - s): RoPE plus an ALiBi-l
 The logit form is applied as a rotation with scale: q' = e^{alpha t} R(omega t) q, k' =
 e^{-alpha s} R(omega s) k. Attention feeds block-relative times (t - t0, s - t0), so the factors
 stay bounded; max_query_block keeps |alpha| * block below 60 so nothing overflows in float32/bf16.
-learn_alpha / learn_omega make them trainable (alpha = -softplus(raw), at most max_alpha in size).
+learn_alpha / learn_omega make them trainable (alpha = -max_alpha sigmoid(raw): smooth, in
+(-max_alpha, 0)).
 scaling / factor / original_length extend the rotation's context at evaluation time exactly as in
 `rope` (linear, dynamic, yarn, llama3): each omega_j is multiplied by the ratio by which the method
 changes RoPE's theta_j.
@@ -25,11 +26,12 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from model import (
     ROPE_SCALINGS,
     Encoding,
+    bounded_decay,
+    bounded_decay_raw,
     compute_dtype,
     hp_dtype,
     pair_products,
@@ -47,7 +49,6 @@ def retnet_gammas(n_head):
 
 class DampedRoPE(Encoding):
     orthogonal = False
-    no_weight_decay = ("omega",)  # a (H, d/2) matrix, but frequencies: decay would shrink them
 
     def __init__(
         self,
@@ -78,9 +79,7 @@ class DampedRoPE(Encoding):
         self.orthogonal = decay == "weight"  # pure rotation + bias: no scaled q/k
         alpha = torch.log(torch.tensor(gammas, dtype=torch.float64))
         if learn_alpha:
-            # alpha = -softplus(raw): stays negative; raw = log(expm1(-alpha)) inverts softplus
-            raw = torch.log(torch.expm1((-alpha).clamp(min=1e-8, max=max_alpha)))
-            self.alpha_raw = nn.Parameter(raw.float())
+            self.alpha_raw = nn.Parameter(bounded_decay_raw(alpha, max_alpha).float())
             worst = max_alpha
         else:
             self.register_buffer("alpha_fixed", alpha.float(), persistent=False)
@@ -96,18 +95,20 @@ class DampedRoPE(Encoding):
     def alpha(self):
         """Per-head decay exponents alpha_h <= 0, shape (H,)."""
         if self.learn_alpha:
-            return -F.softplus(self.alpha_raw).clamp(max=self.max_alpha)
+            return bounded_decay(self.alpha_raw, self.max_alpha)
         return self.alpha_fixed
 
     def omegas(self, dtype):
         """The rotation frequencies (H|1, d/2) after context extension, and the q/k scale."""
         if self.scaling is None:
             return self.omega.to(dtype), 1.0
+        # computed on omega's device: a CPU table copied over would cost a copy per layer per step
+        dev = self.omega.device
         args = (self.head_dim, self.base)
         theta, scale = scaled_rope_frequencies(
-            *args, self.scaling, self.factor, self.original_length, self.context_len
+            *args, self.scaling, self.factor, self.original_length, self.context_len, device=dev
         )
-        ratio = (theta / rope_frequencies(*args)).to(device=self.omega.device, dtype=dtype)
+        ratio = (theta / rope_frequencies(*args, device=dev)).to(dtype)
         return self.omega.to(dtype) * ratio, scale
 
     def _rotate_scale(self, x, pos, sign):
@@ -125,7 +126,7 @@ class DampedRoPE(Encoding):
         k_r = self._rotate_scale(k, pos_k, -1.0).to(k.dtype)
         return q_r, k_r
 
-    def bias(self, q, pos_q, pos_k):
+    def bias(self, q, k, pos_q, pos_k):
         if self.decay != "weight":
             return None
         return (self.alpha()[:, None, None] * relative_distance(pos_q, pos_k).float())[None]

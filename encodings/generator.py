@@ -16,25 +16,34 @@ One block may give count="rest": as many blocks as fill the head's remaining cha
   damped         2          e^{alpha t} R(-omega t)                   (damped RoPE)
   jordan         size       e^{lam t} sum_{k<size} t^k N^k / k!       (real Jordan block, N shift)
   damped_jordan  2 * size   e^{alpha t} R(-omega t) (x) sum_k t^k N^k / k!   (complex Jordan block)
-  nilpotent      +2 extra   [[1, t], [0, 1]] on two appended coordinates q_aug = (1, 0),
+  nilpotent      0          [[1, t], [0, 1]] on two virtual coordinates q_aug = (1, 0),
                             k_aug = (0, -slope sqrt(d)): adds -slope (t - s) to the logit (ALiBi)
 
 R(-omega t) follows RoPE's sign, so `rotation` blocks with the default frequencies are exactly
 `rope`, `damped` blocks are `damped_rope`, `zero` blocks are `nope`. Defaults: omega_j =
 base^(-2j / (2 count)) over a group's blocks (RoPE's schedule), alpha = RetNet's ln(1 - 2^(-5-h)),
 lam = 0, slope = ALiBi's slopes. Without `blocks` the generator is all rotations, i.e. RoPE.
-Every block has a closed-form exponential; attention feeds block-relative times, so decays and
-polynomials stay bounded (and exact) far from the origin. Positions may be float times.
+Every block has a closed-form exponential. How it is applied keeps every logit exact in float32,
+also when the GPU rounds matmul inputs to TF32's 10 bits:
+- zero, decay, rotation, damped transform q and k (rotate()); attention feeds block-relative
+  times, so the decays stay bounded far from the origin;
+- jordan, damped_jordan and nilpotent are polynomial in t - s, and are added as a bias computed
+  in t - s itself (bias()): sum_p (t - s)^p / p! * sum_i q_i k_{i+p}. Applied to q and k
+  separately, as A(t)^T q and A(-s) k, the same logit would be the difference of terms of size
+  t^3/6 and s^3/6, which TF32 rounding (or float32, far out) turns into noise. Their channels are
+  zeros in the rotated q and k, and no coordinates are appended, so the head dimension is kept.
+Positions may be float times.
 """
 
 import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from model import (
     Encoding,
+    bounded_decay,
+    bounded_decay_raw,
     compute_dtype,
     hp_dtype,
     pair_products,
@@ -56,6 +65,7 @@ BLOCK_TYPES = {
     "damped_jordan": None,
     "nilpotent": 0,
 }
+BIAS_TYPES = {"jordan", "damped_jordan", "nilpotent"}  # applied in t - s, by bias()
 BLOCK_KEYS = {"type", "count", "alpha", "omega", "lam", "size", "slope", "learnable"}
 
 
@@ -72,6 +82,19 @@ def poly_matrix(t, m):
     p = power.clamp(min=0).to(t.dtype)
     values = t[:, None, None] ** p / torch.exp(torch.lgamma(p + 1))
     return torch.where(power >= 0, values, torch.zeros_like(values))
+
+
+def poly_logits(q, k, delta):
+    """sum over Jordan blocks of q^T P(t - s) k with P = exp((t - s) N), for q, k of shape
+    (B, H, T, count, size, pair) and delta (Tq, Tk) = t - s: sum_p (t - s)^p / p! * S_p, where
+    S_p = sum_i q_i . k_{i+p} is one matmul over the blocks' shifted channels."""
+    size = q.size(-2)
+    out, power = 0.0, torch.ones_like(delta)
+    for p in range(size):
+        qp, kp = q[..., : size - p, :].flatten(-3), k[..., p:, :].flatten(-3)
+        out = out + power * (qp @ kp.transpose(-2, -1))
+        power = power * delta / (p + 1)
+    return out
 
 
 def rotation_matrix(phi):
@@ -137,7 +160,8 @@ class Generator(Encoding):
                 if (value > 0).any():
                     raise ValueError(f"generator block {i}: {name} must be <= 0 (a decay)")
                 self._decay_param(i, value, learn)
-                worst_decay = max(worst_decay, max_alpha if learn else float(-value.min()))
+                if kind in ("decay", "damped"):  # applied to q and k: bound the query block
+                    worst_decay = max(worst_decay, max_alpha if learn else float(-value.min()))
             if kind == "nilpotent":
                 slope = self._per_head(spec.get("slope", alibi_slopes(H)), f"block {i} slope")
                 self._param(i, "slope", slope, learn)
@@ -151,12 +175,10 @@ class Generator(Encoding):
                 else f"generator blocks use {start} channels but the head dimension is only {d}"
             )
         kinds = {g[0] for g in self.groups}
-        self.orthogonal = kinds <= {"zero", "rotation"}
+        self.orthogonal = kinds <= {"zero", "rotation", "nilpotent"}
         self.max_query_block = max(1, int(60.0 / worst_decay)) if worst_decay > 0 else None
-        if kinds & {"jordan", "damped_jordan"}:
-            # polynomial terms (t - t0)^k / k! with a decay make sharply peaked, ill-conditioned
-            # logits; shorter blocks keep float32 attention within ~1e-3 of float64 (measured)
-            self.max_query_block = min(self.max_query_block or 128, 128)
+        self.has_rotate = bool(kinds - {"zero", "nilpotent"})
+        self.has_bias = bool(kinds & BIAS_TYPES)
 
     # --- parameters: buffers when fixed, nn.Parameters when learnable
     def _per_head(self, value, what):
@@ -194,8 +216,8 @@ class Generator(Encoding):
         return angle.cos(), angle.sin()
 
     def _decay_param(self, i, value, learn):
-        if learn:  # decay = -softplus(raw) keeps it <= 0; raw = log(expm1(-decay)) inverts it
-            raw = torch.log(torch.expm1((-value).clamp(min=1e-8, max=self.max_alpha)))
+        if learn:  # a smooth bound keeps it in (-max_alpha, 0)
+            raw = bounded_decay_raw(value, self.max_alpha)
             self.register_parameter(f"g{i}_decay", nn.Parameter(raw.float()))
         else:
             self._fixed[f"g{i}_decay"] = value.clone()
@@ -204,52 +226,72 @@ class Generator(Encoding):
         """Block i's decay rates alpha (or lam) per head, (H,), all <= 0."""
         key = f"g{i}_decay"
         if key in self._parameters:
-            return -F.softplus(self._parameters[key]).clamp(max=self.max_alpha).to(like.dtype)
+            return bounded_decay(self._parameters[key], self.max_alpha).to(like.dtype)
         return self._fixed_on(key, like.device, like.dtype)
 
-    # --- the fast path: q' = A(t)^T q, k' = A(-s) k, group by group
+    # --- the fast path, part 1: q' = A(t)^T q, k' = A(-s) k for the zero, decay and rotation blocks
     def _transform(self, i, x, pos, query):
-        kind, _, _, count, size = self.groups[i]
-        sign = 1.0 if query else -1.0
-        t = pos.to(x.dtype)
+        kind = self.groups[i][0]
         if kind in ("rotation", "damped"):
             cos, sin = self._angle(i, pos)
             x = rotate_pairs(x, cos.to(x.dtype), sin.to(x.dtype))
-        if kind == "jordan":
-            x = x.unflatten(-1, (count, size))
-            P = poly_matrix(t if query else -t, size)
-            if query:  # q'_j = sum_i P(t)[i, j] q_i
-                x = torch.einsum("bhtci,tij->bhtcj", x, P).flatten(-2)
-            else:  # k'_i = sum_j P(-s)[i, j] k_j
-                x = torch.einsum("tij,bhtcj->bhtci", P, x).flatten(-2)
-        if kind == "damped_jordan":
-            x = x.unflatten(-1, (count, size, 2))  # (B, H, T, count, size, pair)
-            c, s = (v.to(x.dtype)[:, :, None] for v in self._angle(i, pos))
-            a, b = x[..., 0], x[..., 1]
-            x = torch.stack((a * c - b * s, a * s + b * c), dim=-1)  # R(omega t) on every pair
-            P = poly_matrix(t if query else -t, size)
-            if query:
-                x = torch.einsum("bhtcpx,tpr->bhtcrx", x, P).flatten(-3)
-            else:
-                x = torch.einsum("tpr,bhtcrx->bhtcpx", P, x).flatten(-3)
-        if kind in ("decay", "damped", "jordan", "damped_jordan"):
-            x = x * torch.exp(sign * self.decay(i, x)[:, None] * t[None, :])[..., None]
+        if kind in ("decay", "damped"):
+            sign = 1.0 if query else -1.0
+            x = (
+                x
+                * torch.exp(sign * self.decay(i, x)[:, None] * pos.to(x.dtype)[None, :])[..., None]
+            )
         return x
 
     def rotate(self, q, k, pos_q, pos_k):
-        ct = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 in tests
-        tq, tk = pos_q.to(ct), pos_k.to(ct)  # for the appended coordinates only
+        ct = compute_dtype(q.dtype)
         qs, ks = [], []
         for i, (kind, c0, c1, _, _) in enumerate(self.groups):
-            if kind == "nilpotent":  # two appended coordinates: q_aug = (1, t), k_aug = (m s, -m)
-                m = self.get(i, "slope", q).to(ct)[:, None] * math.sqrt(self.head_dim)  # (H, 1)
-                B = q.size(0)
-                qs.append(torch.stack((torch.ones_like(tq), tq), -1).expand(B, self.n_head, -1, 2))
-                ks.append(torch.stack((m * tk, -m.expand(-1, tk.numel())), -1).expand(B, -1, -1, 2))
+            qg, kg = q[..., c0:c1].to(ct), k[..., c0:c1].to(ct)
+            if kind in BIAS_TYPES:  # their logits come from bias(): zeros here
+                qg, kg = torch.zeros_like(qg), torch.zeros_like(kg)
             else:
-                qs.append(self._transform(i, q[..., c0:c1].to(ct), pos_q, True))
-                ks.append(self._transform(i, k[..., c0:c1].to(ct), pos_k, False))
+                qg, kg = self._transform(i, qg, pos_q, True), self._transform(i, kg, pos_k, False)
+            qs.append(qg)
+            ks.append(kg)
         return torch.cat(qs, -1).to(q.dtype), torch.cat(ks, -1).to(k.dtype)
+
+    # --- the fast path, part 2: the polynomial blocks, as a bias computed in t - s
+    def bias(self, q, k, pos_q, pos_k):
+        ct = compute_dtype(q.dtype)
+        # causal: keys after the query are masked, so they get t - s = 0 (not an overflowing decay)
+        delta = relative_distance(pos_q, pos_k).to(ct).clamp(min=0)  # (Tq, Tk)
+        total = 0.0
+        for i, (kind, c0, c1, count, size) in enumerate(self.groups):
+            if kind == "nilpotent":
+                total = total - self.get(i, "slope", q).to(ct)[:, None, None] * delta
+                continue
+            if kind not in BIAS_TYPES:
+                continue
+            shape = (count, size, 1) if kind == "jordan" else (count, size, 2)
+            qg = q[..., c0:c1].to(ct).unflatten(-1, shape)  # (B, H, Tq, count, size, pair)
+            kg = k[..., c0:c1].to(ct).unflatten(-1, shape)
+            if kind == "damped_jordan":  # R(omega t) q and R(omega s) k: orthogonal, no cancelling
+                qg, kg = self._rotate_pairs(i, qg, pos_q), self._rotate_pairs(i, kg, pos_k)
+            part = poly_logits(qg, kg, delta) / math.sqrt(self.head_dim)
+            total = total + part * torch.exp(self.decay(i, delta)[:, None, None] * delta)
+        return total
+
+    def _rotate_pairs(self, i, x, pos):
+        c, s = (v.to(x.dtype)[:, :, None] for v in self._angle(i, pos))  # (T, count, 1)
+        a, b = x[..., 0], x[..., 1]
+        return torch.stack((a * c - b * s, a * s + b * c), dim=-1)
+
+    def score_mod(self, q, pos):  # nilpotent blocks only (ALiBi): the bias, element-wise
+        kinds = {g[0] for g in self.groups}
+        if not kinds & BIAS_TYPES <= {"nilpotent"} or not self.has_bias:
+            return None
+        ct = compute_dtype(q.dtype)
+        slope = sum(
+            self.get(i, "slope", q).to(ct) for i, g in enumerate(self.groups) if g[0] == "nilpotent"
+        )
+        t = pos.to(ct)
+        return lambda score, b, h, i, j: score - slope[h] * (t[i] - t[j])
 
     # --- the reference: q^T A(t - s) k with A built explicitly for every (t, s)
     def scores(self, q, k, pos_q, pos_k):

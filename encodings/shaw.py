@@ -27,7 +27,7 @@ class Shaw(Encoding):
         # row r holds a_{r - K}: distances -K .. 0
         self.rel = nn.Parameter(torch.randn(self.K + 1, self.head_dim) * 0.02)
 
-    def bias(self, q, pos_q, pos_k):
+    def bias(self, q, k, pos_q, pos_k):
         rel_logits = q @ self.rel.to(q.dtype).T  # (B, H, Tq, K + 1)
         offset = (-relative_distance(pos_q, pos_k)).round().long()  # j - i, (Tq, Tk)
         index = offset.clamp(-self.K, 0) + self.K

@@ -31,7 +31,7 @@ class T5Bias(Encoding):
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.table = nn.Parameter(torch.randn(num_buckets, config.n_head) * 0.02)
 
-    def bias(self, q, pos_q, pos_k):
+    def bias(self, q, k, pos_q, pos_k):
         n = relative_distance(pos_q, pos_k).floor().long().clamp(min=0)  # (Tq, Tk)
         buckets = t5_bucket(n, self.num_buckets, self.max_distance)
         return self.table[buckets].permute(2, 0, 1)[None].float()  # (1, H, Tq, Tk)

@@ -3,8 +3,9 @@
 import json
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 from model import available_encodings
 
@@ -72,3 +73,37 @@ def case_id(name, kwargs):
 
 
 ENCODING_IDS = [case_id(n, k) for n, k in ENCODING_CASES]
+
+
+def round_to_tf32(x):
+    """x (float32) rounded to TF32's 10-bit mantissa, to nearest (ties away from zero) as the
+    GPU's conversion does: add half of the 13 dropped bits' unit to the magnitude, then drop them.
+    Exponent range, infinities and NaN are float32's."""
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+class EmulateTF32(TorchFunctionMode):
+    """Within this mode, the float32 inputs of every matmul-like call (matmul, @, mm, bmm, einsum,
+    linear, baddbmm, addmm) and SDPA's query, key and value are rounded to TF32 first: what
+    torch.backends.cuda.matmul.allow_tf32 = True does to them on an Ampere+ GPU. Products and
+    sums stay float32, as on tensor cores; elementwise operations, and SDPA's additive attn_mask
+    (added to the scores in float32 by every kernel), are not rounded."""
+
+    MATMULS = {
+        torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
+        torch.mm, torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, torch.einsum,
+        torch.nn.functional.linear, torch.baddbmm, torch.addmm,
+    }  # fmt: skip
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rnd = lambda t: (
+            round_to_tf32(t) if isinstance(t, torch.Tensor) and t.dtype == torch.float32 else t
+        )
+        if func in self.MATMULS:
+            args, kwargs = tree_map(rnd, (args, kwargs))
+        elif func is torch.nn.functional.scaled_dot_product_attention:
+            args = tuple(tree_map(rnd, args[:3])) + tuple(args[3:])
+            kwargs = {k: rnd(v) if k in ("query", "key", "value") else v for k, v in kwargs.items()}
+        return func(*args, **kwargs)

@@ -76,7 +76,7 @@ def test_alibi_bias(H):
     T = 10
     (q,) = qk(B=2, H=H, T=T, d=4, n=1)
     pos = sorted_positions(T, 500)
-    bias = pe.bias(q, pos, pos)
+    bias = pe.bias(q, q, pos, pos)
     assert torch.broadcast_shapes(bias.shape, (2, H, T, T)) == (2, H, T, T)
     expected = torch.zeros(H, T, T, dtype=torch.float64)
     for h in range(H):
@@ -118,7 +118,7 @@ def test_t5_buckets_every_distance_to_200():
     pos_q, pos_k = torch.tensor([200]), torch.arange(201)
     (q,) = qk(B=1, H=H, T=1, n=1)
     with torch.no_grad():
-        bias = pe.bias(q, pos_q, pos_k).expand(1, H, 1, 201)[0, :, 0]  # (H, 201): key s
+        bias = pe.bias(q, q, pos_q, pos_k).expand(1, H, 1, 201)[0, :, 0]  # (H, 201): key s
     for h in range(H):
         got = [round(float(x)) - 100 * h for x in bias[h]]
         expected = [t5_bucket_table(200 - s) for s in range(201)]
@@ -138,7 +138,7 @@ def test_t5_bias_lookup_and_shared_table():
         for s in range(t + 1):
             expected[:, t, s] = table[t5_bucket_table(int(pos[t] - pos[s]))]
     mask = causal(T)
-    got = pe.bias(q, pos, pos).double().expand(2, 4, T, T)
+    got = pe.bias(q, q, pos, pos).double().expand(2, 4, T, T)
     torch.testing.assert_close(got[:, :, mask], expected[None, :, mask].expand(2, -1, -1))
     ref = (q.double() @ k.double().mT) / math.sqrt(8) + expected
     got = pe.scores(q, k, pos, pos).double()
@@ -188,7 +188,7 @@ def test_shaw_never_builds_a_T_T_d_tensor():
     q, k, v = qk(B=1, H=2, T=T, d=d, n=3)
     pos = torch.arange(T)
     with torch.no_grad(), MaxStorage() as rec:
-        pe.bias(q, pos, pos)
+        pe.bias(q, q, pos, pos)
         model.causal_attention(q, k, v, pos, pe, query_block=T)
     assert rec.largest < T * T * d // 4, f"{rec.op} made {rec.largest} elements"
 
@@ -303,7 +303,7 @@ def test_damped_rope_against_naive_formula(decay):
     q_r, k_r = pe.rotate(q, k, p, p)
     dots = q_r.double() @ k_r.double().mT / math.sqrt(8)
     if decay == "weight":
-        dots = dots + pe.bias(q, p, p).double()
+        dots = dots + pe.bias(q, k, p, p).double()
     torch.testing.assert_close(dots, pe.scores(q, k, p, p).double(), rtol=1e-5, atol=1e-5)
 
 
