@@ -21,6 +21,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import MaxStorage
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import model
 from model import GPT, GPTConfig, available_encodings, build_encoding
@@ -407,3 +409,99 @@ def test_no_tensor_larger_than_a_query_block(encoding):
     with torch.no_grad(), MaxStorage() as rec:
         m(tokens(B, T))
     assert rec.largest <= B * H * block * T, f"{rec.op} made {rec.largest} elements"
+
+
+# -----------------------------------------------------------------------------
+# What a GPU run relies on: weight decay, learnable decays, no host-to-device copies
+
+
+@pytest.mark.parametrize("encoding, kwargs", VARIANT_PARAMS)
+def test_weight_decay_rule(encoding, kwargs):
+    """One rule for every encoding: AdamW decays the model's matrices and, of the encoding's
+    parameters, exactly those it lists in decayed_parameters (learned: its table, as GPT-2's wpe).
+    Decaying T5's table or Shaw's vectors but not ALiBi-like slopes tilted the comparison."""
+    m = GPT(tiny_config(encoding, kwargs))
+    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(m.parameters()))
+    for pe in m.pe:
+        for name, p in pe.named_parameters():
+            assert (id(p) in decayed) == (name in pe.decayed_parameters), name
+    for name, p in m.named_parameters():
+        if not name.startswith("pe."):
+            assert (id(p) in decayed) == (p.dim() >= 2), name
+    if encoding == "learned":
+        assert id(m.pe[0].table) in decayed
+
+
+@pytest.mark.parametrize(
+    "encoding, kwargs, raw_name",
+    [
+        ("damped_rope", {"learn_alpha": True}, "alpha_raw"),
+        (
+            "generator",
+            {"blocks": [{"type": "damped", "count": "rest", "learnable": True}]},
+            "g0_decay",
+        ),
+    ],
+)
+def test_learnable_decay_has_gradient_near_its_bound(encoding, kwargs, raw_name):
+    """alpha = -max_alpha sigmoid(raw): at and beyond the bound the gradient stays non-zero (the
+    old -softplus(raw).clamp(max=max_alpha) had none there, so a decay that reached it stuck)."""
+    m = GPT(tiny_config(encoding, kwargs))
+    pe = m.pe[0]
+    raw = dict(pe.named_parameters())[raw_name]
+    with torch.no_grad():
+        raw.fill_(8.0)  # |alpha| = max_alpha * sigmoid(8) = 0.99966 max_alpha
+    idx = torch.randint(0, 64, (2, BLOCK), generator=torch.Generator().manual_seed(0))
+    _, loss = m(idx, idx)
+    loss.backward()
+    assert raw.grad is not None and (raw.grad.abs() > 0).all()
+    alpha = -pe.max_alpha * torch.sigmoid(raw.detach())
+    assert (alpha > -pe.max_alpha).all() and (alpha < 0).all()
+
+
+def test_learnable_decay_beyond_max_alpha_is_an_error():
+    with pytest.raises(ValueError, match="max_alpha"):
+        GPT(tiny_config("damped_rope", {"learn_alpha": True, "gammas": [0.5] * 4}))
+
+
+class HostToDevice(TorchDispatchMode):
+    """Records ops that take a CPU tensor (not a 0-d scalar) and produce a meta tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if any(t.device.type == "cpu" and t.dim() > 0 for t in leaves) and any(
+            t.is_meta for t in outs
+        ):
+            self.copies.append(str(func))
+        return out
+
+
+ROPE_LIKE = [p for p in VARIANT_PARAMS if p.values[0] in ("rope", "damped_rope")]
+SCALED = [
+    pytest.param(enc, {**kw, "scaling": "dynamic", "factor": 4.0}, id=f"{p.id}-dynamic")
+    for p in ROPE_LIKE
+    for enc, kw in [p.values]
+]
+
+
+@pytest.mark.parametrize("encoding, kwargs", VARIANT_PARAMS + SCALED)
+def test_forward_makes_no_host_to_device_copies(encoding, kwargs):
+    """The model on the meta device stands in for a GPU: a table built on the CPU and copied over
+    in every forward (damped_rope's scaled frequencies did, twice per layer) shows up as an op
+    from a CPU tensor to a meta one. The first forward may move fixed values once."""
+    m = GPT(tiny_config(encoding, kwargs)).to("meta")
+    idx = torch.zeros(2, 2 * BLOCK if encoding != "learned" else BLOCK, dtype=torch.long)
+    idx = idx.to("meta")
+    m(idx, idx)
+    with HostToDevice() as rec:
+        _, loss = m(idx, idx)
+        loss.backward()
+    assert rec.copies == []

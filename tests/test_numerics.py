@@ -99,18 +99,6 @@ def test_compiles_without_graph_breaks(name):
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
-def test_learned_frequencies_are_not_weight_decayed():
-    cfg = GPTConfig(vocab_size=64, n_layer=1, n_head=2, n_embd=32, block_size=16)
-    cfg.encoding, cfg.encoding_kwargs = "damped_rope", {"learn_omega": True}
-    model = GPT(cfg)
-    omega = model.pe[0].omega
-    assert omega.dim() == 2  # a matrix, which the dim >= 2 rule alone would decay
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
-    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    assert id(omega) not in decayed
-    assert id(model.transformer.h[0].attn.c_attn.weight) in decayed
-
-
 FLEX_CASES = [("alibi", {}), ("t5", {}), ("shaw", {}), ("damped_rope", {"decay": "weight"})]
 
 
