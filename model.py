@@ -370,7 +370,7 @@ def causal_attention(
     instead, in forward passes without gradients (evaluation and sampling; training keeps SDPA).
     """
     T, out_dtype = q.size(2), v.dtype
-    # 1/sqrt(d) of the head dim, fixed before rotate(): a generator may append coordinates to q, k
+    # 1/sqrt(d) of the head dim, fixed before rotate(): an encoding may append coordinates to q, k
     scale = 1.0 / math.sqrt(q.size(-1))
     # FlexAttention's backward needs a GPU and gradients through captured tables are not assured
     # on every version: flex serves forward passes without gradients (evaluation, sampling)

@@ -16,7 +16,7 @@ MIXED = [
     dict(type="rotation", count=1, omega=0.7),
     dict(type="damped", count=1, alpha=-0.1, omega=0.3),
     dict(type="jordan", count=1, size=2, lam=-0.02),
-    dict(type="nilpotent"),  # appends two coordinates; uses none of the head's channels
+    dict(type="nilpotent"),  # a bias on two virtual coordinates; uses none of the channels
 ]
 # one spec per block type, each filling D = 8 channels
 SPECS = {
