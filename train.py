@@ -382,16 +382,20 @@ def main(argv=None):
         os.remove(os.path.join(out_dir, "log.jsonl"))  # a run that died before its first save
     start_iter, resumed = iter_num, c["init_from"] == "resume"
 
-    if c["compile"] and device_type == "cuda":
-        say("compiling the model (about a minute)...")
+    # torch.compile: inductor on CUDA and on CPU (it needs a C++ compiler there); MPS stays eager
+    compiled = c["compile"] and device_type in ("cuda", "cpu")
+    if c["compile"] and not compiled:
+        say(f"note: torch.compile is not used on {device_type} (experimental there); eager")
+    if compiled:
+        say("compiling the model (the first iterations and evaluation take a while)...")
         model = torch.compile(model)
     if ddp:
         model = DDP(
             model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None
         )
-    eager = "" if (c["compile"] and device_type == "cuda") else ", eager (compile is CUDA-only)"
+    how = "compiled" if compiled else "eager"
     say(
-        f"device {device}, {dtype}{eager}; {world_size} process(es); "
+        f"device {device}, {dtype}, {how}; {world_size} process(es); "
         f"{tokens_per_iter:,} tokens per iteration ({B} x {T} x {grad_accum} x {world_size})"
     )
 

@@ -73,5 +73,5 @@ device = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
 # "auto": bfloat16 autocast on GPUs that support it, else float32. Also "float32", "bfloat16",
 # "float16" (with a grad scaler). CPU runs always train in float32.
 dtype = "auto"
-compile = True  # torch.compile the model; only on CUDA, ignored elsewhere
+compile = True  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler); MPS: eager
 seed = 1337

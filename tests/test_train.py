@@ -47,7 +47,7 @@ def tiny_args(data_dir, out_dir, **overrides):
         n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
         gradient_accumulation_steps=2, dropout=0.1, learning_rate=3e-3, min_lr=3e-4,
         warmup_iters=5, lr_decay_iters=60, max_iters=30, eval_interval=5, eval_iters=2,
-        log_interval=5, device="cpu",
+        log_interval=5, device="cpu", compile=False,  # base.py compiles (on CPU too): seconds
     )  # fmt: skip
     args.update(overrides)
     return [f"--{k}={v}" for k, v in args.items()]
@@ -368,3 +368,21 @@ def test_resume_applies_optimizer_overrides(data_dir, tmp_path, capsys):
     assert [(g["weight_decay"], tuple(g["betas"])) for g in again] == [
         (g["weight_decay"], tuple(g["betas"])) for g in after
     ]
+
+
+def test_compile_on_cpu_matches_eager(data_dir, tmp_path, capsys):
+    """--compile=True on CPU (inductor) trains, and logs eager's losses (dropout off: compiled
+    dropout draws other masks). Compiling costs ~10-25 s (more on a busy machine)."""
+    eager, compiled = str(tmp_path / "eager"), str(tmp_path / "compiled")
+    args = dict(max_iters=4, eval_interval=2, log_interval=2, dropout=0.0)
+    assert run_train(tiny_args(data_dir, eager, **args)) == 0
+    assert ", eager;" in capsys.readouterr().out
+    assert run_train(tiny_args(data_dir, compiled, compile=True, **args)) == 0
+    assert "device cpu, float32, compiled;" in capsys.readouterr().out
+    a, b = read_log(eager), read_log(compiled)
+    assert [r["iter"] for r in a] == [r["iter"] for r in b] == [0, 2, 4]
+    for ra, rb in zip(a, b):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
+        assert rb["val_loss"] == pytest.approx(ra["val_loss"], rel=1e-4)
+    assert b[-1]["val_loss"] < b[0]["val_loss"]  # it trains
+    assert not any(k.startswith("_orig_mod.") for k in load_checkpoint(compiled)["model"])
