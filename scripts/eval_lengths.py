@@ -4,6 +4,7 @@ Perplexity of one checkpoint at several evaluation lengths: train short, evaluat
     python scripts/eval_lengths.py --out_dir=out/alibi
     python scripts/eval_lengths.py --out_dir=out/alibi --lengths=512,1024,4096 --split=test
     python scripts/eval_lengths.py --out_dir=out/alibi --mode=sliding --stride=256
+    python scripts/eval_lengths.py --out_dir=out/alibi --compile=True    # torch.compile, CUDA/CPU
 
 Protocol (what is scored, and how it is normalized):
 - The evaluated range is the split's first `max_tokens + 1` tokens (the whole split when max_tokens
@@ -27,7 +28,9 @@ Protocol (what is scored, and how it is normalized):
   positions 0..63 exactly and log-spaced buckets after, at most 256 buckets in all;
   per_position_tokens[i] is the number of tokens scored in that bucket.
 - Lengths the model cannot run (learned absolute positions past their table) are recorded with
-  skipped=true and the reason, and so are lengths longer than the evaluated range.
+  skipped=true and the reason, and so are lengths longer than the evaluated range. A length that
+  runs out of memory is retried with half the batch (down to 1), then half the attention query
+  block (down to 64); if it still does not fit it is skipped with reason "out of memory".
 
 Results are merged into OUT_DIR/eval_lengths.json (a list of records, one per split, mode, stride
 and length; every record repeats the run's context so plots need nothing else). Records of an
@@ -69,12 +72,14 @@ DEFAULTS = dict(
     variant="",  # label of an evaluation-time change (default: "yarn x8" from the options above)
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
+    compile=False,  # torch.compile the model (CUDA or CPU), with dynamic shapes: many lengths
     output="eval_lengths.json",  # file name inside out_dir
 )
 
 MODES = ("nonoverlapping", "sliding")
 LENGTH_MULTIPLIERS = (1, 2, 4, 8, 16, 32)
 MAX_BUCKETS = 256
+MIN_QUERY_BLOCK = 64  # the smallest attention query block an out-of-memory retry goes down to
 
 
 def windows(n_tokens, length, mode, stride):
@@ -153,6 +158,42 @@ def evaluate_length(model, data, length, mode, stride, bsz, ctx, dev, progress=N
     return total, int(cnt_pos.sum()), sum_pos, cnt_pos
 
 
+def evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress=None, say=print):
+    """evaluate_length of model (called as `run`, e.g. compiled) at rec's length; after running
+    out of memory, again with half the batch (down to 1), then with half the attention query
+    block (down to MIN_QUERY_BLOCK; memory O(block * length)). None if even that does not fit.
+    The model's query blocks are restored afterwards, for the next length."""
+    attns = [m for m in model.modules() if hasattr(m, "query_block")]
+    saved = [m.query_block for m in attns]
+    qb = min(saved, default=MIN_QUERY_BLOCK)
+    done = progress.n if progress is not None else 0
+    try:
+        while True:
+            try:
+                args = rec["length"], rec["mode"], rec["stride"], bsz, ctx, dev, progress
+                return evaluate_length(run, data, *args)
+            except torch.OutOfMemoryError:
+                pass  # leave the except block first: its traceback holds the batch's tensors
+            if dev.startswith("cuda"):
+                torch.cuda.empty_cache()
+            if progress is not None:
+                progress.update(done - progress.n)  # the next attempt scores those tokens again
+            if bsz > 1:
+                bsz //= 2
+                what = f"batch {bsz}"
+            elif qb > MIN_QUERY_BLOCK:
+                qb = max(MIN_QUERY_BLOCK, qb // 2)
+                for m in attns:
+                    m.query_block = qb
+                what = f"attention query block {qb}"
+            else:
+                return None
+            say(f"  length {rec['length']:>6}: out of memory; retrying with {what}")
+    finally:
+        for m, q in zip(attns, saved):
+            m.query_block = q
+
+
 def bucketed(sum_pos, cnt_pos, edges):
     """Mean loss and number of scored tokens in each bucket of positions."""
     means, counts = [], []
@@ -188,6 +229,11 @@ def main(argv=None):
         rope_factor=cfg["rope_factor"],
         attn_backend=cfg["attn_backend"],
     )
+    run = model  # what evaluation calls: the model, or the compiled model
+    if cfg["compile"] and cfg["device"] == "mps":
+        print("note: --compile is not used on MPS (experimental there); evaluating eager")
+    elif cfg["compile"]:
+        run = torch.compile(model, dynamic=True)  # dynamic: not one graph per length and batch
     margs, tcfg = ckpt["model_args"], ckpt.get("config", {})
     block_size = margs["block_size"]
     lens = cfg["lengths"]
@@ -267,6 +313,7 @@ def main(argv=None):
         progress = tqdm(total=len(todo) * (n_tokens - 1), unit="tok", unit_scale=True, disable=None)
     except ImportError:
         pass
+    say = progress.write if progress is not None else print  # lines that do not break the bar
     vocab = margs["vocab_size"]
     for rec in todo:
         length = rec["length"]
@@ -276,14 +323,18 @@ def main(argv=None):
         )
         t0 = time.time()
         try:
-            total, tokens, sum_pos, cnt_pos = evaluate_length(
-                model, data, length, rec["mode"], rec["stride"], bsz, ctx, dev, progress
-            )
+            scored = evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress, say)
         except ValueError as e:  # the model refuses this length (e.g. past a position table)
             rec.update(skipped=True, reason=str(e))
             results.append(rec)
-            print(f"  length {length:>6}: skipped ({e})")
+            say(f"  length {length:>6}: skipped ({e})")
             continue
+        if scored is None:  # never fail the whole evaluation: the other lengths still count
+            rec.update(skipped=True, reason="out of memory")
+            results.append(rec)
+            say(f"  length {length:>6}: skipped (out of memory, even at batch 1)")
+            continue
+        total, tokens, sum_pos, cnt_pos = scored
         loss = total / tokens
         edges = position_edges(length)
         rec.update(
@@ -311,7 +362,7 @@ def main(argv=None):
             extra += f"  word ppl {rec['word_ppl']:.2f}{old if per == 'words' else ''}"
         msg = f"  length {length:>6}: loss {loss:.4f}  ppl {rec['ppl']:.3f}{extra}"
         msg += f"  ({tokens:,} tokens, {rec['elapsed_s']:.1f}s)"
-        (progress.write if progress is not None else print)(msg)
+        say(msg)
     if progress is not None:
         progress.close()
 

@@ -39,7 +39,7 @@ def make_dataset(root, n_val=300, n_test=200, words=None):
     return write_token_dataset(root, splits, VOCAB, words)
 
 
-def make_run(root, encoding="alibi", block_size=16, iter_num=10):
+def make_run(root, encoding="alibi", block_size=16, iter_num=10, attn_block_size=8):
     torch.manual_seed(0)
     cfg = GPTConfig(
         vocab_size=VOCAB,
@@ -48,7 +48,7 @@ def make_run(root, encoding="alibi", block_size=16, iter_num=10):
         n_embd=16,
         block_size=block_size,
         encoding=encoding,
-        attn_block_size=8,
+        attn_block_size=attn_block_size,
     )
     model = GPT(cfg)
     out = root / f"run_{encoding}"
@@ -285,3 +285,81 @@ def test_records_of_another_token_range_are_dropped(tmp_path):
     main([f"--out_dir={out}", "--lengths=16", "--device=cpu", "--max_tokens=200"])
     records = json.loads((out / "eval_lengths.json").read_text())
     assert [(r["length"], r["max_tokens"]) for r in records] == [(16, 200)]
+
+
+# -----------------------------------------------------------------------------
+# out of memory at long lengths, injected: forward raises above some batch size or length
+
+
+def oom_when(monkeypatch, too_big):
+    """GPT.forward raises torch.OutOfMemoryError when too_big(T, B) holds; returns the list of
+    (T, B, attention query block) of every call."""
+    calls, forward = [], GPT.forward
+
+    def tight(self, idx, *args, **kwargs):
+        (block,) = {m.query_block for m in self.modules() if hasattr(m, "query_block")}
+        calls.append((idx.size(1), idx.size(0), block))
+        if too_big(idx.size(1), idx.size(0)):
+            raise torch.OutOfMemoryError("out of memory (injected by the test)")
+        return forward(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", tight)
+    return calls
+
+
+def numbers(records):
+    return {r["length"]: (r["loss"], r["ppl"], r["per_position_loss"]) for r in records}
+
+
+def test_out_of_memory_retries_with_a_smaller_batch(tmp_path, monkeypatch, capsys):
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path)
+    args = [f"--out_dir={out}", "--lengths=8,16", "--max_tokens=90", "--device=cpu"]
+    direct = ev.main(args + ["--batch_size=2"])
+    calls = oom_when(monkeypatch, lambda T, B: B > 2)
+    got = ev.main(args + ["--batch_size=8"])
+    assert numbers(got) == numbers(direct)  # the same numbers as a run at batch 2
+    printed = capsys.readouterr().out
+    assert "length      8: out of memory; retrying with batch 4" in printed
+    assert "length      8: out of memory; retrying with batch 2" in printed
+    # each length starts again from the batch asked for (16: 5 full windows of the 90 tokens)
+    assert [B for T, B, _ in calls if T == 16][:3] == [5, 4, 2]
+
+
+def test_out_of_memory_at_every_batch_skips_that_length_only(tmp_path, monkeypatch, capsys):
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path, attn_block_size=256)
+    args = [f"--out_dir={out}", "--lengths=8,32,16", "--max_tokens=90", "--device=cpu"]
+    args.append("--batch_size=4")
+    direct = numbers(ev.main(args))
+    calls = oom_when(monkeypatch, lambda T, B: T >= 32)
+    got = {r["length"]: r for r in ev.main(args)}
+    assert got[32]["skipped"] and got[32]["reason"] == "out of memory" and "loss" not in got[32]
+    assert {n: numbers([got[n]])[n] for n in (8, 16)} == {8: direct[8], 16: direct[16]}
+    # batch 2 (the two full windows of 32), 1, then query blocks 128 and 64, then it gives up;
+    # length 16 (after it) runs with the batch and query block it started with
+    assert [c for c in calls if c[0] == 32] == [
+        (32, 2, 256), (32, 2, 256), (32, 1, 256), (32, 1, 128), (32, 1, 64)
+    ]  # fmt: skip
+    assert [c for c in calls if c[0] == 16][0] == (16, 4, 256)
+    printed = capsys.readouterr().out
+    assert "retrying with attention query block 64" in printed
+    assert "length     32: skipped (out of memory" in printed
+    saved = json.loads((out / "eval_lengths.json").read_text())
+    assert [(r["length"], r["skipped"]) for r in saved] == [(8, False), (16, False), (32, True)]
+
+
+def test_compile_matches_eager(tmp_path):
+    """--compile=True (inductor on CPU, dynamic shapes: both lengths share one graph for this
+    encoding) gives eager's numbers. Compiling costs ~5-15 s."""
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path, encoding="nope")
+    # 96 targets: 6 windows of 16 and 3 of 32, every batch full (a batch of 1 would recompile)
+    args = [f"--out_dir={out}", "--lengths=16,32", "--max_tokens=96", "--batch_size=3"]
+    args.append("--device=cpu")
+    eager = numbers(ev.main(args))
+    compiled = numbers(ev.main(args + ["--compile=True"]))
+    assert sorted(compiled) == [16, 32]
+    for n, (loss, _, per_position) in eager.items():
+        assert compiled[n][0] == pytest.approx(loss, rel=1e-5)
+        assert compiled[n][2] == pytest.approx(per_position, rel=1e-4)
