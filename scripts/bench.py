@@ -5,6 +5,7 @@ the training length. Prints a table; nothing here is a test (timings are not pas
     python scripts/bench.py                        # every encoding, defaults for this device
     python scripts/bench.py --encodings=rope,alibi,t5 --json=out/bench.json
     python scripts/bench.py --eval_lengths=512,8192,16384 --compile=True      # on a GPU
+    python scripts/bench.py --compare_compile=True     # what torch.compile buys each encoding
 
 Per encoding, on random tokens (speed and memory do not depend on the text):
 - train tok/s: batch_size x train_length tokens per step of forward + backward + gradient clipping
@@ -26,12 +27,17 @@ Per encoding, on random tokens (speed and memory do not depend on the text):
 Each time is the median of `steps` timed iterations after `warmup` untimed ones (the median
 shrugs off a stray hiccup of a busy machine); CUDA is synchronized around every iteration.
 Learned absolute positions cannot run past their table: those lengths are reported as skipped.
+
+--compare_compile=True prints another table, for training only: per encoding the train tok/s
+eager, then under torch.compile (inductor, on CUDA or on CPU), the speed-up, and the seconds the
+compiled model's first forward + backward took (compilation included; not in the tok/s).
 """
 
 import contextlib
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -62,7 +68,8 @@ DEFAULTS = dict(
     attn_block_size=512,  # query block of the blockwise attention path (model.GPTConfig)
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     dtype="auto",  # auto: bfloat16 on CUDA where supported, else float32; CPU runs in float32
-    compile=False,  # torch.compile the model (CUDA only, as in train.py)
+    compile=False,  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler)
+    compare_compile=False,  # instead: training tok/s eager vs compiled per encoding (no eval)
     json="",  # also write the results as JSON to this path
 )
 
@@ -132,10 +139,23 @@ def settings(argv):
             os.remove(cfg["json"] + ".tmp")
         except OSError as e:
             raise UserError(f"cannot write --json={cfg['json']}: {e.strerror or e}") from None
-    if cfg["compile"] and device_type != "cuda":
+    # inductor compiles for CUDA and for CPU (with a C++ compiler); MPS stays eager, as in train.py
+    wants_compile = cfg["compile"] or cfg["compare_compile"]
+    if wants_compile and device_type not in ("cuda", "cpu"):
+        if cfg["compare_compile"]:
+            raise UserError(f"--compare_compile needs a cuda or cpu device, not {device_type}")
         cfg["compile"] = False
-        cfg["compile_note"] = "--compile applies on CUDA only; running eager"
+        cfg["compile_note"] = f"--compile is not used on {device_type}; running eager"
+    if wants_compile and device_type == "cpu" and not has_cpp_compiler():
+        raise UserError(
+            "torch.compile on CPU needs a C++ compiler (inductor builds its kernels with one):"
+            " install g++, or run without --compile / --compare_compile"
+        )
     return cfg
+
+
+def has_cpp_compiler():
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
 
 
 # -----------------------------------------------------------------------------
@@ -252,13 +272,13 @@ def model_config(name, cfg):
 
 
 def build_model(name, cfg):
-    """(plain model, model to call): the second is compiled when --compile is on."""
     torch.manual_seed(0)
-    raw_model = GPT(model_config(name, cfg)).to(cfg["device"])
-    if not cfg["compile"]:
-        return raw_model, raw_model
+    return GPT(model_config(name, cfg)).to(cfg["device"])
+
+
+def compiled(model):
     torch._dynamo.reset()  # a fresh cache per model: nine encodings would hit its size limit
-    return raw_model, torch.compile(raw_model)
+    return torch.compile(model)
 
 
 def train_tokens_per_s(raw_model, model, cfg, ctx):
@@ -306,7 +326,8 @@ def eval_figures(model, length, cfg, ctx):
 def bench_encoding(name, cfg, ctx):
     """All figures for one encoding: a dict that goes to the table and to the JSON. Running out
     of memory is recorded (and the others still run); any other error is a bug and propagates."""
-    raw_model, model = build_model(name, cfg)
+    raw_model = build_model(name, cfg)
+    model = compiled(raw_model) if cfg["compile"] else raw_model
     max_len = raw_model.max_len
     result = {"encoding": name, "params": raw_model.get_num_params(), "max_len": max_len}
     try:
@@ -333,6 +354,34 @@ def bench_encoding(name, cfg, ctx):
         result["eval"].append(rec)
     result["memory_exponent"] = memory_exponent(result["eval"])
     return result
+
+
+def compile_comparison(name, cfg, ctx):
+    """Training tokens/s of one encoding eager, then compiled (the same model), and the seconds
+    the compiled model's first forward + backward took: compilation, kept out of the tok/s."""
+    raw_model = build_model(name, cfg)
+    eager = train_tokens_per_s(raw_model, raw_model, cfg, ctx)
+    model = compiled(raw_model)
+    model.train()
+    # inputs as the timed steps get them: other shapes, autocast or aliasing would recompile
+    shape = (cfg["batch_size"], cfg["train_length"])
+    x, y = (torch.randint(0, cfg["vocab_size"], shape, device=cfg["device"]) for _ in "xy")
+    t0 = time.perf_counter()
+    with ctx:
+        _, loss = model(x, y)
+    loss.backward()
+    synchronize(cfg["device"])
+    compile_s = time.perf_counter() - t0
+    raw_model.zero_grad(set_to_none=True)
+    fast = train_tokens_per_s(raw_model, model, cfg, ctx)
+    return {
+        "encoding": name,
+        "params": raw_model.get_num_params(),
+        "eager_tokens_per_s": eager,
+        "compiled_tokens_per_s": fast,
+        "speedup": fast / eager,
+        "compile_s": compile_s,
+    }
 
 
 def memory_exponent(evals):
@@ -389,6 +438,22 @@ def row_line(r):
     return line + f"{'-' if k is None else f'{k:.2f}':>{W_EXP}}"
 
 
+W_SPEEDUP, W_COMPILE = 10, 11
+
+
+def compare_header_lines():
+    cols = f"{'encoding':<{W_NAME}}{'params':>{W_PARAMS}}{'eager tok/s':>{W_TRAIN}}"
+    cols += f"{'compiled tok/s':>{W_TRAIN + 3}}{'speed-up':>{W_SPEEDUP}}{'compile s':>{W_COMPILE}}"
+    return [cols, "-" * len(cols)]
+
+
+def compare_row_line(r):
+    line = f"{r['encoding']:<{W_NAME}}{fmt_count(r['params']):>{W_PARAMS}}"
+    line += f"{fmt_rate(r['eager_tokens_per_s']):>{W_TRAIN}}"
+    line += f"{fmt_rate(r['compiled_tokens_per_s']):>{W_TRAIN + 3}}"
+    return line + f"{r['speedup']:>{W_SPEEDUP - 1}.2f}x{r['compile_s']:>{W_COMPILE}.1f}"
+
+
 def full_matrix_line(lengths):
     """What one head's full (T, T) float32 score matrix would take: the quadratic reference."""
     line = f"{'full (T,T) fp32 matrix, 1 head':<{W_NAME + W_PARAMS + W_TRAIN}}"
@@ -411,22 +476,12 @@ def main(argv=None):
             print(f"note: {note}")
     lengths = cfg["eval_lengths"]
     shape = f"{cfg['n_layer']} layers x {cfg['n_embd']} wide x {cfg['n_head']} heads"
+    mode = " | eager vs compiled" if cfg["compare_compile"] else " | compiled" * cfg["compile"]
     print(
-        f"nanoPE bench | {dev} | {cfg['dtype']}{' | compiled' if cfg['compile'] else ''}"
+        f"nanoPE bench | {dev} | {cfg['dtype']}{mode}"
         f" | {shape}, vocab {cfg['vocab_size']} | torch {torch.__version__}"
         f" | {torch.get_num_threads()} threads"
     )
-    print(
-        f"train: batch {cfg['batch_size']} x {cfg['train_length']} tokens, forward+backward+AdamW"
-        f" | eval: batch 1, forward only, query blocks of {cfg['attn_block_size']}"
-    )
-    print(f"tok/s: median of {cfg['steps']} timed steps after {cfg['warmup']} warmup")
-    how = "torch profiler allocation events" if dev == "cpu" else "max_memory_allocated"
-    print(f"peak MB: memory one eval forward allocates beyond the weights ({how});")
-    print("mem~T^k: peak ~ T^k between the two longest lengths (1 linear, 2 quadratic)\n")
-    for line in header_lines(lengths):
-        print(line)
-
     report = {
         "device": dev,
         "dtype": cfg["dtype"],
@@ -442,6 +497,18 @@ def main(argv=None):
         "warmup": cfg["warmup"],
         "results": [],
     }
+    if cfg["compare_compile"]:
+        return compare_compile(cfg, ctx, report)
+    print(
+        f"train: batch {cfg['batch_size']} x {cfg['train_length']} tokens, forward+backward+AdamW"
+        f" | eval: batch 1, forward only, query blocks of {cfg['attn_block_size']}"
+    )
+    print(f"tok/s: median of {cfg['steps']} timed steps after {cfg['warmup']} warmup")
+    how = "torch profiler allocation events" if dev == "cpu" else "max_memory_allocated"
+    print(f"peak MB: memory one eval forward allocates beyond the weights ({how});")
+    print("mem~T^k: peak ~ T^k between the two longest lengths (1 linear, 2 quadratic)\n")
+    for line in header_lines(lengths):
+        print(line)
     notes = []
     for name in cfg["encodings"]:
         result = bench_encoding(name, cfg, ctx)
@@ -453,15 +520,42 @@ def main(argv=None):
         for reason in dict.fromkeys(e["reason"] for e in skipped):
             at = ", ".join(str(e["length"]) for e in skipped if e["reason"] == reason)
             notes.append(f"{name} @ {at}: skipped ({reason})")
-        if cfg["json"]:  # after every encoding: a crash later loses nothing already measured
-            os.makedirs(os.path.dirname(os.path.abspath(cfg["json"])), exist_ok=True)
-            write_json(cfg["json"], report, indent=1)
+        save(cfg, report)
     print(full_matrix_line(lengths))
     for note in notes:
         print(note)
     if cfg["json"]:
         print(f"wrote {cfg['json']}")
     return report
+
+
+def compare_compile(cfg, ctx, report):
+    """--compare_compile: the training step eager and compiled, one row per encoding."""
+    print(
+        f"train: batch {cfg['batch_size']} x {cfg['train_length']} tokens,"
+        " forward+backward+AdamW, eager then torch.compile (inductor)"
+    )
+    print(f"tok/s: median of {cfg['steps']} timed steps after {cfg['warmup']} warmup")
+    print("compile s: the compiled model's first forward+backward (compilation included)\n")
+    for line in compare_header_lines():
+        print(line)
+    del report["eval_lengths"]
+    report["compare_compile"] = True
+    for name in cfg["encodings"]:
+        result = compile_comparison(name, cfg, ctx)
+        report["results"].append(result)
+        print(compare_row_line(result), flush=True)
+        save(cfg, report)
+    if cfg["json"]:
+        print(f"wrote {cfg['json']}")
+    return report
+
+
+def save(cfg, report):
+    """Write the JSON (if asked) after every encoding: a crash later loses nothing measured."""
+    if cfg["json"]:
+        os.makedirs(os.path.dirname(os.path.abspath(cfg["json"])), exist_ok=True)
+        write_json(cfg["json"], report, indent=1)
 
 
 if __name__ == "__main__":

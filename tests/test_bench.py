@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+
+from configurator import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -118,3 +121,33 @@ def test_blockwise_attention_memory_is_linear_in_length(capsys):
     capsys.readouterr()
     assert blocked["memory_exponent"] < 1.3
     assert full["memory_exponent"] > 1.7
+
+
+def test_compile_runs_on_cpu(monkeypatch):
+    """--compile=True compiles on CPU too (inductor); without a C++ compiler it is one error."""
+    cfg = bench.settings(["--compile=True", *TINY])
+    assert cfg["compile"] is True and "compile_note" not in cfg
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="needs a C.. compiler"):
+        bench.settings(["--compare_compile=True", *TINY])
+
+
+def test_compare_compile_end_to_end(capsys, tmp_path):
+    """Eager and compiled training steps of one encoding, the speed-up and compile time, as a
+    table and as JSON; the timed compiled steps must not recompile (else tok/s would collapse)."""
+    from torch._dynamo.utils import counters
+
+    out = tmp_path / "compare.json"
+    counters.clear()
+    report = bench.main(["--compare_compile=True", "--encodings=nope", f"--json={out}", *TINY])
+    lines = capsys.readouterr().out.splitlines()
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert "eager vs compiled" in lines[0]
+    header = next(line for line in lines if line.startswith("encoding"))
+    assert header.split() == "encoding params eager tok/s compiled tok/s speed-up compile s".split()
+    (r,) = report["results"]
+    assert r["encoding"] == "nope" and r["eager_tokens_per_s"] > 0 and r["compile_s"] > 0
+    assert r["speedup"] == r["compiled_tokens_per_s"] / r["eager_tokens_per_s"]
+    row = next(line for line in lines if line.startswith("nope "))
+    assert f"{r['speedup']:.2f}x" in row
+    assert json.loads(out.read_text()) == report and report["compare_compile"] is True
