@@ -29,6 +29,7 @@ def load_script(name):
 
 ev = load_script("eval_lengths")
 VOCAB = 32
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster, and deterministic
 
 
 def make_dataset(root, n_val=300, n_test=200, words=None):
