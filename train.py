@@ -346,10 +346,12 @@ def main(argv=None):
     iter_num, best_val_loss, tokens_seen, elapsed_before = 0, float("inf"), 0, 0.0
     wandb_run_id = None
     if ckpt is not None:
-        # the checkpoint supplies the moments and step counts; the config wins for every
-        # hyperparameter a param group holds (weight_decay, betas, eps...), so that a resume with
-        # --weight_decay/--beta1/--beta2 does what it says (lr is set every iteration anyway)
-        hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        # the checkpoint supplies the moments and step counts (and the flags saying how they are
+        # stored: fused, foreach...); the config wins for every hyperparameter a param group holds
+        # (weight_decay, betas, eps...), so that a resume with --weight_decay/--beta1/--beta2
+        # does what it says (lr is set every iteration anyway)
+        stored = ("params", "fused", "foreach", "capturable", "differentiable")
+        hyper = [{k: v for k, v in g.items() if k not in stored} for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
         for group, h in zip(optimizer.param_groups, hyper):
             group.update(h)
