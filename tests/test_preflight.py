@@ -126,6 +126,10 @@ def run_main(argv):
         ([DEMO, "--n_layr=2"], "error: unknown key 'n_layr' (did you mean 'n_layer'?)\n"),
         ([DEMO, "--steps=2"], "error: --steps must be at least 3"),
         (["configs/nope_typo.py"], "error: config file not found: configs/nope_typo.py\n"),
+        (
+            ["configs/base.py", "--dataset=mine", "--encodings=rope"],
+            "error: cannot tell the vocabulary of dataset 'mine': pass --vocab_size=N\n",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(argv, message, capsys):
