@@ -189,6 +189,9 @@ class Encoding(nn.Module):
     # slopes, frequencies and bias tables toward "no position" and tilt comparisons
     decayed_parameters = ()
     context_len = None  # length of the sequence in the current forward (set by GPT.forward)
+    # True when the encoding's math changes with context_len (dynamic NTK): every hidden state
+    # then changes with each new token, so generate() cannot keep a KV cache
+    context_dependent = False
 
     def __init__(self, config):
         super().__init__()
@@ -349,9 +352,11 @@ def flex_causal_attention(q, k, v, pos, pe, mod, scale):
 
 
 def causal_attention(
-    q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=False, backend="sdpa"
+    q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=False, backend="sdpa", kv=None
 ):
     """Causal attention of q, k, v (B, H, T, d) at positions pos (T,) under encoding pe.
+    Decoding: kv is a LayerKV holding the keys and values of the tokens before these; pos then
+    covers all of them, and the queries are the last T positions.
 
     Three paths, chosen by what the encoding is:
     - orthogonal rotation or nothing (RoPE, NoPE, absolute encodings): rotate once, then one call
@@ -369,35 +374,44 @@ def causal_attention(
     backend="flex" runs orthogonal bias encodings that define score_mod() through FlexAttention
     instead, in forward passes without gradients (evaluation and sampling; training keeps SDPA).
     """
-    T, out_dtype = q.size(2), v.dtype
+    special = explicit or pe.explicit
+    fused = not special and pe.orthogonal and not pe.has_bias
+    Tq, out_dtype = q.size(2), v.dtype
+    if fused and pe.has_rotate:  # an orthogonal rotation of key s is the same for every query:
+        pos_new = pos if Tq == pos.size(0) else pos[-Tq:]  # a cache keeps keys rotated
+        q, k = pe.rotate(q, k, pos_new, pos_new)
+    if kv is not None:  # the others cache raw keys: decays and biases depend on t - s
+        k, v = kv.extend(k, v)
+    T = k.size(2)
+    start = T - Tq  # index of the first query among the keys
     # 1/sqrt(d) of the head dim, fixed before rotate(): an encoding may append coordinates to q, k
     scale = 1.0 / math.sqrt(q.size(-1))
     # FlexAttention's backward needs a GPU and gradients through captured tables are not assured
     # on every version: flex serves forward passes without gradients (evaluation, sampling)
-    flex = backend == "flex" and not torch.is_grad_enabled() and dropout_p == 0
-    if flex and pe.orthogonal and not (explicit or pe.explicit):
+    flex = backend == "flex" and not torch.is_grad_enabled() and dropout_p == 0 and start == 0
+    if flex and pe.orthogonal and not special:
         mod = pe.score_mod(q, pos) if pe.has_bias else None
         if mod is not None:
             return flex_causal_attention(q, k, v, pos, pe, mod, scale)
-    if not (explicit or pe.explicit) and pe.orthogonal and not pe.has_bias:
-        if pe.has_rotate:
-            q, k = pe.rotate(q, k, pos, pos)
+    if fused:
+        # SDPA's is_causal aligns the first query with the first key: right for Tq = Tk only
+        mask = None if Tq == 1 else _causal_mask(start, T, q.device) if start else None
         return F.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=start == 0, scale=scale
         )
 
     query_block = min(query_block, pe.max_query_block or query_block)
-    exact = not pe.orthogonal and not (explicit or pe.explicit)
+    exact = not pe.orthogonal and not special
     if exact:
         ct = compute_dtype(q.dtype)
         q, k, v = q.to(ct), k.to(ct), v.to(ct)
     out = []
-    for t0 in range(0, T, query_block):
+    for t0 in range(start, T, query_block):
         t1 = min(T, t0 + query_block)
         pos_q, pos_k = pos[t0:t1], pos[:t1]
-        q_b, k_b, v_b = q[:, :, t0:t1], k[:, :, :t1], v[:, :, :t1]
+        q_b, k_b, v_b = q[:, :, t0 - start : t1 - start], k[:, :, :t1], v[:, :, :t1]
         mask = _causal_mask(t0, t1, q.device)
-        if explicit or pe.explicit:
+        if special:
             ct = compute_dtype(q.dtype)
             att = pe.scores(q_b, k_b, pos_q, pos_k).to(ct).masked_fill(~mask, float("-inf"))
             att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
@@ -430,6 +444,38 @@ def _no_autocast(device_type):
 
 # -----------------------------------------------------------------------------
 # The GPT, after nanoGPT.
+
+
+class KVCache:
+    """What generate() keeps of the tokens decoded so far: their positions and, per layer, their
+    keys and values. Orthogonal rotations (RoPE) store keys rotated, as their rotation does not
+    depend on the query; every other encoding stores them as the projection made them and applies
+    its decay, polynomial or bias relative to the current query, exactly as a full forward does,
+    at O(context) per new token. A context-dependent encoding (dynamic NTK) changes every hidden
+    state with each token: generate() does not reuse a cache for it."""
+
+    def __init__(self, n_layer):
+        self.layers = [LayerKV() for _ in range(n_layer)]
+        self.pos = None
+
+    @property
+    def length(self):
+        return 0 if self.pos is None else self.pos.numel()
+
+    def extend_positions(self, pos):
+        self.pos = pos if self.pos is None else torch.cat((self.pos, pos))
+        return self.pos
+
+
+class LayerKV:
+    k = v = None
+
+    def extend(self, k, v):
+        """The cached keys and values followed by k, v (B, H, T, d); kept for the next step."""
+        if self.k is not None:
+            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
+        self.k, self.v = k, v
+        return k, v
 
 
 @dataclass
@@ -473,13 +519,15 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"attn_backend must be 'sdpa' or 'flex', got {config.attn_backend!r}")
         self.backend = config.attn_backend
 
-    def forward(self, x, pos, pe, explicit=False):
+    def forward(self, x, pos, pe, explicit=False, kv=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, H, T, d)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout_p = self.dropout if self.training else 0.0
-        y = causal_attention(q, k, v, pos, pe, dropout_p, self.query_block, explicit, self.backend)
+        y = causal_attention(
+            q, k, v, pos, pe, dropout_p, self.query_block, explicit, self.backend, kv
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -503,8 +551,8 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, pos, pe, explicit=False):
-        x = x + self.attn(self.ln_1(x), pos, pe, explicit)
+    def forward(self, x, pos, pe, explicit=False, kv=None):
+        x = x + self.attn(self.ln_1(x), pos, pe, explicit, kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -559,24 +607,33 @@ class GPT(nn.Module):
             n -= sum(p.numel() for p in self.pe[0].parameters())
         return n
 
-    def forward(self, idx, targets=None, pos=None):
+    def forward(self, idx, targets=None, pos=None, cache=None):
+        """Logits (B, T, vocab) of idx (B, T) at positions pos (default 0 .. T-1), and the mean
+        cross-entropy against targets if given. With a KVCache (decoding, see generate()), idx
+        holds only the new tokens: they attend to the cached ones and join them, positions
+        continue the cached ones, and only the last position's logits are computed."""
         B, T = idx.size()
+        past = cache.length if cache is not None else 0
         if pos is None:
-            pos = torch.arange(T, device=idx.device)
+            pos = torch.arange(past, past + T, device=idx.device)
         elif pos.shape != (T,):
             raise ValueError(
                 f"pos must be a 1-D tensor of length {T}, got shape {tuple(pos.shape)}"
             )
         for pe in self.pe:  # context extension (dynamic NTK) depends on the sequence length
-            pe.context_len = T
+            pe.context_len = past + T
         x = self.transformer.wte(idx)
         if self.pe[0].has_embed:
             x = x + self.pe[0].embed(pos).to(x.dtype)
         x = self.transformer.drop(x)
         explicit = self.attn_impl == "explicit"
+        pos_all = pos if cache is None else cache.extend_positions(pos)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, pos, self.layer_encoding(i), explicit)
+            kv = cache.layers[i] if cache is not None else None
+            x = block(x, pos_all, self.layer_encoding(i), explicit, kv)
         x = self.transformer.ln_f(x)
+        if cache is not None:  # decoding needs the next token's distribution only
+            x = x[:, -1:]
         logits = self.lm_head(x)
         loss = None
         if targets is not None:
@@ -605,14 +662,23 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Sample max_new_tokens continuations of idx (B, T). The context keeps growing past
-        block_size for encodings that allow it; learned absolute tables crop it to their size.
-        temperature=0 decodes greedily."""
+        """Sample max_new_tokens continuations of idx (B, T). temperature=0 decodes greedily.
+        The prompt runs once; then each new token is one position's forward over a KVCache, so
+        it costs O(context), and gives what a full forward of the whole context would. The
+        context keeps growing past block_size for encodings that allow it; learned absolute
+        tables crop it to their size, and once cropping starts every step re-encodes the window
+        (its positions shift). So does a context-dependent encoding (dynamic NTK), every step:
+        a cache made under the previous length's base would not be what a full forward gives."""
+        cache = None
+        stale = any(pe.context_dependent for pe in self.pe)
         for _ in range(max_new_tokens):
-            idx_cond = idx
-            if self.max_len is not None and idx.size(1) > self.max_len:
-                idx_cond = idx[:, -self.max_len :]
-            logits, _ = self(idx_cond)
+            cropped = self.max_len is not None and idx.size(1) > self.max_len
+            if cache is None or cropped or stale:
+                cache = KVCache(self.config.n_layer)
+                window = idx if self.max_len is None else idx[:, -self.max_len :]
+                logits, _ = self(window, cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)
             logits = logits[:, -1, :].float()
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)

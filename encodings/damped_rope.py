@@ -76,6 +76,7 @@ class DampedRoPE(Encoding):
         self.decay, self.learn_alpha, self.max_alpha = decay, learn_alpha, max_alpha
         self.base, self.scaling, self.factor = base, scaling, factor
         self.original_length = original_length or config.block_size
+        self.context_dependent = scaling == "dynamic"  # its base follows the context length
         self.orthogonal = decay == "weight"  # pure rotation + bias: no scaled q/k
         alpha = torch.log(torch.tensor(gammas, dtype=torch.float64))
         if learn_alpha:

@@ -40,6 +40,7 @@ class RoPE(Encoding):
             raise ValueError(f"unknown rope scaling {scaling!r}; choose from {ROPE_SCALINGS[1:]}")
         self.base, self.scaling, self.factor = base, scaling, factor
         self.original_length = original_length or config.block_size
+        self.context_dependent = scaling == "dynamic"  # its base follows the context length
         self._cache = None  # (pos tensor, (its version, context length), cos, sin)
 
     def frequencies(self, device):

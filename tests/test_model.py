@@ -372,6 +372,42 @@ def test_generate(encoding):
     assert torch.equal(a, m.generate(idx, 5, temperature=0.8))
 
 
+ROPE_SCALINGS = [
+    pytest.param(enc, {**kw, "scaling": sc, "factor": 4.0}, id=f"{p.id}-{sc}")
+    for p in VARIANT_PARAMS
+    for enc, kw in [p.values]
+    if enc in ("rope", "damped_rope")
+    for sc in ("linear", "dynamic", "yarn", "llama3")
+]
+
+
+@pytest.mark.parametrize("encoding, kwargs", VARIANT_PARAMS + ROPE_SCALINGS)
+def test_kv_cache_decoding_equals_full_forward(encoding, kwargs):
+    """Decoding with a KVCache, one token at a time from a prompt, to 4x the training length:
+    every step's logits equal a full forward of the whole context (to float32 rounding), and
+    generate()'s greedy tokens are those of full forwards. Dynamic NTK too: its base changes with
+    the length, so a cache of the old base's states must not be reused."""
+    block = 16
+    m = tiny_model(encoding, kwargs, block_size=block, attn_block_size=8)
+    n = 4 * block if m.max_len is None else m.max_len
+    seq = tokens(2, n)
+    cache = model.KVCache(m.config.n_layer)
+    with torch.no_grad():
+        m(seq[:, :5], cache=cache)
+        for t in range(6, n + 1):
+            got = m(seq[:, t - 1 : t], cache=cache)[0][:, -1]
+            if m.pe[0].context_dependent:  # generate() rebuilds the cache: so does the check
+                cache = model.KVCache(m.config.n_layer)
+                got = m(seq[:, :t], cache=cache)[0][:, -1]
+            expected = m(seq[:, :t])[0][:, -1]
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    out = m.generate(seq[:, :5], 4 * block - 5, temperature=0)
+    for t in range(5, 4 * block):
+        ctx = out[:, :t] if m.max_len is None else out[:, max(0, t - m.max_len) : t]
+        with torch.no_grad():
+            assert torch.equal(out[:, t], m(ctx)[0][:, -1].argmax(-1)), t
+
+
 # -----------------------------------------------------------------------------
 # memory: the blockwise path never builds a full (T, T) mask or bias
 
