@@ -18,8 +18,9 @@ Per setup, from the same initial weights and the same batches:
 - the reference path trains the same steps in float32, eager, TF32 off;
 - both take `steps` AdamW steps of batch_size random-token windows of block_size (uniform over
   the dataset's vocabulary: no dataset is needed, so this runs on a new machine before
-  data/prepare.py has), at the peak learning_rate (a warmup would make the updates ~0 and hide a
-  path that blows up), with dropout off (its masks could not match between the two paths);
+  data/prepare.py has), at the learning rates train.py starts with (train.lr_at: the warmup;
+  at the peak rate from step 1, generator_jordan's learnable decay amplifies 1e-7 differences
+  to 5e-4 in 5 steps, in any precision), with dropout off (its masks could not match);
 - compared: the loss of every step, and the logits at the initial weights at block_size (the
   first training forward) and at eval_factor x block_size (one window, eager, as
   scripts/eval_lengths.py runs it: where extrapolation paths such as query blocks run).
@@ -40,7 +41,7 @@ and float16 are CPU autocast, TF32 is emulated by rounding matmul inputs to 10 b
 A real defect moves them more: in the tests, a 5% error in compiled RoPE or ALiBi's bias dropped
 under autocast FAILs. At the initial weights attention adds little to the logits, so a defect that
 only changes attention by a few percent can hide under the bfloat16 tolerance; the loss after a
-few steps at the peak learning rate is the second line of defence. generator_jordan FAILs in
+few steps is the second line of defence. generator_jordan FAILs in
 bfloat16 (logits 0.7 at GPT-2 size, 0.16 at 4x in the demo) and with TF32 (0.08 at 4x, demo):
 its polynomial rotations amplify the rounding of q and k: a real finding, not noise.
 Also printed per setup: tok/s of the checked path's training steps after the first (which pays
@@ -175,12 +176,15 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
     optimizer = model.configure_optimizers(
         c["weight_decay"], c["learning_rate"], (c["beta1"], c["beta2"]), device_type
     )
+    lr_decay_iters = c["lr_decay_iters"] or c["max_iters"]
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
     if compile:
         torch._dynamo.reset()  # a fresh cache per model: a dozen encodings would hit its limit
     fwd = torch.compile(model) if compile else model
 
     def step(i, x, y):
+        for group in optimizer.param_groups:
+            group["lr"] = train.lr_at(i, c, lr_decay_iters)
         with ctx:
             logits, loss = fwd(x, y)
         scale = scaler.get_scale() if scaler.is_enabled() else None
