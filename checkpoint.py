@@ -13,6 +13,7 @@ A checkpoint is a dict:
 """
 
 import os
+from contextlib import nullcontext
 from dataclasses import asdict
 
 import torch
@@ -88,6 +89,20 @@ def resolve_device(device):
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
     return device
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast(device, dtype):
+    """The context a forward pass runs in for `dtype` ("float32", "bfloat16", "float16"):
+    autocast on CUDA, nothing elsewhere (on CPU, bf16 autocast is slower than float32 for these
+    models; the non-orthogonal encodings keep their attention in float32 either way)."""
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    if torch.device(device).type == "cuda" and dtype != "float32":
+        return torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
+    return nullcontext()
 
 
 def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):

@@ -378,7 +378,7 @@ def causal_attention(
     fused = not special and pe.orthogonal and not pe.has_bias
     Tq, out_dtype = q.size(2), v.dtype
     if fused and pe.has_rotate:  # an orthogonal rotation of key s is the same for every query:
-        pos_new = pos if Tq == pos.size(0) else pos[-Tq:]  # a cache keeps keys rotated
+        pos_new = pos if kv is None else pos[-Tq:]  # a cache keeps keys rotated
         q, k = pe.rotate(q, k, pos_new, pos_new)
     if kv is not None:  # the others cache raw keys: decays and biases depend on t - s
         k, v = kv.extend(k, v)
@@ -388,17 +388,18 @@ def causal_attention(
     scale = 1.0 / math.sqrt(q.size(-1))
     # FlexAttention's backward needs a GPU and gradients through captured tables are not assured
     # on every version: flex serves forward passes without gradients (evaluation, sampling)
-    flex = backend == "flex" and not torch.is_grad_enabled() and dropout_p == 0 and start == 0
+    flex = backend == "flex" and not torch.is_grad_enabled() and dropout_p == 0 and kv is None
     if flex and pe.orthogonal and not special:
         mod = pe.score_mod(q, pos) if pe.has_bias else None
         if mod is not None:
             return flex_causal_attention(q, k, v, pos, pe, mod, scale)
-    if fused:
-        # SDPA's is_causal aligns the first query with the first key: right for Tq = Tk only
-        mask = None if Tq == 1 else _causal_mask(start, T, q.device) if start else None
+    if fused and kv is None:
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=start == 0, scale=scale
+            q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale
         )
+    if fused:  # is_causal aligns the first query with the first key: decoding needs the last
+        mask = _causal_mask(start, T, q.device) if Tq > 1 else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
     query_block = min(query_block, pe.max_query_block or query_block)
     exact = not pe.orthogonal and not special
@@ -406,7 +407,10 @@ def causal_attention(
         ct = compute_dtype(q.dtype)
         q, k, v = q.to(ct), k.to(ct), v.to(ct)
     out = []
-    for t0 in range(start, T, query_block):
+    # a loop over the number of blocks, not range(start, T, block): under torch.compile with
+    # dynamic shapes the latter fixes T, and every evaluation length would compile anew
+    for i in range((Tq + query_block - 1) // query_block):
+        t0 = start + i * query_block
         t1 = min(T, t0 + query_block)
         pos_q, pos_k = pos[t0:t1], pos[:t1]
         q_b, k_b, v_b = q[:, :, t0 - start : t1 - start], k[:, :, :t1], v[:, :, :t1]

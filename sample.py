@@ -6,8 +6,9 @@ Generate text from a trained checkpoint.
     python sample.py --out_dir=out/wikitext103/rope --start=FILE:prompt.txt --max_new_tokens=2000
 
 Generation runs past block_size for every encoding that allows it (all but learned absolute
-positions, whose context is cropped to the last block_size tokens). Text is decoded with the
-tokenizer of the dataset the model was trained on.
+positions, whose context is cropped to the last block_size tokens), with a KV cache: each new
+token costs one position's forward over the context (model.GPT.generate). Text is decoded with
+the tokenizer of the dataset the model was trained on.
 """
 
 import os
@@ -15,7 +16,7 @@ import sys
 
 import torch
 
-from checkpoint import ROPE_FACTOR, load_model, resolve_device
+from checkpoint import ROPE_FACTOR, autocast, load_model, resolve_device
 from configurator import UserError, parse_args, run_cli
 from data.prepare import get_tokenizer, load_meta
 
@@ -31,6 +32,9 @@ DEFAULTS = dict(
     encoding_kwargs={},  # change encoding options at generation time
     rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
     rope_factor=ROPE_FACTOR,  # its factor (how many times the training length it aims at)
+    # bfloat16 autocast on CUDA where supported (the encodings that need float32 keep it inside
+    # attention; scripts/preflight.py checks the bf16 path on your GPU), else float32
+    dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
 )
 
 
@@ -45,6 +49,7 @@ def main(argv=None):
     if cfg["top_k"] < 0:
         raise UserError("--top_k must be >= 0 (0 keeps every token)")
     device = resolve_device(cfg["device"])
+    ctx = autocast(device, cfg["dtype"])
 
     start = cfg["start"]
     if start.startswith("FILE:"):
@@ -85,7 +90,8 @@ def main(argv=None):
         torch.cuda.manual_seed(cfg["seed"])
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
     for i in range(cfg["num_samples"]):
-        y = model.generate(x, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"] or None)
+        with ctx:
+            y = model.generate(x, cfg["max_new_tokens"], cfg["temperature"], cfg["top_k"] or None)
         if i:
             print("---------------")
         # the embedding is padded past the tokenizer's vocabulary (a multiple of 64, for speed);

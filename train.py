@@ -26,7 +26,6 @@ import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -34,6 +33,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import (
+    DTYPES,
+    autocast,
     checkpoint_path,
     load_checkpoint,
     resolve_device,
@@ -47,7 +48,6 @@ from model import GPT, GPTConfig, available_encodings, build_encoding
 # keys that define the model and its data: a resumed run must keep them
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")
 ARCH_KEYS += ("dataset",)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Diverged(Exception):
@@ -265,11 +265,7 @@ def main(argv=None):
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for float32 matmuls: much faster
         torch.backends.cudnn.allow_tf32 = True
-    ctx = (
-        torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
-        if device_type == "cuda" and dtype != "float32"
-        else nullcontext()
-    )
+    ctx = autocast(device, dtype)
 
     # ---------------------------------------------------------------------- data
     dataset_dir = os.path.join(c["data_dir"], c["dataset"])

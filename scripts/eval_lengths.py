@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoint import ROPE_FACTOR, load_model, resolve_device, variant_label
+from checkpoint import ROPE_FACTOR, autocast, load_model, resolve_device, variant_label
 from configurator import UserError, parse_args, run_cli
 from data.prepare import load_meta, write_json
 
@@ -253,14 +253,7 @@ def main(argv=None):
     data = torch.from_numpy(data[:n_tokens].astype(np.int64))
 
     dev = cfg["device"]
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if cfg["dtype"] not in ptdtype:
-        raise UserError(f"--dtype must be one of {', '.join(ptdtype)}, got '{cfg['dtype']}'")
-    ctx = (
-        torch.autocast(device_type="cuda", dtype=ptdtype[cfg["dtype"]])
-        if "cuda" in dev and cfg["dtype"] != "float32"
-        else torch.autocast(device_type="cpu", enabled=False)
-    )
+    ctx = autocast(dev, cfg["dtype"])
     max_len = getattr(model, "max_len", None)
     context = {
         "encoding": margs.get("encoding"),
