@@ -6,6 +6,7 @@ the training length. Prints a table; nothing here is a test (timings are not pas
     python scripts/bench.py --encodings=rope,alibi,t5 --json=out/bench.json
     python scripts/bench.py --eval_lengths=512,8192,16384 --compile=True      # on a GPU
     python scripts/bench.py --compare_compile=True     # what torch.compile buys each encoding
+    python scripts/bench.py --generate=2000 --uncached=True --n_layer=2 --n_embd=64  # sampling
 
 Per encoding, on random tokens (speed and memory do not depend on the text):
 - train tok/s: batch_size x train_length tokens per step of forward + backward + gradient clipping
@@ -31,6 +32,11 @@ Learned absolute positions cannot run past their table: those lengths are report
 --compare_compile=True prints another table, for training only: per encoding the train tok/s
 eager, then under torch.compile (inductor, on CUDA or on CPU), the speed-up, and the seconds the
 compiled model's first forward + backward took (compilation included; not in the tok/s).
+
+--generate=N prints a table for sampling: per encoding, the time model.generate (KV cache) takes
+for N greedy tokens after a random prompt of prompt_length tokens, batch 1; with --uncached=True
+also the time of a full forward of the whole context per new token (what generation cost before
+the cache, and what nanoGPT does), the speed-up, and whether both gave the same tokens.
 """
 
 import contextlib
@@ -48,7 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 
 import train
-from checkpoint import resolve_device
+from checkpoint import DTYPES, autocast, resolve_device
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
 from model import GPT, GPTConfig, available_encodings, build_encoding
@@ -70,6 +76,9 @@ DEFAULTS = dict(
     dtype="auto",  # auto: bfloat16 on CUDA where supported, else float32; CPU runs in float32
     compile=False,  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler)
     compare_compile=False,  # instead: training tok/s eager vs compiled per encoding (no eval)
+    generate=0,  # instead: seconds to generate this many tokens per encoding (0: off)
+    prompt_length=64,  # --generate: length of the random prompt
+    uncached=False,  # --generate: also time a full forward per new token, and the speed-up
     json="",  # also write the results as JSON to this path
 )
 
@@ -79,7 +88,6 @@ CPU_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=256, vocab_size=256, batch_size=
 CPU_DEFAULTS.update(train_length=128, steps=5)
 CUDA_DEFAULTS = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50304, batch_size=16)
 CUDA_DEFAULTS.update(train_length=512, steps=10)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # -----------------------------------------------------------------------------
@@ -109,6 +117,8 @@ def settings(argv):
         raise UserError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
     if cfg["warmup"] < 0:
         raise UserError(f"--warmup must be 0 or more, got {cfg['warmup']}")
+    if cfg["generate"] < 0 or cfg["prompt_length"] < 1:
+        raise UserError("--generate must be 0 or more and --prompt_length at least 1")
 
     names = [n.strip() for n in cfg["encodings"].split(",") if n.strip()]
     valid = available_encodings()
@@ -466,17 +476,14 @@ def main(argv=None):
     if dev.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
         torch.backends.cudnn.allow_tf32 = True
-    ctx = (
-        torch.autocast(device_type="cuda", dtype=DTYPES[cfg["dtype"]])
-        if dev.startswith("cuda") and cfg["dtype"] != "float32"
-        else contextlib.nullcontext()
-    )
+    ctx = autocast(dev, cfg["dtype"])
     for note in (cfg["dtype_note"], cfg.get("compile_note")):
         if note:
             print(f"note: {note}")
     lengths = cfg["eval_lengths"]
     shape = f"{cfg['n_layer']} layers x {cfg['n_embd']} wide x {cfg['n_head']} heads"
     mode = " | eager vs compiled" if cfg["compare_compile"] else " | compiled" * cfg["compile"]
+    mode = f" | generating {cfg['generate']} tokens" if cfg["generate"] else mode
     print(
         f"nanoPE bench | {dev} | {cfg['dtype']}{mode}"
         f" | {shape}, vocab {cfg['vocab_size']} | torch {torch.__version__}"
@@ -499,6 +506,8 @@ def main(argv=None):
     }
     if cfg["compare_compile"]:
         return compare_compile(cfg, ctx, report)
+    if cfg["generate"]:
+        return generate_table(cfg, ctx, report)
     print(
         f"train: batch {cfg['batch_size']} x {cfg['train_length']} tokens, forward+backward+AdamW"
         f" | eval: batch 1, forward only, query blocks of {cfg['attn_block_size']}"
@@ -545,6 +554,64 @@ def compare_compile(cfg, ctx, report):
         result = compile_comparison(name, cfg, ctx)
         report["results"].append(result)
         print(compare_row_line(result), flush=True)
+        save(cfg, report)
+    if cfg["json"]:
+        print(f"wrote {cfg['json']}")
+    return report
+
+
+def full_recompute(model, idx, n):
+    """Greedy decoding with no cache: a full forward of the (cropped) context per new token, as
+    generation worked before the KV cache. The reference of --uncached."""
+    for _ in range(n):
+        window = idx if model.max_len is None else idx[:, -model.max_len :]
+        logits, _ = model(window)
+        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    return idx
+
+
+def generation(name, cfg, ctx):
+    """Seconds to generate cfg["generate"] greedy tokens, with the cache (and without)."""
+    model = build_model(name, cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, cfg["vocab_size"], (1, cfg["prompt_length"]), generator=g)
+    prompt, n = prompt.to(cfg["device"]), cfg["generate"]
+
+    def timed(fn):
+        synchronize(cfg["device"])
+        t0 = time.perf_counter()
+        with torch.no_grad(), ctx:
+            out = fn()
+        synchronize(cfg["device"])
+        return time.perf_counter() - t0, out
+
+    timed(lambda: model.generate(prompt, 8, temperature=0))  # warm-up
+    seconds, out = timed(lambda: model.generate(prompt, n, temperature=0))
+    row = dict(encoding=name, params=model.get_num_params(), new_tokens=n, cached_s=seconds)
+    if cfg["uncached"]:
+        ref_seconds, ref = timed(lambda: full_recompute(model, prompt, n))
+        row.update(uncached_s=ref_seconds, speedup=ref_seconds / seconds)
+        row["same_tokens"] = torch.equal(out, ref)
+    return row
+
+
+def generate_table(cfg, ctx, report):
+    """--generate: one row per encoding."""
+    print(f"greedy, batch 1, {cfg['generate']} new tokens after a {cfg['prompt_length']}-token")
+    print("random prompt; one timed run after a short warm-up\n")
+    cols = f"{'encoding':<{W_NAME}}{'params':>{W_PARAMS}}{'cached s':>10}{'tok/s':>9}"
+    cols += f"{'uncached s':>12}{'speed-up':>10}{'same':>6}" if cfg["uncached"] else ""
+    print(cols + "\n" + "-" * len(cols))
+    del report["eval_lengths"]
+    report.update(generate=cfg["generate"], prompt_length=cfg["prompt_length"])
+    for name in cfg["encodings"]:
+        r = generation(name, cfg, ctx)
+        report["results"].append(r)
+        line = f"{name:<{W_NAME}}{fmt_count(r['params']):>{W_PARAMS}}{r['cached_s']:>10.2f}"
+        line += f"{fmt_rate(r['new_tokens'] / r['cached_s']):>9}"
+        if cfg["uncached"]:
+            line += f"{r['uncached_s']:>12.2f}{r['speedup']:>9.1f}x{str(r['same_tokens']):>6}"
+        print(line, flush=True)
         save(cfg, report)
     if cfg["json"]:
         print(f"wrote {cfg['json']}")

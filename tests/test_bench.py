@@ -151,3 +151,17 @@ def test_compare_compile_end_to_end(capsys, tmp_path):
     row = next(line for line in lines if line.startswith("nope "))
     assert f"{r['speedup']:.2f}x" in row
     assert json.loads(out.read_text()) == report and report["compare_compile"] is True
+
+
+def test_generate_table(capsys, tmp_path):
+    """--generate times model.generate (KV cache) and, with --uncached, a full forward per token:
+    both greedy, so they must give the same tokens (learned crops its context: also the same)."""
+    out = tmp_path / "gen.json"
+    args = ["--generate=24", "--prompt_length=4", "--uncached=True", "--encodings=alibi,learned"]
+    report = bench.main([*args, f"--json={out}", *TINY])
+    assert [r["encoding"] for r in report["results"]] == ["alibi", "learned"]
+    for r in report["results"]:
+        assert r["same_tokens"] is True and r["new_tokens"] == 24
+        assert r["cached_s"] > 0 and r["uncached_s"] > 0
+    assert json.loads(out.read_text())["generate"] == 24
+    assert "speed-up" in capsys.readouterr().out
