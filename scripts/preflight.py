@@ -53,6 +53,7 @@ cpu_peak_bytes); n/a elsewhere.
 
 import copy
 import glob
+import math
 import os
 import statistics
 import sys
@@ -66,7 +67,7 @@ import torch
 
 import train
 from checkpoint import resolve_device
-from configurator import UserError, load_config, nearest_hint, parse_args, run_cli
+from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
 from model import GPT, GPTConfig
 from scripts.bench import cpu_peak_bytes
@@ -274,11 +275,11 @@ def check(c, opt, device, V):
         figures += f"  (float16 grad scaler skipped step {steps}; so did the reference)"
 
     for i, (a, b) in enumerate(zip(checked["losses"], ref["losses"])):
-        if not torch.isfinite(torch.tensor(a)):
-            also = " (in float32 eager too)" if not torch.isfinite(torch.tensor(b)) else ""
+        if not math.isfinite(a):
+            also = "" if math.isfinite(b) else " (in float32 eager too)"
             return False, f"loss became {a} at step {i + 1}{also}"
     for n, d in logit_drifts:
-        if d != d or d == float("inf"):
+        if not math.isfinite(d):
             return False, f"logits not finite at length {n}; {figures}"
     if loss_drift > loss_tol:
         return False, f"loss drift {loss_drift:.1e} > {loss_tol:g}; {figures}"
@@ -299,11 +300,8 @@ def main(argv=None):
     own = [a for a in argv if a.startswith("--") and a[2:].partition("=")[0] in DEFAULTS]
     rest = [a for a in argv if a not in own]
     opt = parse_args(own, DEFAULTS)
-    overrides = [a for a in rest if a.startswith("-")]
-    files = [a for a in rest if not a.startswith("-")]
-    if len(files) > 1:
-        raise UserError(f"expected one config file, got {len(files)}: {' '.join(files)}")
-    config_file = files[0] if files else default_config()
+    config_file, overrides = split_argv(rest)
+    config_file = config_file or default_config()
     if opt["steps"] < 3 or opt["eval_factor"] < 1:  # steps: one compiles, one is profiled (CPU)
         raise UserError("--steps must be at least 3 and --eval_factor at least 1")
     names = [n.strip() for n in opt["encodings"].split(",") if n.strip()]
