@@ -78,9 +78,10 @@ ENCODING_IDS = [case_id(n, k) for n, k in ENCODING_CASES]
 def round_to_tf32(x):
     """x (float32) rounded to TF32's 10-bit mantissa, to nearest (ties away from zero) as the
     GPU's conversion does: add half of the 13 dropped bits' unit to the magnitude, then drop them.
-    Exponent range, infinities and NaN are float32's."""
-    bits = x.contiguous().view(torch.int32)
-    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    Exponent range, infinities and NaN are float32's. Differentiable (straight through)."""
+    bits = x.detach().contiguous().view(torch.int32)
+    rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    return x + (rounded - x).detach()  # gradients pass straight through, as they do on a GPU
 
 
 class EmulateTF32(TorchFunctionMode):
