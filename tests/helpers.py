@@ -81,6 +81,8 @@ def round_to_tf32(x):
     Exponent range, infinities and NaN are float32's. Differentiable (straight through)."""
     bits = x.detach().contiguous().view(torch.int32)
     rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    if not x.requires_grad:
+        return rounded
     return x + (rounded - x).detach()  # gradients pass straight through, as they do on a GPU
 
 
