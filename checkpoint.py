@@ -131,15 +131,15 @@ def load_model(
     encoding_kwargs_override=None,
     rope_scaling=None,
     rope_factor=ROPE_FACTOR,
-    attn_backend="sdpa",
+    attn_backend="auto",
 ):
     """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode.
 
     encoding_kwargs_override: options merged into the saved encoding_kwargs, for evaluation-time
     changes that keep the weights; an unknown option is a UserError. rope_scaling / rope_factor:
     RoPE context extension (linear, dynamic, yarn, llama3) for rope and damped_rope checkpoints,
-    relative to the training length. attn_backend: "sdpa", or "flex" (FlexAttention for the bias
-    encodings, compiled on CUDA)."""
+    relative to the training length. attn_backend: "auto" (FlexAttention for the bias encodings on
+    CUDA, compiled; SDPA elsewhere), "sdpa" or "flex" (model.use_flex)."""
     from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
 
     device = resolve_device(device)

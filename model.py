@@ -215,7 +215,7 @@ class Encoding(nn.Module):
         return None
 
     def score_mod(self, q, pos):
-        """Optional, for FlexAttention (GPTConfig.attn_backend="flex"): a function
+        """Optional, for FlexAttention (GPTConfig.attn_backend, "auto" on CUDA): a function
         mod(score, b, h, q_idx, kv_idx) -> score + the bias of query q_idx and key kv_idx at
         positions pos, i.e. bias() written element-wise. None: this encoding uses SDPA."""
         return None
@@ -323,7 +323,6 @@ def _causal(b, h, q_idx, kv_idx):
     return q_idx >= kv_idx
 
 
-@functools.lru_cache(maxsize=8)
 def _causal_block_mask(T, device):
     """FlexAttention's sparse causal mask: blocks above the diagonal are skipped, not computed."""
     from torch.nn.attention.flex_attention import create_block_mask
@@ -331,23 +330,75 @@ def _causal_block_mask(T, device):
     return create_block_mask(_causal, None, None, T, T, device=device)
 
 
-@functools.lru_cache(maxsize=1)
-def _flex_attention(device_type):
-    """flex_attention, compiled on CUDA (eager flex is a slow reference, fine for CPU tests)."""
+# outside torch.compile one mask per length is kept; inside, the traced graph makes it (cheaply)
+_cached_causal_block_mask = functools.lru_cache(maxsize=8)(_causal_block_mask)
+
+
+@functools.cache
+def _compiled_flex_attention():
     from torch.nn.attention.flex_attention import flex_attention
 
-    # dynamic shapes after the first recompile: an evaluation visits many lengths
-    return torch.compile(flex_attention) if device_type == "cuda" else flex_attention
+    return torch.compile(flex_attention)
+
+
+ATTN_BACKENDS = ("auto", "sdpa", "flex")
+# FlexAttention exists from torch 2.5. Gradients reaching the tensors a score_mod captures (T5's
+# table, Shaw's vectors, learnable slopes) came in 2.6 (pytorch#137452), computed on CUDA only:
+# on CPU flex_attention refuses inputs that require grad
+FLEX_FORWARD = torch.__version__ >= (2, 5)
+FLEX_BACKWARD = torch.__version__ >= (2, 6)
+
+
+def use_flex(backend, device_type, grad):
+    """Whether attention on `device_type` runs through FlexAttention, for an encoding that has a
+    score_mod: "sdpa" never, "auto" on CUDA, "flex" wherever FlexAttention runs (eagerly off
+    CUDA: an unfused reference, for tests). grad: gradients are wanted (training); FlexAttention
+    computes them on CUDA only, elsewhere attention falls back to SDPA."""
+    if backend == "sdpa" or (backend == "auto" and device_type != "cuda"):
+        return False
+    return (device_type == "cuda" and FLEX_BACKWARD) if grad else FLEX_FORWARD
+
+
+def flex_training_note(config):
+    """Why training on CUDA runs this config's attention on SDPA although its attn_backend asks
+    for FlexAttention (None if it does not): the model prints it once."""
+    has_mod = encoding_class(config.encoding).score_mod is not Encoding.score_mod
+    if config.attn_backend == "sdpa" or not has_mod:
+        return None
+    if not FLEX_BACKWARD:
+        return (
+            f"torch {torch.__version__} cannot take gradients through a FlexAttention score_mod's"
+            " tables (needs torch >= 2.6): on CUDA, training attention runs on SDPA"
+        )
+    if config.dropout > 0:
+        return (
+            f"FlexAttention has no attention dropout: with dropout={config.dropout}, training"
+            " attention runs on SDPA (evaluation uses FlexAttention on CUDA)"
+        )
+    return None
+
+
+@functools.cache
+def _note_once(message):
+    print(f"note: {message}")
 
 
 def flex_causal_attention(q, k, v, pos, pe, mod, scale):
     """Causal attention with the bias as a FlexAttention score_mod: no (T, T) bias tensor and
-    no masked-out blocks are ever computed. For orthogonal encodings with a bias (ALiBi, T5,
-    Shaw, damped RoPE with decay="weight"); rotations are applied first, as in the SDPA path."""
+    no masked-out blocks are ever computed; gradients reach what mod captures (tables, slopes).
+    For orthogonal encodings with a bias (ALiBi, T5, Shaw, damped RoPE with decay="weight");
+    rotations are applied first, as in the SDPA path."""
+    from torch.nn.attention.flex_attention import flex_attention
+
     if pe.has_rotate:
         q, k = pe.rotate(q, k, pos, pos)
-    flex = _flex_attention(q.device.type)
-    mask = _causal_block_mask(q.size(2), str(q.device))
+    T = q.size(2)
+    if torch.compiler.is_compiling():  # in a compiled model: traced and fused with the rest
+        mask = _causal_block_mask(T, q.device)
+        return flex_attention(q, k, v, score_mod=mod, block_mask=mask, scale=scale)
+    mask = _cached_causal_block_mask(T, str(q.device))
+    # an eager model on CUDA still gets flex compiled (the unfused one materialises T x T scores)
+    flex = _compiled_flex_attention() if q.device.type == "cuda" else flex_attention
     return flex(q, k, v, score_mod=mod, block_mask=mask, scale=scale)
 
 
@@ -371,8 +422,10 @@ def causal_attention(
       (bf16). What would cancel (polynomials in t - s) is computed in t - s, as a bias, never as
       a difference of large matmul terms: under TF32 those would lose all their digits;
     - explicit (the encoding asks for it, or a test does): the same blocks through pe.scores().
-    backend="flex" runs orthogonal bias encodings that define score_mod() through FlexAttention
-    instead, in forward passes without gradients (evaluation and sampling; training keeps SDPA).
+    FlexAttention (backend "auto" on CUDA, or "flex"; see use_flex) replaces the blocks for an
+    orthogonal encoding whose score_mod() gives its bias element-wise (ALiBi, T5, Shaw, damped
+    RoPE with decay="weight"): in training too, unless attention dropout is on (FlexAttention
+    has none). Decoding steps (kv) keep SDPA: one query row needs no block mask.
     """
     special = explicit or pe.explicit
     fused = not special and pe.orthogonal and not pe.has_bias
@@ -386,11 +439,9 @@ def causal_attention(
     start = T - Tq  # index of the first query among the keys
     # 1/sqrt(d) of the head dim, fixed before rotate(): an encoding may append coordinates to q, k
     scale = 1.0 / math.sqrt(q.size(-1))
-    # FlexAttention's backward needs a GPU and gradients through captured tables are not assured
-    # on every version: flex serves forward passes without gradients (evaluation, sampling)
-    flex = backend == "flex" and not torch.is_grad_enabled() and dropout_p == 0 and kv is None
-    if flex and pe.orthogonal and not special:
-        mod = pe.score_mod(q, pos) if pe.has_bias else None
+    flex = pe.has_bias and pe.orthogonal and not special and kv is None and dropout_p == 0
+    if flex and pos.dim() == 1 and use_flex(backend, q.device.type, torch.is_grad_enabled()):
+        mod = pe.score_mod(q, pos)
         if mod is not None:
             return flex_causal_attention(q, k, v, pos, pe, mod, scale)
     if fused and kv is None:
@@ -494,7 +545,7 @@ class GPTConfig:
     encoding: str = "rope"  # a file name in encodings/
     encoding_kwargs: dict = field(default_factory=dict)  # that encoding's options
     attn_block_size: int = 512  # query block for bias / decaying encodings (memory O(block * T))
-    attn_backend: str = "sdpa"  # "flex": FlexAttention for bias encodings at evaluation time
+    attn_backend: str = "auto"  # auto (FlexAttention for bias encodings on CUDA) | sdpa | flex
 
 
 class LayerNorm(nn.Module):
@@ -519,9 +570,13 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.query_block = config.attn_block_size
-        if config.attn_backend not in ("sdpa", "flex"):
-            raise ValueError(f"attn_backend must be 'sdpa' or 'flex', got {config.attn_backend!r}")
+        if config.attn_backend not in ATTN_BACKENDS:
+            choices = ", ".join(ATTN_BACKENDS)
+            raise ValueError(f"attn_backend must be one of {choices}, got {config.attn_backend!r}")
         self.backend = config.attn_backend
+        note = flex_training_note(config) if torch.cuda.is_available() else None
+        if note:
+            _note_once(note)
 
     def forward(self, x, pos, pe, explicit=False, kv=None):
         B, T, C = x.size()

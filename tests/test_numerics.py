@@ -97,36 +97,3 @@ def test_compiles_without_graph_breaks(name):
     dynamo.reset()
     explanation = dynamo.explain(model)(idx, idx)
     assert explanation.graph_break_count == 0, explanation.break_reasons
-
-
-FLEX_CASES = [("alibi", {}), ("t5", {}), ("shaw", {}), ("damped_rope", {"decay": "weight"})]
-
-
-@pytest.mark.filterwarnings("ignore")  # eager flex_attention warns that it is slow: fine on CPU
-@pytest.mark.parametrize("name, kwargs", FLEX_CASES, ids=[c[0] for c in FLEX_CASES])
-def test_flex_attention_backend_equals_sdpa(name, kwargs):
-    """attn_backend="flex" (FlexAttention with the bias as a score_mod; compiled on CUDA, the
-    same math in eager mode here) gives the SDPA path's outputs, at float positions too."""
-    pytest.importorskip("torch.nn.attention.flex_attention")
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=32)
-    cfg.encoding, cfg.encoding_kwargs, cfg.attn_block_size = name, kwargs, 16
-    sdpa = GPT(cfg).eval()
-    with torch.no_grad():
-        for p in sdpa.pe.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    cfg.attn_backend = "flex"
-    flex = GPT(cfg).eval()
-    flex.load_state_dict(sdpa.state_dict())
-    idx = torch.randint(0, 64, (2, 48))
-    for pos in (None, torch.arange(48) + 1000, torch.arange(48) * 0.5):
-        with torch.no_grad():
-            expected, got = sdpa(idx, pos=pos)[0], flex(idx, pos=pos)[0]
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    # with gradients (training) the flex model takes the SDPA path
-    torch.testing.assert_close(flex(idx)[0], sdpa(idx)[0])
-
-
-def test_unknown_attn_backend():
-    with pytest.raises(ValueError, match="attn_backend must be 'sdpa' or 'flex'"):
-        GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=2, n_embd=32, attn_backend="xformers"))
