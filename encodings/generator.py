@@ -109,8 +109,7 @@ class Generator(Encoding):
         d, H = self.head_dim, self.n_head
         blocks = blocks if blocks is not None else [dict(type="rotation", count=d // 2)]
         self.groups = []  # (type, first channel, last channel + 1, count, size)
-        self._fixed = {}  # fixed block parameters, float64, by name
-        self._fixed_cache = {}  # ... and their copies by (name, device, dtype)
+        self._fixed = {}  # fixed block parameters, float64, by name (moved at first use)
         self.max_alpha = max_alpha
         worst_decay, start = 0.0, 0
         for i, spec in enumerate(blocks):
@@ -200,14 +199,13 @@ class Generator(Encoding):
         key = f"g{i}_{name}"
         if key in self._parameters:
             return self._parameters[key].to(device=like.device, dtype=hp_dtype(like.device))
-        return self._fixed_on(key, like.device, hp_dtype(like.device))
+        return self._fixed_on(key, like.device)
 
-    def _fixed_on(self, key, device, dtype):
-        # fixed values are copied to the device once, not at every call (a blocking copy on CUDA)
-        cache_key = (key, str(device), dtype)
-        if cache_key not in self._fixed_cache:
-            self._fixed_cache[cache_key] = self._fixed[key].to(device=device, dtype=dtype)
-        return self._fixed_cache[cache_key]
+    def _fixed_on(self, key, device):
+        # moved to the device at first use and kept there: no blocking copy at every call on CUDA
+        if self._fixed[key].device != device:
+            self._fixed[key] = self._fixed[key].to(device=device, dtype=hp_dtype(device))
+        return self._fixed[key]
 
     def _angle(self, i, pos):
         """(T, count) rotation angles omega t in float64 -- in float32 they would be off by ~t *
@@ -227,7 +225,7 @@ class Generator(Encoding):
         key = f"g{i}_decay"
         if key in self._parameters:
             return bounded_decay(self._parameters[key], self.max_alpha).to(like.dtype)
-        return self._fixed_on(key, like.device, like.dtype)
+        return self._fixed_on(key, like.device).to(like.dtype)
 
     # --- the fast path, part 1: q' = A(t)^T q, k' = A(-s) k for the zero, decay and rotation blocks
     def _transform(self, i, x, pos, query):

@@ -7,8 +7,8 @@ angle proportional to its position, theta_i = base^(-2i/d), base = 10000:
 
 so the logit depends on t - s only. Interleaved pairs as in GPT-J and the seeds' code (Llama's
 half-split layout is the same up to a fixed channel permutation). cos/sin are computed in float64
-(float32 on mps), stored in float32, and cached for the positions tensor in use, so the layers of
-one forward share them.
+(float32 on mps) and stored in float32; each layer computes them anew: (T, d/2) values, a few
+microseconds, not worth a cache (nothing measurable was gained by one).
 
 Context extension at evaluation time (no retraining): scaling = "linear" (position interpolation),
 "dynamic" (dynamic NTK), "yarn" or "llama3", with `factor` and the training length
@@ -16,8 +16,6 @@ original_length (default block_size); see model.scaled_rope_frequencies for the 
 """
 
 import math
-
-import torch
 
 from model import (
     ROPE_SCALINGS,
@@ -41,7 +39,6 @@ class RoPE(Encoding):
         self.base, self.scaling, self.factor = base, scaling, factor
         self.original_length = original_length or config.block_size
         self.context_dependent = scaling == "dynamic"  # its base follows the context length
-        self._cache = None  # (pos tensor, (its version, context length), cos, sin)
 
     def frequencies(self, device):
         """theta_i (under context extension, if any) and the q/k scale (YaRN's temperature)."""
@@ -56,24 +53,14 @@ class RoPE(Encoding):
         )
 
     def cos_sin(self, pos):
-        # the cache holds a reference to `pos`, so the same object at the same version (bumped by
-        # in-place changes) means the same positions; inference tensors have no version: no cache.
-        # is_compiling() first: dynamo cannot trace is_inference() (a graph break per layer)
-        cacheable = not torch.compiler.is_compiling() and not pos.is_inference()
-        key = (pos._version if cacheable else None, self.context_len)
-        c = self._cache
-        if cacheable and c is not None and c[0] is pos and c[1] == key:
-            return c[2], c[3]
+        """cos and sin of the angles theta_i t, times the q/k scale: (T, d/2) float32 each."""
         theta, scale = self.frequencies(pos.device)
         angle = pos.to(hp_dtype(pos.device))[:, None] * theta
-        cos, sin = (angle.cos() * scale).float(), (angle.sin() * scale).float()
-        if cacheable:
-            self._cache = (pos, key, cos, sin)
-        return cos, sin
+        return (angle.cos() * scale).float(), (angle.sin() * scale).float()
 
     def rotate(self, q, k, pos_q, pos_k):
         cos_q, sin_q = self.cos_sin(pos_q)
-        cos_k, sin_k = self.cos_sin(pos_k)
+        cos_k, sin_k = (cos_q, sin_q) if pos_k is pos_q else self.cos_sin(pos_k)
         return rotate_pairs(q, cos_q, sin_q), rotate_pairs(k, cos_k, sin_k)
 
     def scores(self, q, k, pos_q, pos_k):
