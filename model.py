@@ -122,12 +122,23 @@ def scaled_rope_frequencies(
 
 def rotate_pairs(x, cos, sin):
     """Rotate the interleaved channel pairs (x[2i], x[2i+1]) of x (..., T, d) by the angles whose
-    cos/sin are (..., T, d/2): (a, b) -> (a cos - b sin, a sin + b cos). Math in float32, result
-    in x's dtype (float64 stays float64, for tests)."""
-    x_c = x.to(compute_dtype(x.dtype))
-    a, b = x_c[..., 0::2], x_c[..., 1::2]
-    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    cos/sin are (..., T, d/2): (a, b) -> (a cos - b sin, a sin + b cos). Math in float32 at least,
+    result in x's dtype (float64 stays float64, for tests)."""
+    ct = compute_dtype(x.dtype)
+    cos, sin = cos.to(ct), sin.to(ct)
+    if torch.compiler.is_compiling() or x.device.type == "mps":
+        # inductor fuses this into one kernel (it cannot generate code for complex numbers);
+        # mps: complex support is incomplete
+        a, b = x[..., 0::2].to(ct), x[..., 1::2].to(ct)
+        out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
+        return out.flatten(-2).to(x.dtype)
+    # eager: the same arithmetic as the complex product (a + ib)(cos + i sin), one kernel forward
+    # and one backward instead of seven on strided halves (RoPE's cost in a CPU training step
+    # drops ~4x). contiguous(): a complex view needs even strides and offset, which a slice of
+    # channels may not have
+    x_c = torch.view_as_complex(x.to(ct).unflatten(-1, (-1, 2)).contiguous())
+    out = x_c * torch.complex(cos, sin)
+    return torch.view_as_real(out).flatten(-2).to(x.dtype)
 
 
 def pair_products(q, k):
@@ -359,11 +370,18 @@ def use_flex(backend, device_type, grad):
     return (device_type == "cuda" and FLEX_BACKWARD) if grad else FLEX_FORWARD
 
 
-def flex_training_note(config):
-    """Why training on CUDA runs this config's attention on SDPA although its attn_backend asks
-    for FlexAttention (None if it does not): the model prints it once."""
-    has_mod = encoding_class(config.encoding).score_mod is not Encoding.score_mod
-    if config.attn_backend == "sdpa" or not has_mod:
+def has_flex_path(pe):
+    """Whether attention can run encoding pe through FlexAttention: an orthogonal encoding whose
+    bias has a score_mod (asked here of a dummy query)."""
+    if not (pe.has_bias and pe.orthogonal and not pe.explicit):
+        return False
+    return pe.score_mod(torch.zeros(1, pe.n_head, 1, pe.head_dim), torch.zeros(1)) is not None
+
+
+def flex_training_note(config, pe):
+    """Why training on CUDA runs pe's attention on SDPA although config.attn_backend asks for
+    FlexAttention (None if it does not): the model prints it once."""
+    if config.attn_backend == "sdpa" or not has_flex_path(pe):
         return None
     if not FLEX_BACKWARD:
         return (
@@ -574,9 +592,6 @@ class CausalSelfAttention(nn.Module):
             choices = ", ".join(ATTN_BACKENDS)
             raise ValueError(f"attn_backend must be one of {choices}, got {config.attn_backend!r}")
         self.backend = config.attn_backend
-        note = flex_training_note(config) if torch.cuda.is_available() else None
-        if note:
-            _note_once(note)
 
     def forward(self, x, pos, pe, explicit=False, kv=None):
         B, T, C = x.size()
@@ -639,6 +654,9 @@ class GPT(nn.Module):
         per_layer = encoding_class(config.encoding).per_layer
         n_pe = config.n_layer if per_layer else 1
         self.pe = nn.ModuleList([build_encoding(config) for _ in range(n_pe)])
+        note = flex_training_note(config, self.pe[0]) if torch.cuda.is_available() else None
+        if note:  # on CUDA the backend asks for FlexAttention, but training cannot have it
+            _note_once(note)
         # "explicit" routes attention through pe.scores(): slow, for tests and inspection
         self.attn_impl = "fast"
 

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, relative_distance
+from model import Encoding, compute_dtype, relative_distance
 
 
 class Shaw(Encoding):
@@ -27,16 +27,21 @@ class Shaw(Encoding):
         # row r holds a_{r - K}: distances -K .. 0
         self.rel = nn.Parameter(torch.randn(self.K + 1, self.head_dim) * 0.02)
 
+    def rel_logits(self, q):
+        """q_i . a_r / sqrt(d) for r = -K .. 0, in float32 at least: (B, H, Tq, K + 1). Scaled
+        here, not after the gather: a pass over K + 1 columns, not over Tk."""
+        rel_logits = q @ self.rel.to(q.dtype).T
+        return rel_logits.to(compute_dtype(q.dtype)) / math.sqrt(self.head_dim)
+
     def bias(self, q, k, pos_q, pos_k):
-        rel_logits = q @ self.rel.to(q.dtype).T  # (B, H, Tq, K + 1)
+        rel_logits = self.rel_logits(q)
         offset = (-relative_distance(pos_q, pos_k)).round().long()  # j - i, (Tq, Tk)
         index = offset.clamp(-self.K, 0) + self.K
         B, H, Tq, _ = rel_logits.shape
-        bias = rel_logits.gather(-1, index.expand(B, H, Tq, index.size(-1)))
-        return bias.float() / math.sqrt(self.head_dim)
+        return rel_logits.gather(-1, index.expand(B, H, Tq, index.size(-1)))
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
-        rel_logits = (q @ self.rel.to(q.dtype).T) / math.sqrt(self.head_dim)  # (B, H, T, K + 1)
+        rel_logits = self.rel_logits(q)  # (B, H, T, K + 1)
         K = self.K
 
         def mod(score, b, h, i, j):
