@@ -7,7 +7,7 @@ import torch
 from helpers import ENCODING_CASES, case_id
 
 import model
-from model import GPT, GPTConfig, build_encoding, flex_training_note, use_flex
+from model import GPT, GPTConfig, build_encoding, flex_training_note, has_flex_path, use_flex
 
 flex_module = pytest.importorskip("torch.nn.attention.flex_attention")
 
@@ -26,14 +26,14 @@ def config(name, kwargs, backend, **extra):
     )  # fmt: skip
 
 
-def takes_flex(name, kwargs):
-    """True when attention would run this encoding through FlexAttention: orthogonal, with a
-    score_mod."""
-    pe = build_encoding(config(name, kwargs, "sdpa"))
-    return pe.orthogonal and pe.score_mod(torch.zeros(1, 2, 4, 16), torch.arange(4)) is not None
+def note(name, kwargs, backend, **extra):
+    cfg = config(name, kwargs, backend, **extra)
+    return flex_training_note(cfg, build_encoding(cfg))
 
 
-CASES = [c for c in ENCODING_CASES + _LEARNABLE if takes_flex(*c)]
+CASES = [
+    c for c in ENCODING_CASES + _LEARNABLE if has_flex_path(build_encoding(config(*c, "sdpa")))
+]
 IDS = [case_id(*c) + ("-learnable" if c in _LEARNABLE else "") for c in CASES]
 
 
@@ -152,16 +152,18 @@ def test_auto_on_cpu_and_flex_with_gradients_on_cpu_run_sdpa(flex_calls):
 def test_training_fallback_notes(monkeypatch, capsys):
     """Where training on CUDA cannot use FlexAttention although attn_backend asks for it, the
     model says why, once."""
-    assert flex_training_note(config("t5", {}, "auto")) is None
-    assert flex_training_note(config("t5", {}, "sdpa", dropout=0.1)) is None
-    assert flex_training_note(config("rope", {}, "auto", dropout=0.1)) is None  # no score_mod
-    assert "dropout=0.1" in flex_training_note(config("t5", {}, "auto", dropout=0.1))
+    assert note("t5", {}, "auto") is None
+    assert note("t5", {}, "sdpa", dropout=0.1) is None
+    assert note("rope", {}, "auto", dropout=0.1) is None  # no bias: SDPA's fused kernel anyway
+    assert note("damped_rope", {}, "auto", dropout=0.1) is None  # logit decay: no score_mod
+    assert "dropout=0.1" in note("t5", {}, "auto", dropout=0.1)
+    assert "dropout=0.1" in note("damped_rope", {"decay": "weight"}, "auto", dropout=0.1)
     monkeypatch.setattr(model, "FLEX_BACKWARD", False)
-    assert "torch >= 2.6" in flex_training_note(config("shaw", {}, "flex"))
+    assert "torch >= 2.6" in note("shaw", {}, "flex")
     assert not use_flex("auto", "cuda", grad=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     model._note_once.cache_clear()
-    GPT(config("alibi", {}, "auto"))  # two layers, one note
+    GPT(config("shaw", {}, "auto"))  # two layers, each its own encoding: one note
     out = capsys.readouterr().out
     assert out.count("note:") == 1 and "torch >= 2.6" in out
     model._note_once.cache_clear()
