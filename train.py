@@ -75,6 +75,8 @@ def check_values(c):
             raise ConfigError(f"{key} must be >= 0, got {c[key]}")
     if c["n_embd"] % c["n_head"]:
         raise ConfigError(f"n_embd ({c['n_embd']}) must be divisible by n_head ({c['n_head']})")
+    if c["peak_tflops"] < 0:
+        raise ConfigError(f"peak_tflops must be >= 0 (0: look the GPU up), got {c['peak_tflops']}")
     if not 0.0 <= c["dropout"] < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {c['dropout']}")
     names = available_encodings()
@@ -114,6 +116,41 @@ def pick_dtype(dtype, device_type):
     if dtype == "auto":
         return ("bfloat16" if torch.cuda.is_bf16_supported() else "float32"), None
     return dtype, None
+
+
+# Dense bf16/fp16 tensor-core peak TFLOPS (no sparsity), found by a substring of
+# torch.cuda.get_device_name: the first match wins, so specific names come before general ones.
+# MFU is quoted against this peak (as PaLM and nanoGPT do), also for float32 (TF32) runs.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312),
+    ("L40S", 362), ("L4", 121), ("RTX 4090", 165), ("RTX 3090", 71), ("V100", 125), ("T4", 65),
+)  # fmt: skip
+
+
+def peak_tflops(device, configured=0.0):
+    """(the device's peak TFLOPS or None, a note or None): `configured` if set (--peak_tflops),
+    else from PEAK_TFLOPS for a CUDA device. None for an unknown GPU, and on CPU/MPS."""
+    if configured > 0:
+        return configured, None
+    if not device.startswith("cuda"):
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_TFLOPS:
+        if key in name:
+            return float(tflops), None
+    return None, f"no peak TFLOPS known for {name}: pass --peak_tflops=X to see MFU"
+
+
+def flops_per_token(n_params, n_layer, n_embd, block_size):
+    """Model FLOPs of one training token (forward + backward), the numerator of MFU.
+    Weights: 6N -- each weight is one multiply-add (2 FLOPs) forward and two backward (the
+    gradients of its input and of itself); N = GPT.get_num_params(), whose tied token embedding
+    is the output head's matmul. Attention: in each layer a query at position t meets t keys,
+    and q.k and the weighted sum of v cost 2 * n_embd FLOPs per key each (all heads together):
+    4 * n_embd * t forward. Averaged over t = 1..T, (T + 1)/2 ~ T/2 keys (the causal half), that
+    is 2 * n_embd * T per token, 6 * n_embd * T with the backward. PaLM (appendix B) counts the
+    full T x T square, 12 * n_layer * n_embd * T; a causal flash kernel skips the masked half."""
+    return 6 * n_params + 6 * n_layer * n_embd * block_size
 
 
 def lr_at(it, c, lr_decay_iters):
@@ -391,6 +428,11 @@ def main(argv=None):
         model = DDP(
             model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None
         )
+    # MFU in the progress line: model FLOPs per second over the peak of all processes' devices
+    peak, peak_note = peak_tflops(device, c["peak_tflops"])
+    if peak_note:
+        say(f"note: {peak_note}")
+    flops_per_iter = flops_per_token(n_params, c["n_layer"], c["n_embd"], T) * tokens_per_iter
     how = "compiled" if compiled else "eager"
     say(
         f"device {device}, {dtype}, {how}; {world_size} process(es); "
@@ -575,9 +617,11 @@ def main(argv=None):
                 left = c["max_iters"] - iter_num
                 evals_left = left // c["eval_interval"] + 1
                 eta = left * dt + evals_left * eval_seconds
+                mfu = flops_per_iter / dt / (world_size * peak * 1e12) if peak else None
+                mfu = "" if mfu is None else f"MFU {mfu:.1%} | "
                 say(
                     f"iter {iter_num} | loss {loss_mean:.4f} | lr {lr:.1e} | "
-                    f"{dt * 1000:.1f} ms/iter | {tokens_per_iter / dt:,.0f} tok/s | "
+                    f"{dt * 1000:.1f} ms/iter | {tokens_per_iter / dt:,.0f} tok/s | {mfu}"
                     f"ETA {fmt_duration(eta)}"
                 )
                 t_log, iters_since_log = time.time(), 0

@@ -10,11 +10,13 @@
 #           plus the encoding's own few (learned absolute: +0.4M; ALiBi, RoPE, NoPE: none).
 #   batch   16 windows x 512 tokens x 4 accumulation steps = 32,768 tokens per iteration;
 #           10,000 iterations = 328M tokens, about 2.8 passes over WikiText-103's ~120M tokens.
-#   FLOPs   6N + 12 * n_layer * n_embd * block_size = 742M + 57M = 0.80 GFLOP per token
-#           (forward + backward; the second term is attention, as in PaLM appendix B).
-#   speed   A100 (312 bf16 TFLOPS) at 40% MFU: 125 TFLOPS / 0.80 GFLOP = ~155k tokens/s,
-#           i.e. ~0.21 s per iteration and ~35 min per run. H100 SXM (989 TFLOPS) at 30-40%:
-#           ~370k-500k tokens/s, ~12-15 min per run. These are the fused (flash) attention
+#   FLOPs   6N + 6 * n_layer * n_embd * block_size = 742M + 28M = 0.77 GFLOP per token
+#           (forward + backward; the second term is attention counted causally: a query meets
+#           T/2 keys on average, half of PaLM appendix B's 12 * n_layer * n_embd * T, which
+#           counts the masked half too; derived in train.flops_per_token, the MFU train.py logs).
+#   speed   A100 (312 bf16 TFLOPS) at 40% MFU: 125 TFLOPS / 0.77 GFLOP = ~162k tokens/s,
+#           i.e. ~0.20 s per iteration and ~34 min per run. H100 SXM (989 TFLOPS) at 30-40%:
+#           ~385k-515k tokens/s, ~11-14 min per run. These are the fused (flash) attention
 #           encodings (NoPE, RoPE, sinusoidal, learned); encodings with an additive bias (ALiBi,
 #           T5, Shaw) or a decay (damped RoPE) run attention with an explicit mask and are
 #           slower, up to ~2x (the ALiBi paper measured T5 at half of sinusoidal's speed).
@@ -75,3 +77,4 @@ device = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
 dtype = "auto"
 compile = True  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler); MPS: eager
 seed = 1337
+peak_tflops = 0.0  # the GPU's peak, for the MFU in the progress line; 0: from its name (train.py)

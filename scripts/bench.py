@@ -79,6 +79,8 @@ DEFAULTS = dict(
     generate=0,  # instead: seconds to generate this many tokens per encoding (0: off)
     prompt_length=64,  # --generate: length of the random prompt
     uncached=False,  # --generate: also time a full forward per new token, and the speed-up
+    relative=False,  # instead: each encoding's training step time over NoPE's (see below)
+    peak_tflops=0.0,  # the device's peak, for MFU; 0: a GPU's from its name (train.PEAK_TFLOPS)
     json="",  # also write the results as JSON to this path
 )
 
@@ -135,6 +137,9 @@ def settings(argv):
         except ValueError as e:
             raise UserError(f"{name}: {e}") from None
 
+    if cfg["peak_tflops"] < 0:
+        raise UserError(f"--peak_tflops must be >= 0, got {cfg['peak_tflops']}")
+    cfg["peak_tflops"], cfg["peak_note"] = train.peak_tflops(cfg["device"], cfg["peak_tflops"])
     lengths = cfg["eval_lengths"]
     if not lengths:
         mults = (1, 4, 16, 32) if device_type == "cuda" else (1, 4, 16)
@@ -286,13 +291,22 @@ def build_model(name, cfg):
     return GPT(model_config(name, cfg)).to(cfg["device"])
 
 
+def train_mfu(model, cfg, tokens_per_s):
+    """Model FLOPs utilization of training (train.flops_per_token); None without a peak."""
+    if not cfg["peak_tflops"] or not tokens_per_s:
+        return None
+    c = model.config
+    flops = train.flops_per_token(model.get_num_params(), c.n_layer, c.n_embd, c.block_size)
+    return flops * tokens_per_s / (cfg["peak_tflops"] * 1e12)
+
+
 def compiled(model):
     torch._dynamo.reset()  # a fresh cache per model: nine encodings would hit its size limit
     return torch.compile(model)
 
 
-def train_tokens_per_s(raw_model, model, cfg, ctx):
-    """Tokens/s of the step train.py takes: forward, backward, gradient clipping, AdamW."""
+def make_train_step(raw_model, model, cfg, ctx):
+    """One call = the step train.py takes: forward, backward, gradient clipping, AdamW."""
     dev, device_type = cfg["device"], cfg["device"].split(":")[0]
     B, T, V = cfg["batch_size"], cfg["train_length"], cfg["vocab_size"]
     x = torch.randint(0, V, (B, T), device=dev)
@@ -311,10 +325,17 @@ def train_tokens_per_s(raw_model, model, cfg, ctx):
         optimizer.zero_grad(set_to_none=True)
 
     model.train()
+    return train_step
+
+
+def train_tokens_per_s(raw_model, model, cfg, ctx):
+    """Training tokens/s: batch_size x train_length over the median step time."""
+    step = make_train_step(raw_model, model, cfg, ctx)
     try:
-        return B * T / median_seconds(train_step, cfg["warmup"], cfg["steps"], dev)
-    finally:  # the optimizer's state goes with this frame; drop the gradients too
+        seconds = median_seconds(step, cfg["warmup"], cfg["steps"], cfg["device"])
+    finally:  # the optimizer's state goes with `step`; drop the gradients too (after an OOM)
         raw_model.zero_grad(set_to_none=True)
+    return cfg["batch_size"] * cfg["train_length"] / seconds
 
 
 def eval_figures(model, length, cfg, ctx):
@@ -347,6 +368,7 @@ def bench_encoding(name, cfg, ctx):
             raise
         result["train_tokens_per_s"] = None
         result["train_error"] = "out of memory"
+    result["train_mfu"] = train_mfu(raw_model, cfg, result["train_tokens_per_s"])
     result["eval"] = []
     for length in cfg["eval_lengths"]:
         rec = {"length": length, "full_attention_matrix_mb": length * length * 4 / 2**20}
@@ -416,28 +438,34 @@ def fmt_rate(x):
     return "-" if x is None else f"{x:,.0f}"
 
 
+def fmt_pct(x):
+    return "-" if x is None else f"{x:.1%}"
+
+
 def fmt_mb(x):
     return "n/a" if x is None else f"{x:,.1f}"
 
 
 # column widths: encoding, params, train tok/s, then per length tok/s and MB, then the exponent
-W_NAME, W_PARAMS, W_TRAIN, W_RATE, W_MB, W_EXP = 12, 8, 12, 10, 9, 9
+W_NAME, W_PARAMS, W_TRAIN, W_MFU, W_RATE, W_MB, W_EXP = 12, 8, 12, 8, 10, 9, 9
 
 
-def header_lines(lengths):
+def header_lines(lengths, mfu=False):
     group = W_RATE + W_MB
-    top = " " * (W_NAME + W_PARAMS + W_TRAIN) + "".join(
+    top = " " * (W_NAME + W_PARAMS + W_TRAIN + W_MFU * mfu) + "".join(
         f"  {f'eval @ {n}':^{group}}" for n in lengths
     )
     cols = f"{'encoding':<{W_NAME}}{'params':>{W_PARAMS}}{'train tok/s':>{W_TRAIN}}"
+    cols += f"{'MFU':>{W_MFU}}" * mfu
     cols += "".join(f"  {'tok/s':>{W_RATE}}{'peak MB':>{W_MB}}" for _ in lengths)
     cols += f"{'mem~T^k':>{W_EXP}}"
     return [top, cols, "-" * len(cols)]
 
 
-def row_line(r):
+def row_line(r, mfu=False):
     line = f"{r['encoding']:<{W_NAME}}{fmt_count(r['params']):>{W_PARAMS}}"
     line += f"{fmt_rate(r['train_tokens_per_s']):>{W_TRAIN}}"
+    line += f"{fmt_pct(r['train_mfu']):>{W_MFU}}" * mfu
     for e in r["eval"]:
         if e["skipped"]:
             word = "OOM" if e["reason"] == "out of memory" else "skipped"
@@ -477,7 +505,7 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
         torch.backends.cudnn.allow_tf32 = True
     ctx = autocast(dev, cfg["dtype"])
-    for note in (cfg["dtype_note"], cfg.get("compile_note")):
+    for note in (cfg["dtype_note"], cfg.get("compile_note"), cfg["peak_note"]):
         if note:
             print(f"note: {note}")
     lengths = cfg["eval_lengths"]
@@ -508,6 +536,8 @@ def main(argv=None):
         return compare_compile(cfg, ctx, report)
     if cfg["generate"]:
         return generate_table(cfg, ctx, report)
+    if cfg["relative"]:
+        return relative_table(cfg, ctx, report)
     print(
         f"train: batch {cfg['batch_size']} x {cfg['train_length']} tokens, forward+backward+AdamW"
         f" | eval: batch 1, forward only, query blocks of {cfg['attn_block_size']}"
@@ -516,13 +546,13 @@ def main(argv=None):
     how = "torch profiler allocation events" if dev == "cpu" else "max_memory_allocated"
     print(f"peak MB: memory one eval forward allocates beyond the weights ({how});")
     print("mem~T^k: peak ~ T^k between the two longest lengths (1 linear, 2 quadratic)\n")
-    for line in header_lines(lengths):
+    for line in header_lines(lengths, mfu=bool(cfg["peak_tflops"])):
         print(line)
     notes = []
     for name in cfg["encodings"]:
         result = bench_encoding(name, cfg, ctx)
         report["results"].append(result)
-        print(row_line(result), flush=True)
+        print(row_line(result, mfu=bool(cfg["peak_tflops"])), flush=True)
         if result.get("train_error"):
             notes.append(f"{name} training: {result['train_error']}")
         skipped = [e for e in result["eval"] if e["skipped"]]
@@ -555,6 +585,48 @@ def compare_compile(cfg, ctx, report):
         report["results"].append(result)
         print(compare_row_line(result), flush=True)
         save(cfg, report)
+    if cfg["json"]:
+        print(f"wrote {cfg['json']}")
+    return report
+
+
+def relative_table(cfg, ctx, report):
+    """--relative: each encoding's training step time over NoPE's, the same model with no
+    positional work (the floor). The encodings take turns, one step each per round, so a drift
+    of the machine's speed hits them alike; the ratio is the median over `steps` rounds of the
+    step time over NoPE's step time in the same round."""
+    names = ["nope", *(n for n in cfg["encodings"] if n != "nope")]
+    models = {name: build_model(name, cfg) for name in names}
+    steps = {name: make_train_step(m, m, cfg, ctx) for name, m in models.items()}
+    times = {name: [] for name in names}
+    for _ in range(cfg["warmup"]):
+        for name in names:
+            steps[name]()
+    for _ in range(cfg["steps"]):
+        for name in names:
+            times[name].append(median_seconds(steps[name], 0, 1, cfg["device"]))
+    print(
+        f"train: batch {cfg['batch_size']} x {cfg['train_length']} tokens, forward+backward+AdamW;"
+        f" {cfg['steps']} rounds of one step per encoding, after {cfg['warmup']} warmup"
+    )
+    print("relative: median over rounds of step time / NoPE's step time in that round\n")
+    mfu = bool(cfg["peak_tflops"])
+    cols = f"{'encoding':<{W_NAME}}{'params':>{W_PARAMS}}{'ms/step':>10}{'relative':>10}"
+    cols += f"{'MFU':>{W_MFU}}" * mfu
+    print(cols + "\n" + "-" * len(cols))
+    del report["eval_lengths"]
+    report["relative"] = True
+    for name in names:
+        seconds = statistics.median(times[name])
+        ratio = statistics.median(t / n for t, n in zip(times[name], times["nope"]))
+        r = dict(encoding=name, params=models[name].get_num_params(), step_s=seconds)
+        tokens_per_s = cfg["batch_size"] * cfg["train_length"] / seconds
+        r.update(relative=ratio, mfu=train_mfu(models[name], cfg, tokens_per_s))
+        report["results"].append(r)
+        line = f"{name:<{W_NAME}}{fmt_count(r['params']):>{W_PARAMS}}"
+        line += f"{seconds * 1000:>10.1f}{ratio:>10.3f}"
+        print(line + f"{fmt_pct(r['mfu']):>{W_MFU}}" * mfu, flush=True)
+    save(cfg, report)
     if cfg["json"]:
         print(f"wrote {cfg['json']}")
     return report

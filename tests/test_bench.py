@@ -165,3 +165,28 @@ def test_generate_table(capsys, tmp_path):
         assert r["cached_s"] > 0 and r["uncached_s"] > 0
     assert json.loads(out.read_text())["generate"] == 24
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_relative_table_against_nope_with_mfu(tmp_path):
+    """--relative: NoPE first (the reference, even when not asked for), each encoding's step time
+    over NoPE's; with a peak (--peak_tflops, here on CPU) an MFU column, in the JSON too."""
+    out = tmp_path / "relative.json"
+    args = ("--relative=True", "--encodings=rope,alibi", "--peak_tflops=0.001", f"--json={out}")
+    p = run(*args, *TINY, "--steps=3")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("encoding"))
+    assert header.split() == ["encoding", "params", "ms/step", "relative", "MFU"]
+    rows = [line.split() for line in lines[lines.index(header) + 2 :] if line.strip()]
+    assert [r[0] for r in rows[:3]] == ["nope", "rope", "alibi"] and rows[0][3] == "1.000"
+    report = json.loads(out.read_text())
+    assert report["relative"] is True and "eval_lengths" not in report
+    results = {r["encoding"]: r for r in report["results"]}
+    assert results["nope"]["relative"] == 1.0
+    for r in results.values():
+        assert r["step_s"] > 0 and r["relative"] > 0 and r["mfu"] > 0
+        tokens_per_s = 2 * 16 / r["step_s"]  # batch 2 x length 16 (TINY)
+        params = r["params"]
+        assert r["mfu"] == pytest.approx(
+            (6 * params + 6 * 1 * 16 * 16) * tokens_per_s / 1e9, rel=1e-6
+        )

@@ -197,6 +197,26 @@ def test_shaw_never_builds_a_T_T_d_tensor():
 # RoPE
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_rotate_pairs_complex_product_is_the_rotation(dtype):
+    """Eager rotate_pairs multiplies complex numbers; it must give (a cos - b sin, a sin + b cos)
+    on every input layout: a strided view of a projection, and a slice at an odd channel offset
+    (a complex view of it is impossible: the copy path)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 12, 3 * 4 * 8, generator=g).to(dtype)  # (B, T, 3C): c_attn's output
+    views = [x[..., 32:64].view(2, 12, 4, 8).transpose(1, 2), x[..., 33:41].unsqueeze(1)]
+    for v in views:
+        angle = torch.randn(12, 4, generator=g, dtype=torch.float64)
+        ct = model.compute_dtype(dtype)
+        cos, sin = angle.cos().to(ct), angle.sin().to(ct)
+        a, b = v[..., 0::2].to(ct), v[..., 1::2].to(ct)
+        ref = torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2).to(dtype)
+        got = model.rotate_pairs(v, cos, sin)
+        assert got.dtype == dtype
+        tol = 0 if dtype == torch.bfloat16 else 1e-6  # bf16: the same float32 math, rounded
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+
+
 def naive_rope(x, pos):
     """x (B, H, T, d) rotated by explicit block rotation matrices R(t theta_i), float64."""
     d = x.size(-1)
