@@ -40,6 +40,7 @@ from checkpoint import (
     resolve_device,
     save_checkpoint,
     saved_config,
+    set_tf32,
 )
 from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
 from data.prepare import ensure_prepared, load_meta, write_json
@@ -300,8 +301,7 @@ def main(argv=None):
     random.seed(c["seed"])
     batch_rng = np.random.default_rng(c["seed"])
     if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for float32 matmuls: much faster
-        torch.backends.cudnn.allow_tf32 = True
+        set_tf32(c["tf32"])
     ctx = autocast(device, dtype)
 
     # ---------------------------------------------------------------------- data

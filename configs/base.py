@@ -75,6 +75,9 @@ device = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
 # "auto": bfloat16 autocast on GPUs that support it, else float32. Also "float32", "bfloat16",
 # "float16" (with a grad scaler). CPU runs always train in float32.
 dtype = "auto"
+# CUDA: TF32 for what runs in float32 (10-bit mantissa matmul inputs, much faster). False where an
+# encoding amplifies the rounding of q and k (configs/generator_jordan.py)
+tf32 = True
 compile = True  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler); MPS: eager
 seed = 1337
 peak_tflops = 0.0  # the GPU's peak, for the MFU in the progress line; 0: from its name (train.py)

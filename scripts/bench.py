@@ -54,7 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 
 import train
-from checkpoint import DTYPES, autocast, resolve_device
+from checkpoint import DTYPES, autocast, resolve_device, set_tf32
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
 from model import GPT, GPTConfig, available_encodings, build_encoding
@@ -502,8 +502,7 @@ def main(argv=None):
     cfg = settings(sys.argv[1:] if argv is None else argv)
     dev = cfg["device"]
     if dev.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
-        torch.backends.cudnn.allow_tf32 = True
+        set_tf32(True)  # as train.py with configs/base.py
     ctx = autocast(dev, cfg["dtype"])
     for note in (cfg["dtype_note"], cfg.get("compile_note"), cfg["peak_note"]):
         if note:

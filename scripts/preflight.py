@@ -43,7 +43,8 @@ under autocast FAILs. At the initial weights attention adds little to the logits
 only changes attention by a few percent can hide under the bfloat16 tolerance; the loss after a
 few steps is the second line of defence. generator_jordan FAILs in
 bfloat16 (logits 0.7 at GPT-2 size, 0.16 at 4x in the demo) and with TF32 (0.08 at 4x, demo):
-its polynomial rotations amplify the rounding of q and k: a real finding, not noise.
+its polynomial logits amplify the rounding of q and k: a real finding, not noise, and why its
+configs train in float32 with tf32=False (checked as such, they pass).
 Also printed per setup: tok/s of the checked path's training steps after the first (which pays
 for compilation; its extra time is printed as "compile"), and peak memory: on CUDA
 torch.cuda.max_memory_allocated over the training steps; on CPU the weights and optimizer state
@@ -66,7 +67,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 
 import train
-from checkpoint import resolve_device
+from checkpoint import resolve_device, set_tf32
 from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
 from model import GPT, GPTConfig
@@ -141,14 +142,9 @@ def precision(c, device):
     """(dtype name, compile?, TF32?, precision key of TOLERANCES), by train.py's rules."""
     device_type = device.split(":")[0]
     dtype, _ = train.pick_dtype(c["dtype"], device_type)
-    tf32 = device_type == "cuda"  # train.py turns TF32 on for every CUDA run
+    tf32 = device_type == "cuda" and c["tf32"]  # as train.py sets it
     key = "tf32" if dtype == "float32" and tf32 else dtype
     return dtype, c["compile"], tf32, key
-
-
-def set_tf32(on):
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.backends.cudnn.allow_tf32 = on
 
 
 # -----------------------------------------------------------------------------

@@ -153,3 +153,17 @@ def test_cli_without_config_uses_the_demo_on_cpu():
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"preflight {DEMO} | cpu |")
     assert len(lines(r.stdout, "OK   sinusoidal")) == 1 and "1/1 OK" in r.stdout
+
+
+def test_precision_follows_train_rules_and_tf32_key():
+    """The checked path is what train.py runs: on CUDA bf16 (where supported) or the config's
+    dtype, TF32 unless the config says tf32=False (generator_jordan's configs do); CPU float32."""
+    from configurator import load_config
+
+    base = load_config(["configs/base.py"])
+    assert pf.precision({**base, "dtype": "float32"}, "cuda:0") == ("float32", True, True, "tf32")
+    no_tf32 = {**base, "dtype": "float32", "tf32": False}
+    assert pf.precision(no_tf32, "cuda") == ("float32", True, False, "float32")
+    assert pf.precision(base, "cpu")[::2] == ("float32", False)
+    jordan = load_config(["configs/generator_jordan.py"])
+    assert (jordan["dtype"], jordan["tf32"]) == ("float32", False)
