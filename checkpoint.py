@@ -66,7 +66,6 @@ def model_args(model):
     return asdict(model.config)
 
 
-ROPE_ENCODINGS = ("rope", "damped_rope")  # the encodings that take --rope_scaling
 ROPE_FACTOR = 8.0  # the default --rope_factor of eval_lengths.py and sample.py
 
 
@@ -112,19 +111,20 @@ def set_tf32(on):
 
 
 def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
-    """encoding_kwargs for RoPE context extension at evaluation time ({} when none is asked)."""
-    from model import ROPE_SCALINGS
+    """encoding_kwargs for RoPE context extension at evaluation time ({} when none is asked).
+    An encoding takes it by declaring the methods it supports (a `scalings` class attribute)."""
+    from model import available_encodings, encoding_class
 
     if not rope_scaling:
         return {}
-    if rope_scaling not in ROPE_SCALINGS:
+    takers = {n: encoding_class(n).scalings for n in available_encodings()}
+    takers = {n: s for n, s in takers.items() if s}
+    methods = list(dict.fromkeys(m for s in takers.values() for m in s))
+    if rope_scaling not in methods:
+        raise UserError(f"--rope_scaling must be one of {', '.join(methods)}, got '{rope_scaling}'")
+    if encoding not in takers:
         raise UserError(
-            f"--rope_scaling must be one of {', '.join(ROPE_SCALINGS[1:])}, got '{rope_scaling}'"
-        )
-    if encoding not in ROPE_ENCODINGS:
-        raise UserError(
-            f"--rope_scaling applies to {' and '.join(ROPE_ENCODINGS)}; this checkpoint uses"
-            f" {encoding}"
+            f"--rope_scaling applies to {' and '.join(takers)}; this checkpoint uses {encoding}"
         )
     if rope_factor <= 0:
         raise UserError(f"--rope_factor must be positive, got {rope_factor}")

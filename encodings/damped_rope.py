@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 
 from model import (
-    ROPE_SCALINGS,
     Encoding,
     bounded_decay,
     bounded_decay_raw,
@@ -38,8 +37,9 @@ from model import (
     relative_distance,
     rope_frequencies,
     rotate_pairs,
-    scaled_rope_frequencies,
 )
+
+from .rope import SCALINGS, check_scaling, scaled_rope_frequencies
 
 
 def retnet_gammas(n_head):
@@ -49,6 +49,7 @@ def retnet_gammas(n_head):
 
 class DampedRoPE(Encoding):
     orthogonal = False
+    scalings = SCALINGS  # its rotation takes RoPE's context extension
 
     def __init__(
         self,
@@ -71,8 +72,7 @@ class DampedRoPE(Encoding):
         gammas = retnet_gammas(self.n_head) if gammas is None else list(gammas)
         if len(gammas) != self.n_head or not all(0 < g <= 1 for g in gammas):
             raise ValueError(f"damped_rope gammas: need {self.n_head} values in (0, 1]")
-        if scaling not in ROPE_SCALINGS:
-            raise ValueError(f"unknown rope scaling {scaling!r}; choose from {ROPE_SCALINGS[1:]}")
+        check_scaling(scaling)
         self.decay, self.learn_alpha, self.max_alpha = decay, learn_alpha, max_alpha
         self.base, self.scaling, self.factor = base, scaling, factor
         self.original_length = original_length or config.block_size

@@ -12,30 +12,97 @@ microseconds, not worth a cache (nothing measurable was gained by one).
 
 Context extension at evaluation time (no retraining): scaling = "linear" (position interpolation),
 "dynamic" (dynamic NTK), "yarn" or "llama3", with `factor` and the training length
-original_length (default block_size); see model.scaled_rope_frequencies for the formulas.
+original_length (default block_size); see scaled_rope_frequencies below for the formulas.
+damped_rope uses the same methods for its rotation.
 """
 
 import math
 
+import torch
+
 from model import (
-    ROPE_SCALINGS,
     Encoding,
     compute_dtype,
     hp_dtype,
     pair_products,
     relative_distance,
+    rope_frequencies,
     rotate_pairs,
-    scaled_rope_frequencies,
 )
+
+SCALINGS = ("linear", "dynamic", "yarn", "llama3")  # context extension at evaluation time
+
+
+def check_scaling(scaling):
+    if scaling is not None and scaling not in SCALINGS:
+        raise ValueError(f"unknown rope scaling {scaling!r}; choose from {SCALINGS}")
+
+
+def scaled_rope_frequencies(
+    dim,
+    base=10000.0,
+    scaling=None,
+    factor=1.0,
+    original_length=None,
+    length=None,
+    beta_fast=32.0,
+    beta_slow=1.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    device=None,
+):
+    """RoPE frequencies under a context-extension method applied at evaluation time, and the
+    factor by which q and k are each multiplied (YaRN's attention temperature; 1 otherwise).
+    original_length is the training length L0; length the current sequence length L.
+      linear  -- position interpolation (Chen et al. 2023): theta_i / factor
+      dynamic -- dynamic NTK: base' = base (factor L / L0 - (factor - 1))^(d / (d - 2)) when L > L0
+      yarn    -- YaRN (Peng et al. 2023): per-frequency ramp between interpolation (theta / factor)
+                 and extrapolation (theta) over the dims that make beta_slow .. beta_fast rotations
+                 in L0 tokens; q and k scaled by 0.1 ln(factor) + 1
+      llama3  -- Llama 3.1: wavelengths above L0 / low_freq_factor interpolated, below
+                 L0 / high_freq_factor kept, a smooth blend in between
+    """
+    check_scaling(scaling)
+    theta = rope_frequencies(dim, base, device)
+    if scaling is None or factor == 1.0:
+        return theta, 1.0
+    if scaling == "linear":
+        return theta / factor, 1.0
+    L0 = original_length
+    if scaling == "dynamic":
+        if length is None or length <= L0:
+            return theta, 1.0
+        new_base = base * (factor * length / L0 - (factor - 1)) ** (dim / (dim - 2))
+        return rope_frequencies(dim, new_base, device), 1.0
+    if scaling == "yarn":
+
+        def correction_dim(rotations):  # the dim whose pair turns `rotations` times in L0 tokens
+            return dim * math.log(L0 / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low = max(math.floor(correction_dim(beta_fast)), 0)
+        high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
+        high = high + 0.001 if high == low else high
+        i = torch.arange(dim // 2, device=theta.device, dtype=theta.dtype)
+        extrapolate = 1 - ((i - low) / (high - low)).clamp(0, 1)  # 1: keep theta, 0: theta/factor
+        theta = theta / factor * (1 - extrapolate) + theta * extrapolate
+        return theta, 0.1 * math.log(factor) + 1.0
+    # llama3
+    wavelength = 2 * math.pi / theta
+    smooth = ((L0 / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)).clamp(
+        0, 1
+    )
+    # smooth = 1 for short wavelengths (kept), 0 for long ones (interpolated)
+    return theta / factor * (1 - smooth) + theta * smooth, 1.0
 
 
 class RoPE(Encoding):
+    scalings = SCALINGS  # what --rope_scaling may ask of it (checkpoint.rope_scaling_kwargs)
+
     def __init__(self, config, base=10000.0, scaling=None, factor=1.0, original_length=None):
         super().__init__(config)
         if self.head_dim % 2:
             raise ValueError("rope needs an even head dimension (n_embd / n_head)")
-        if scaling not in ROPE_SCALINGS:
-            raise ValueError(f"unknown rope scaling {scaling!r}; choose from {ROPE_SCALINGS[1:]}")
+        check_scaling(scaling)
         self.base, self.scaling, self.factor = base, scaling, factor
         self.original_length = original_length or config.block_size
         self.context_dependent = scaling == "dynamic"  # its base follows the context length

@@ -259,7 +259,7 @@ def test_rope_scaling_is_evaluated_as_a_variant(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--rope_scaling=yarn"], "applies to rope and damped_rope; this checkpoint uses alibi"),
+        (["--rope_scaling=yarn"], "applies to damped_rope and rope; this checkpoint uses alibi"),
         (["--rope_scaling=ntk"], "--rope_scaling must be one of linear, dynamic, yarn, llama3"),
     ],
 )

@@ -1,12 +1,18 @@
 """RoPE context extension at evaluation time, against the published formulas written out here
 per frequency in plain Python (position interpolation, dynamic NTK, YaRN, Llama 3)."""
 
+import importlib
 import math
 
 import pytest
 import torch
 
-from model import GPT, GPTConfig, build_encoding, scaled_rope_frequencies
+from model import GPT, GPTConfig, build_encoding, encoding_class
+
+# the formulas live with the encoding that owns them (damped_rope imports them from there)
+scaled_rope_frequencies = importlib.import_module(
+    encoding_class("rope").__module__
+).scaled_rope_frequencies
 
 D, BASE, L0 = 64, 10000.0, 512
 

@@ -108,7 +108,7 @@ def test_learned_positions_crop_the_context(runs, capsys):
         (["--start="], "encodes to no tokens"),
         (["--encoding_kwargs={'nosuch': 1}"], "has no option 'nosuch'"),
         (["--temperatur=1.0"], "unknown key 'temperatur' (did you mean 'temperature'?)"),
-        (["--rope_scaling=yarn"], "applies to rope and damped_rope; this checkpoint uses alibi"),
+        (["--rope_scaling=yarn"], "applies to damped_rope and rope; this checkpoint uses alibi"),
         (["--top_k=-1"], "--top_k must be >= 0"),
         (["--device=cuda:7"] if not torch.cuda.is_available() else [], "no CUDA device"),
     ],
