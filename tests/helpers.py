@@ -1,6 +1,8 @@
 """Helpers shared by several test files (importable: pytest puts tests/ on sys.path)."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -110,3 +112,12 @@ class EmulateTF32(TorchFunctionMode):
             args = tuple(tree_map(rnd, args[:3])) + tuple(args[3:])
             kwargs = {k: rnd(v) if k in ("query", "key", "value") else v for k, v in kwargs.items()}
         return func(*args, **kwargs)
+
+
+def load_script(name):
+    """scripts/<name>.py as a module (scripts/ is not a package): its functions, for tests."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,7 +1,6 @@
 """scripts/bench.py: runs end to end, writes its figures as JSON, and its memory figures mean
 something (exact peaks; linear growth with query blocks, quadratic without)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 
 from configurator import UserError
 
@@ -26,14 +26,7 @@ TINY = [
 ]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+bench = load_script("bench")
 
 
 def run(*args):

@@ -1,7 +1,6 @@
 """scripts/eval_lengths.py: the numbers equal a direct per-token computation on a tiny model."""
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -13,18 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import write_token_dataset
+from helpers import load_script, write_token_dataset
 
 from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 ev = load_script("eval_lengths")

@@ -1,17 +1,14 @@
 """scripts/plot.py: figures from a sweep directory of eval_lengths.json files and logs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from configurator import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("plot", ROOT / "scripts" / "plot.py")
-plot = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot)
+plot = load_script("plot")
 
 
 def record(encoding, length, ppl, skipped=False):

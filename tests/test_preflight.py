@@ -3,13 +3,13 @@ an injected defect of the compiled or the low-precision path with its reason and
 gives one-line errors for bad names. Tiny models through config overrides; at most two encodings
 are compiled (inductor costs ~20 s once per process plus ~7 s per model here)."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 
 from configurator import run_cli
 from model import encoding_class
@@ -19,14 +19,7 @@ DEMO = "configs/demo/base.py"
 TINY = ["--steps=3", "--batch_size=2", "--n_layer=1", "--block_size=16", "--eval_factor=2"]
 
 
-def load_preflight():
-    spec = importlib.util.spec_from_file_location("preflight", ROOT / "scripts" / "preflight.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pf = load_preflight()
+pf = load_script("preflight")
 
 
 @pytest.fixture(autouse=True)

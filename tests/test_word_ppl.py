@@ -2,22 +2,18 @@
 fairseq word-level count of data/prepare.py (whitespace words + one end-of-line per line)."""
 
 import dataclasses
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import load_script
 
 from data import prepare
 from model import GPT, GPTConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("eval_lengths", ROOT / "scripts" / "eval_lengths.py")
-ev = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ev)
+ev = load_script("eval_lengths")
 
 # the val split, counted by hand: 4 lines (one blank, the last without a newline), 10 words
 VAL = ["first line here\n", "\n", "  second   line \n", "a last line, no newline"]
