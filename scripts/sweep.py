@@ -60,7 +60,7 @@ SWEEP_KEYS = dict(
 METRICS = ("ppl", "word_ppl", "bits_per_byte")  # tabulated when every record has them
 METRIC_TITLES = {
     "ppl": "token-level perplexity",
-    "word_ppl": "word-level perplexity (total NLL / words of the raw split)",
+    "word_ppl": "word-level perplexity (total NLL / (words + one end-of-line per line))",
     "bits_per_byte": "bits per byte",
 }
 
