@@ -13,6 +13,7 @@ A checkpoint is a dict:
 """
 
 import os
+import shutil
 from contextlib import nullcontext
 from dataclasses import asdict
 
@@ -102,6 +103,11 @@ def autocast(device, dtype):
     if torch.device(device).type == "cuda" and dtype != "float32":
         return torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
     return nullcontext()
+
+
+def has_cpp_compiler():
+    """torch.compile on CPU (inductor) builds its kernels with a C++ compiler."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
 
 
 def set_tf32(on):

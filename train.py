@@ -36,6 +36,7 @@ from checkpoint import (
     DTYPES,
     autocast,
     checkpoint_path,
+    has_cpp_compiler,
     load_checkpoint,
     resolve_device,
     save_checkpoint,
@@ -421,6 +422,9 @@ def main(argv=None):
     compiled = c["compile"] and device_type in ("cuda", "cpu")
     if c["compile"] and not compiled:
         say(f"note: torch.compile is not used on {device_type} (experimental there); eager")
+    if compiled and device_type == "cpu" and not has_cpp_compiler():
+        say("note: torch.compile on CPU needs a C++ compiler (g++); none found: running eager")
+        compiled = False
     if compiled:
         say("compiling the model (the first iterations and evaluation take a while)...")
         model = torch.compile(model)

@@ -43,7 +43,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 
 import train
-from checkpoint import DTYPES, autocast, resolve_device, set_tf32
+from checkpoint import DTYPES, autocast, has_cpp_compiler, resolve_device, set_tf32
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
 from model import GPT, GPTConfig, available_encodings, build_encoding
@@ -167,10 +166,6 @@ def settings(argv):
             " install g++, or run without --compile / --compare_compile"
         )
     return cfg
-
-
-def has_cpp_compiler():
-    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
 
 
 # -----------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_compile_runs_on_cpu(monkeypatch):
     """--compile=True compiles on CPU too (inductor); without a C++ compiler it is one error."""
     cfg = bench.settings(["--compile=True", *TINY])
     assert cfg["compile"] is True and "compile_note" not in cfg
-    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setattr(bench, "has_cpp_compiler", lambda: False)
     with pytest.raises(UserError, match="needs a C.. compiler"):
         bench.settings(["--compare_compile=True", *TINY])
 

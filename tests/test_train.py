@@ -386,3 +386,13 @@ def test_compile_on_cpu_matches_eager(data_dir, tmp_path, capsys):
         assert rb["val_loss"] == pytest.approx(ra["val_loss"], rel=1e-4)
     assert b[-1]["val_loss"] < b[0]["val_loss"]  # it trains
     assert not any(k.startswith("_orig_mod.") for k in load_checkpoint(compiled)["model"])
+
+
+def test_compile_on_cpu_without_a_compiler_runs_eager(data_dir, tmp_path, capsys, monkeypatch):
+    """No g++ (inductor needs one on CPU): one note, then eager training, not a traceback."""
+    monkeypatch.setattr(train, "has_cpp_compiler", lambda: False)
+    out = str(tmp_path / "run")
+    assert run_train(tiny_args(data_dir, out, compile=True, max_iters=2, eval_interval=2)) == 0
+    printed = capsys.readouterr().out
+    assert "needs a C++ compiler (g++); none found: running eager" in printed
+    assert "device cpu, float32, eager;" in printed
