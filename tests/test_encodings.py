@@ -419,3 +419,145 @@ def test_nope_is_plain_attention():
     assert list(pe.parameters()) == [] and not (pe.has_embed or pe.has_rotate or pe.has_bias)
     ref = q.double() @ k.double().mT / math.sqrt(8)
     torch.testing.assert_close(pe.scores(q, k, pos, pos).double(), ref, rtol=1e-6, atol=1e-6)
+
+
+# -----------------------------------------------------------------------------
+# KERPLE and Sandwich
+
+# offset integer positions with gaps, and float times
+KERNEL_POSITIONS = [sorted_positions(10, 700), torch.arange(10) * 0.37 + 5.1]
+
+
+def naive_kerple(pos, r1, r2, variant):
+    """-r1_h log(1 + r2_h (t - s)) or -r1_h (t - s)^r2_h for t >= s (0 above the diagonal),
+    float64, loops."""
+    T, H = len(pos), len(r1)
+    out = torch.zeros(H, T, T, dtype=torch.float64)
+    for h in range(H):
+        for t in range(T):
+            for s in range(t + 1):
+                n = float(pos[t]) - float(pos[s])
+                kernel = math.log(1 + r2[h] * n) if variant == "log" else n ** r2[h]
+                out[h, t, s] = -r1[h] * kernel
+    return out
+
+
+@pytest.mark.parametrize("pos", KERNEL_POSITIONS, ids=["offset", "float"])
+@pytest.mark.parametrize("variant", ["log", "power"])
+def test_kerple_against_naive_formula(variant, pos):
+    pe = build_encoding(config("kerple", variant=variant))
+    # raw values below the 0.01 bound and (power) above r2's bound of 2 are clamped to them
+    raw1, raw2 = [0.5, 1.7, -0.3, 0.004], [0.2, 2.5, 0.9, -1.0]
+    with torch.no_grad():
+        pe.r1.copy_(torch.tensor(raw1))
+        pe.r2.copy_(torch.tensor(raw2))
+    r1 = [max(x, 0.01) for x in raw1]
+    r2 = [min(max(x, 0.01), 2.0) if variant == "power" else max(x, 0.01) for x in raw2]
+    T = len(pos)
+    q, k = qk(T=T)
+    expected = naive_kerple(pos, r1, r2, variant)
+    with torch.no_grad():
+        bias = pe.bias(q, k, pos, pos).double().expand(2, 4, T, T)
+    lower = causal(T)
+    for b in range(2):
+        torch.testing.assert_close(bias[b][:, lower], expected[:, lower], rtol=1e-6, atol=1e-6)
+    ref = (q.double() @ k.double().mT) / math.sqrt(8) + expected
+    with torch.no_grad():
+        got = pe.scores(q, k, pos, pos).double()
+    torch.testing.assert_close(got[..., lower], ref[..., lower], rtol=1e-5, atol=1e-5)
+
+
+def test_kerple_parameters_as_the_authors_code():
+    """One (r1, r2) per head, shared by all layers, initialised uniformly as in the authors'
+    code (log: r1 in [0, 2), r2 in [0, 1); power: r1 in [0, 1), r2 in [0, 2)), never decayed;
+    the bounds clamp the value but pass the gradient through (projected gradient descent)."""
+    torch.manual_seed(0)
+    m = GPT(config("kerple", n_head=64, n_embd=256))
+    assert len(m.pe) == 1 and sorted(n for n, _ in m.pe.named_parameters()) == ["0.r1", "0.r2"]
+    assert model.Encoding.decayed_parameters == m.pe[0].decayed_parameters == ()
+    for variant, (hi1, hi2) in {"log": (2, 1), "power": (1, 2)}.items():
+        pe = build_encoding(config("kerple", n_head=64, n_embd=256, variant=variant))
+        for p, hi in ((pe.r1, hi1), (pe.r2, hi2)):
+            assert p.shape == (64,) and p.min() >= 0 and p.max() < hi and p.max() > 0.8 * hi
+            assert p.std() > 0.2 * hi  # spread over the interval, not a constant
+    pe = build_encoding(config("kerple", variant="power"))
+    with torch.no_grad():
+        pe.r1.copy_(torch.tensor([-1.0, 0.5, 0.5, 0.5]))
+        pe.r2.copy_(torch.tensor([1.0, 3.0, 1.0, 1.0]))
+    pos = torch.arange(6)
+    pe.bias(None, None, pos, pos).sum().backward()
+    assert pe.r1.grad[0] != 0 and pe.r2.grad[1] != 0  # clamped values still get gradients
+    assert torch.isfinite(pe.r2.grad).all()  # (t - s)^r2 at t = s: no 0 * log 0
+
+
+def test_kerple_options():
+    with pytest.raises(ValueError, match="'log', 'power'.*'linear'"):
+        build_encoding(config("kerple", variant="linear"))
+    with pytest.raises(ValueError, match="options: variant"):
+        build_encoding(config("kerple", r3=1.0))
+
+
+def naive_sandwich(pos, H, d_bar=128):
+    """(p_t . p_s - d_bar/2) / (8 n / H) for head n = 1 .. H, with p_t Vaswani's sinusoid
+    [sin(t w_i), cos(t w_i)], w_i = 10000^(-2i/d_bar): the embeddings' inner product written out,
+    float64, loops."""
+    T = len(pos)
+    emb = torch.zeros(T, d_bar, dtype=torch.float64)
+    for r in range(T):
+        for i in range(d_bar // 2):
+            angle = float(pos[r]) / 10000 ** (2 * i / d_bar)
+            emb[r, 2 * i], emb[r, 2 * i + 1] = math.sin(angle), math.cos(angle)
+    out = torch.zeros(H, T, T, dtype=torch.float64)
+    for h in range(H):
+        for t in range(T):
+            for s in range(T):
+                dot = sum(float(emb[t, c]) * float(emb[s, c]) for c in range(d_bar))
+                out[h, t, s] = (dot - d_bar / 2) / (8 * (h + 1) / H)
+    return out
+
+
+@pytest.mark.parametrize("pos", KERNEL_POSITIONS, ids=["offset", "float"])
+@pytest.mark.parametrize("H, d_bar", [(4, 128), (12, 128), (4, 16)])
+def test_sandwich_against_naive_formula(H, d_bar, pos):
+    pe = build_encoding(config("sandwich", n_head=H, n_embd=8 * H, d_bar=d_bar))
+    assert list(pe.parameters()) == [] and pe.state_dict() == {}
+    T = len(pos)
+    q, k = qk(H=H, T=T)
+    expected = naive_sandwich(pos, H, d_bar)
+    bias = pe.bias(q, k, pos, pos).double().expand(2, H, T, T)
+    # float32 angles (t - s) w_i: ~1e-7 relative, on sums of up to d_bar/2 = 64 cosines
+    for b in range(2):
+        torch.testing.assert_close(bias[b], expected, rtol=1e-5, atol=2e-5)
+    ref = (q.double() @ k.double().mT) / math.sqrt(8) + expected
+    torch.testing.assert_close(pe.scores(q, k, pos, pos).double(), ref, rtol=1e-5, atol=2e-5)
+
+
+def test_sandwich_shape_and_options():
+    """0 at t = s, below 0 elsewhere; each head the first one's bias divided by n (ratio 8n/H)."""
+    pe = build_encoding(config("sandwich", n_head=8, n_embd=64))
+    pos = torch.arange(2000)
+    b = pe.bias(None, None, pos[-1:], pos)[0, :, 0]  # (H, 2000): key s, query t = 1999
+    assert b[:, -1].abs().max() < 1e-4 and (b[:, :-1] < 0).all()
+    for n in range(1, 9):
+        torch.testing.assert_close(b[n - 1], b[0] / n)
+    for bad in (0, 7, -2, 64.0):
+        with pytest.raises(ValueError, match="d_bar"):
+            build_encoding(config("sandwich", d_bar=bad))
+
+
+@pytest.mark.filterwarnings("ignore")  # eager flex_attention warns that it is unfused: fine here
+@pytest.mark.parametrize("name, kwargs", [("kerple", {"variant": "power"}), ("sandwich", {})])
+def test_kerple_power_and_sandwich_fast_path_and_flex(name, kwargs):
+    """The variants the generic tests do not list: blockwise attention = softmax(scores()), and
+    FlexAttention's score_mod = the blockwise bias, at offset and float positions."""
+    pe = build_encoding(config(name, **kwargs))
+    T = 40
+    q, k, v = qk(B=1, T=T, n=3)
+    for pos in (torch.arange(T) + 1000, torch.arange(T) * 0.37 + 5.1):
+        with torch.no_grad():
+            att = torch.softmax(pe.scores(q, k, pos, pos).masked_fill(~causal(T), -math.inf), -1)
+            out = model.causal_attention(q, k, v, pos, pe, query_block=16)
+            torch.testing.assert_close(out, att @ v, rtol=1e-5, atol=1e-5)
+            if model.FLEX_FORWARD:
+                flex = model.causal_attention(q, k, v, pos, pe, backend="flex")
+                torch.testing.assert_close(flex, out, rtol=1e-5, atol=1e-5)

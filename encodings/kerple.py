@@ -1,0 +1,72 @@
+"""KERPLE (Chi, Fan, Ramadge, Rudnicky 2022, "KERPLE: Kernelized Relative Positional Embedding for
+Length Extrapolation"): a conditionally positive definite kernel of the distance, learned per head,
+added to the logits:
+
+    variant="log"   (default): logit(t, s) = q_t . k_s / sqrt(d) - r1_h log(1 + r2_h (t - s))
+    variant="power":           logit(t, s) = q_t . k_s / sqrt(d) - r1_h (t - s)^r2_h
+
+with r1, r2 > 0 and, for the power kernel, r2 <= 2 (the paper's condition for the kernel to be
+conditionally positive definite). ALiBi is the power kernel with r2 = 1 and fixed r1.
+
+Parametrisation and init follow the authors' GPT-NeoX code (github.com/chijames/KERPLE,
+megatron/mpu/layers.py, ParallelKerpleLog and ParallelKerplePower):
+- r1 and r2 are the parameters themselves (no softplus), one per head, ONE pair shared by all
+  layers (the code builds one module and hands it to every layer);
+- init uniform: log r1 ~ U(0, 2), r2 ~ U(0, 1); power r1 ~ U(0, 1), r2 ~ U(0, 2);
+- constraint: r1, r2 >= 0.01, and r2 <= 2 for power. The authors clamp the parameters' .data in
+  place before every forward (projected gradient descent: the gradient is the unconstrained one).
+  Here the clamp is applied to the value and the gradient passes straight through it, which gives
+  the same forward and the same gradient; the stored parameter is not overwritten (an in-place
+  clamp in a forward breaks autograd when one module serves every layer), so a parameter pushed
+  past its bound keeps its raw value, and must come back across the bound before the value moves.
+- not weight-decayed (nanoPE's rule for positional parameters).
+Distances are t - s clamped at 0 (the future is masked anyway), as the authors' tril does.
+"""
+
+import torch
+import torch.nn as nn
+
+from model import Encoding, relative_distance
+
+VARIANTS = ("log", "power")
+EPS, MAX_POWER = 0.01, 2.0  # the authors' bounds: r1, r2 >= 0.01; the power r2 <= 2
+
+
+def clamp_straight_through(x, lo, hi=None):
+    """clamp(x, lo, hi) in the forward pass, identity in the backward pass (projected gradient)."""
+    return x + (x.clamp(lo, hi) - x).detach()
+
+
+class Kerple(Encoding):
+    def __init__(self, config, variant="log"):
+        super().__init__(config)
+        if variant not in VARIANTS:
+            valid = ", ".join(repr(v) for v in VARIANTS)
+            raise ValueError(f"kerple variant must be one of {valid}, got {variant!r}")
+        self.variant = variant
+        scale1, scale2 = (2.0, 1.0) if variant == "log" else (1.0, 2.0)
+        self.r1 = nn.Parameter(torch.rand(config.n_head) * scale1)
+        self.r2 = nn.Parameter(torch.rand(config.n_head) * scale2)
+
+    def coefficients(self):
+        """(r1, r2), each (H,) float32, within the paper's constraints."""
+        hi = MAX_POWER if self.variant == "power" else None
+        r1 = clamp_straight_through(self.r1.float(), EPS)
+        return r1, clamp_straight_through(self.r2.float(), EPS, hi)
+
+    def kernel(self, d, r1, r2):
+        """The bias -r1 k(d) for distances d >= 0 (r1, r2 broadcast against d)."""
+        if self.variant == "log":
+            return -r1 * torch.log1p(r2 * d)
+        return -r1 * d**r2  # torch gives d^r2's gradient in r2 as 0, not 0 * log 0, at d = 0
+
+    def bias(self, q, k, pos_q, pos_k):
+        d = relative_distance(pos_q, pos_k).float().clamp(min=0)  # (Tq, Tk)
+        r1, r2 = (r[:, None, None] for r in self.coefficients())
+        return self.kernel(d, r1, r2)[None]  # (1, H, Tq, Tk)
+
+    def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
+        (r1, r2), t = self.coefficients(), pos.float()
+        return lambda score, b, h, i, j: (
+            score + self.kernel((t[i] - t[j]).clamp(min=0), r1[h], r2[h])
+        )
