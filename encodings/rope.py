@@ -14,6 +14,22 @@ Context extension at evaluation time (no retraining): scaling = "linear" (positi
 "dynamic" (dynamic NTK), "yarn" or "llama3", with `factor` and the training length
 original_length (default block_size); see scaled_rope_frequencies below for the formulas.
 damped_rope uses the same methods for its rotation.
+
+p-RoPE (Barbero et al. 2024, "Round and round we go! What makes Rotary Positional Encodings
+useful?"): option p in (0, 1] keeps the fraction p of RoPE's frequencies, the highest ones, and
+leaves the channels of the others unrotated (NoPE channels the model may use for semantics):
+
+    pairs i < m = floor(p d / 2) rotate by theta_i = base^(-2i/d) (the top of RoPE's own schedule,
+    not re-spread over the kept pairs); channels 2m .. d-1 enter the logit as a plain dot product.
+
+The paper truncates the lowest frequencies ("0-RoPE" is NoPE, "1-RoPE" RoPE); its pseudocode
+(apply_p_rope, as Google DeepMind's gemma library's rope_proportion) keeps m = int(p * d // 2)
+inverse frequencies base^(-2i/d), i < m, and zero for the rest: the top of the original schedule.
+Its layout is half-split, so its NoPE channels are the last d/2 - m of each half; here, with
+interleaved pairs, they are the last d - 2m channels: the same up to a fixed channel permutation.
+p = 1 (the default) is RoPE itself, no slicing. Context extension applies to the kept
+frequencies exactly as in full RoPE (each method is a function of the original schedule); YaRN's
+temperature scales the whole logit, NoPE channels included.
 """
 
 import math
@@ -98,18 +114,27 @@ def scaled_rope_frequencies(
 class RoPE(Encoding):
     scalings = SCALINGS  # what --rope_scaling may ask of it (checkpoint.rope_scaling_kwargs)
 
-    def __init__(self, config, base=10000.0, scaling=None, factor=1.0, original_length=None):
+    def __init__(self, config, base=10000.0, scaling=None, factor=1.0, original_length=None, p=1.0):
         super().__init__(config)
         if self.head_dim % 2:
             raise ValueError("rope needs an even head dimension (n_embd / n_head)")
         check_scaling(scaling)
-        self.base, self.scaling, self.factor = base, scaling, factor
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise ValueError(f"rope p (fraction of frequencies kept) must be in (0, 1], got {p!r}")
+        self.pairs = int(p * self.head_dim // 2)  # rotated pairs: the m highest frequencies
+        if self.pairs == 0:
+            raise ValueError(
+                f"rope p={p} keeps no frequency of a head dimension of {self.head_dim}: use"
+                f" p >= {2 / self.head_dim:g} (or the nope encoding)"
+            )
+        self.base, self.scaling, self.factor, self.p = base, scaling, factor, p
         self.original_length = original_length or config.block_size
         self.context_dependent = scaling == "dynamic"  # its base follows the context length
 
     def frequencies(self, device):
-        """theta_i (under context extension, if any) and the q/k scale (YaRN's temperature)."""
-        return scaled_rope_frequencies(
+        """theta_i of the rotated pairs (under context extension, if any) and the q/k scale
+        (YaRN's temperature)."""
+        theta, scale = scaled_rope_frequencies(
             self.head_dim,
             self.base,
             self.scaling,
@@ -118,24 +143,37 @@ class RoPE(Encoding):
             self.context_len,
             device=device,
         )
+        return theta[: self.pairs], scale
 
     def cos_sin(self, pos):
-        """cos and sin of the angles theta_i t, times the q/k scale: (T, d/2) float32 each."""
+        """cos and sin of the angles theta_i t, times the q/k scale: (T, m) float32 each, and the
+        scale."""
         theta, scale = self.frequencies(pos.device)
         angle = pos.to(hp_dtype(pos.device))[:, None] * theta
-        return (angle.cos() * scale).float(), (angle.sin() * scale).float()
+        return (angle.cos() * scale).float(), (angle.sin() * scale).float(), scale
+
+    def _rotate(self, x, cos, sin, scale):
+        r = 2 * self.pairs
+        if r == x.size(-1):  # RoPE: every pair rotates, no copy beyond the rotation's own
+            return rotate_pairs(x, cos, sin)
+        # p-RoPE: rotate the first r channels only; the NoPE channels only take YaRN's scale
+        rest = x[..., r:] if scale == 1.0 else x[..., r:] * scale
+        return torch.cat((rotate_pairs(x[..., :r], cos, sin), rest), dim=-1)
 
     def rotate(self, q, k, pos_q, pos_k):
-        cos_q, sin_q = self.cos_sin(pos_q)
-        cos_k, sin_k = (cos_q, sin_q) if pos_k is pos_q else self.cos_sin(pos_k)
-        return rotate_pairs(q, cos_q, sin_q), rotate_pairs(k, cos_k, sin_k)
+        cos_q, sin_q, scale = self.cos_sin(pos_q)
+        cos_k, sin_k, _ = (cos_q, sin_q, scale) if pos_k is pos_q else self.cos_sin(pos_k)
+        return self._rotate(q, cos_q, sin_q, scale), self._rotate(k, cos_k, sin_k, scale)
 
     def scores(self, q, k, pos_q, pos_k):
         # explicit relative form: sum_i q_i^T R(theta_i (s - t)) k_i, no rotated copies of q or k
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))
         theta, scale = self.frequencies(q.device)
-        phi = delta[..., None] * theta  # (Tq, Tk, d/2)
+        phi = delta[..., None] * theta  # (Tq, Tk, m)
         ct = compute_dtype(q.dtype)
-        dot, cross = pair_products(q.to(ct), k.to(ct))
-        s = phi.cos().to(ct) * dot + phi.sin().to(ct) * cross
-        return s.sum(-1) * scale**2 / math.sqrt(self.head_dim)
+        q, k, r = q.to(ct), k.to(ct), 2 * self.pairs
+        dot, cross = pair_products(q[..., :r], k[..., :r])
+        s = (phi.cos().to(ct) * dot + phi.sin().to(ct) * cross).sum(-1)
+        if r < q.size(-1):  # p-RoPE's NoPE channels: a plain dot product
+            s = s + q[..., r:] @ k[..., r:].transpose(-2, -1)
+        return s * scale**2 / math.sqrt(self.head_dim)
