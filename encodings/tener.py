@@ -36,7 +36,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, compute_dtype
+from model import Encoding
 
 from .xl import relative_bias
 
@@ -56,6 +56,4 @@ class Tener(Encoding):
         self.v = nn.Parameter(torch.randn(H, d) * std)
 
     def bias(self, q, k, pos_q, pos_k):
-        ct = compute_dtype(q.dtype)
-        p = q.to(ct) + self.v.to(ct)[:, None]  # (q_t + v) . R_{t-s}: R itself, no projection
-        return relative_bias(p, k, self.u, pos_q, pos_k)
+        return relative_bias(q, k, self.u, self.v, None, pos_q, pos_k)  # R itself: no W_R
