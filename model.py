@@ -414,10 +414,13 @@ def causal_attention(
         mask = _causal_mask(start, T, q.device) if Tq > 1 else None
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
-    # at least two blocks: a block computes all of its scores, masked or not, so one block would
-    # do the whole (T, T) square; two skip a quarter of it (measured at T = 256 on CPU: T5's and
-    # Shaw's training steps 8-15% faster; at evaluation lengths, blocks are smaller than T / 2)
-    query_block = min(query_block, pe.max_query_block or query_block, (Tq + 1) // 2 or 1)
+    query_block = min(query_block, pe.max_query_block or query_block)
+    if not torch.compiler.is_compiling():
+        # at least two blocks: a block computes all of its scores, masked or not, so one block
+        # would do the whole (T, T) square; two skip a quarter of it (measured at T = 256 on CPU:
+        # T5's and Shaw's training steps 8-15% faster). Not in a compiled graph: a block size
+        # that follows a dynamic length breaks inductor's shape reasoning (torch 2.13)
+        query_block = min(query_block, (Tq + 1) // 2)
     exact = not pe.orthogonal and not special
     if exact:
         ct = compute_dtype(q.dtype)

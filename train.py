@@ -45,7 +45,7 @@ from checkpoint import (
 )
 from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
 from data.prepare import ensure_prepared, load_meta, write_json
-from model import GPT, GPTConfig, available_encodings, build_encoding
+from model import ATTN_BACKENDS, GPT, GPTConfig, available_encodings, build_encoding
 
 # keys that define the model and its data: a resumed run must keep them
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")
@@ -79,6 +79,9 @@ def check_values(c):
         raise ConfigError(f"n_embd ({c['n_embd']}) must be divisible by n_head ({c['n_head']})")
     if c["peak_tflops"] < 0:
         raise ConfigError(f"peak_tflops must be >= 0 (0: look the GPU up), got {c['peak_tflops']}")
+    if c["attn_backend"] not in ATTN_BACKENDS:
+        valid = ", ".join(ATTN_BACKENDS)
+        raise ConfigError(f"attn_backend must be one of {valid}; got '{c['attn_backend']}'")
     if not 0.0 <= c["dropout"] < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {c['dropout']}")
     names = available_encodings()
@@ -356,10 +359,11 @@ def main(argv=None):
         n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"], block_size=T,
         bias=c["bias"], vocab_size=vocab_size, dropout=c["dropout"],
         encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"],
+        attn_backend=c["attn_backend"],
     )  # fmt: skip
-    if ckpt is not None:
-        kept = {k: v for k, v in ckpt["model_args"].items() if k != "dropout"}
-        model_args.update(kept)  # the saved architecture wins (dropout may change)
+    if ckpt is not None:  # the saved architecture wins; dropout and the kernel may change
+        kept = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "attn_backend")}
+        model_args.update(kept)
     model = GPT(GPTConfig(**model_args))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])

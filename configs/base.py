@@ -78,6 +78,10 @@ dtype = "auto"
 # CUDA: TF32 for what runs in float32 (10-bit mantissa matmul inputs, much faster). False where an
 # encoding amplifies the rounding of q and k (configs/generator_jordan.py)
 tf32 = True
+# attention kernel for the bias encodings (ALiBi, T5, KERPLE, ...): "auto" trains them through
+# FlexAttention on CUDA (scripts/preflight.py compares it with SDPA), SDPA elsewhere; "sdpa" always
+# SDPA; "flex" FlexAttention wherever it runs
+attn_backend = "auto"
 compile = True  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler); MPS: eager
 seed = 1337
 peak_tflops = 0.0  # the GPU's peak, for the MFU in the progress line; 0: from its name (train.py)

@@ -56,7 +56,7 @@ import train
 from checkpoint import DTYPES, autocast, has_cpp_compiler, resolve_device, set_tf32
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
-from model import GPT, GPTConfig, available_encodings, build_encoding
+from model import ATTN_BACKENDS, GPT, GPTConfig, available_encodings, build_encoding
 
 # defaults, overridable as --key=value; 0 / () / "auto" mean "pick for the device" (see below)
 DEFAULTS = dict(
@@ -71,6 +71,7 @@ DEFAULTS = dict(
     steps=0,  # timed iterations per measurement; 0: 5 on CPU, 10 on CUDA
     warmup=1,  # untimed iterations before them (compilation, caches, allocator warm-up)
     attn_block_size=512,  # query block of the blockwise attention path (model.GPTConfig)
+    attn_backend="auto",  # auto (FlexAttention for the bias encodings on CUDA) | sdpa | flex
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     dtype="auto",  # auto: bfloat16 on CUDA where supported, else float32; CPU runs in float32
     compile=False,  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler)
@@ -114,6 +115,8 @@ def settings(argv):
     for key in (*auto, "attn_block_size"):
         if cfg[key] <= 0:
             raise UserError(f"--{key} must be a positive integer (or 0 for auto), got {cfg[key]}")
+    if cfg["attn_backend"] not in ATTN_BACKENDS:
+        raise UserError(f"--attn_backend must be one of {', '.join(ATTN_BACKENDS)}")
     if cfg["n_embd"] % cfg["n_head"]:
         raise UserError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
     if cfg["warmup"] < 0:
@@ -278,6 +281,7 @@ def model_config(name, cfg):
         bias=False,  # as configs/base.py
         encoding=name,
         attn_block_size=cfg["attn_block_size"],
+        attn_backend=cfg["attn_backend"],
     )
 
 
@@ -522,6 +526,7 @@ def main(argv=None):
         "batch_size": cfg["batch_size"],
         "eval_lengths": list(lengths),
         "attn_block_size": cfg["attn_block_size"],
+        "attn_backend": cfg["attn_backend"],
         "steps": cfg["steps"],
         "warmup": cfg["warmup"],
         "results": [],

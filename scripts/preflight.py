@@ -15,7 +15,10 @@ config key can be overridden as in train.py (--compile=True, --device=cpu, --bat
 Per setup, from the same initial weights and the same batches:
 - the checked path trains as train.py would: train.pick_dtype's dtype (bfloat16 autocast on most
   GPUs, float32 on CPU), TF32 matmuls on CUDA, torch.compile when the config says compile=True;
-- the reference path trains the same steps in float32, eager, TF32 off;
+- the reference path trains the same steps in float32, eager, TF32 off, with attention on SDPA:
+  so where the checked path runs FlexAttention (attn_backend "auto" on CUDA, for the encodings
+  with a score_mod; "flex"), its kernels are compared with SDPA's, in training and in the long
+  evaluation forward; the kernel of the checked path is printed ("flex" or "sdpa");
 - both take `steps` AdamW steps of batch_size random-token windows of block_size (uniform over
   the dataset's vocabulary: no dataset is needed, so this runs on a new machine before
   data/prepare.py has), at the learning rates train.py starts with (train.lr_at: the warmup;
@@ -70,7 +73,7 @@ import train
 from checkpoint import resolve_device, set_tf32
 from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, flex_training_note, has_flex_path, use_flex
 from scripts.bench import cpu_peak_bytes
 
 # preflight's own options; every other --key=value is a config override, as in train.py
@@ -151,8 +154,8 @@ def precision(c, device):
 # one path: a few training steps, logits at two lengths
 
 
-def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None):
-    """Train a copy of model0 on batches. Returns a dict: losses, logits (CPU, float32) of the
+def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None, sdpa=False):
+    """Train a copy of model0 on batches (sdpa: with every attention on SDPA). Returns a dict: losses, logits (CPU, float32) of the
     first window at the initial weights and logits_long of long_x, step times, peak bytes, and
     skipped: the steps a float16 grad scaler skipped. skip=None is the checked path (memory is
     measured); the reference passes the checked path's skipped steps and drops those updates."""
@@ -164,6 +167,9 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
         else nullcontext()
     )
     out = dict(losses=[], times=[], skipped=[], peak=None, logits_long=None)
+    model0 = copy.deepcopy(model0)
+    for block in model0.transformer.h if sdpa else ():
+        block.attn.backend = "sdpa"
     if long_x is not None:  # eager, as scripts/eval_lengths.py runs it, on a copy of its own:
         model = copy.deepcopy(model0).to(device).eval()  # the compiled one sees one length only
         with torch.no_grad(), ctx:
@@ -217,6 +223,13 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
     return out
 
 
+def kernel(model, c, device):
+    """The attention kernel the checked path trains with: "flex" or "sdpa"."""
+    pe, device_type = model.pe[0], device.split(":")[0]
+    flex = has_flex_path(pe) and flex_training_note(model.config, pe) is None
+    return "flex" if flex and use_flex(c["attn_backend"], device_type, grad=True) else "sdpa"
+
+
 def rel_diff(a, b):
     """max |a - b| / max |b|: the drift relative to the reference's scale."""
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
@@ -235,6 +248,7 @@ def check(c, opt, device, V):
         GPTConfig(
             **model_args, block_size=T, dropout=0.0, encoding_kwargs=c["encoding_kwargs"],
             vocab_size=(V + 63) // 64 * 64,  # padded as train.py pads it
+            attn_backend=c["attn_backend"],
         )
     )  # fmt: skip
     gen = torch.Generator().manual_seed(c["seed"])
@@ -243,7 +257,8 @@ def check(c, opt, device, V):
     long_x = None if model0.max_len is not None and L > model0.max_len else tokens(1, L)
 
     checked = run_path(model0, c, device, batches, long_x, dtype, compile, tf32)
-    ref = run_path(model0, c, device, batches, long_x, "float32", False, False, checked["skipped"])
+    skipped = checked["skipped"]
+    ref = run_path(model0, c, device, batches, long_x, "float32", False, False, skipped, sdpa=True)
 
     # the verdict: NaN first, then the drifts
     drifts = [abs(a - b) / abs(b) for a, b in zip(checked["losses"], ref["losses"])]
@@ -261,7 +276,7 @@ def check(c, opt, device, V):
     )
     if long_x is None:
         figures += f"  (no @{L}: positions end at {model0.max_len})"
-    figures += f"  | {tok_s:,.0f} tok/s"
+    figures += f"  | {kernel(model0, c, device)}  {tok_s:,.0f} tok/s"
     peak = checked["peak"]
     figures += f"  {'n/a' if peak is None else f'{peak / 2**20:,.0f}'} MB"
     if compile_s is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import MaxStorage
+from helpers import ENCODING_CASES, MaxStorage, case_id
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -29,9 +29,10 @@ from model import GPT, GPTConfig, available_encodings, build_encoding
 
 ROOT = Path(__file__).resolve().parent.parent
 ENCODINGS = available_encodings()
-# variants worth covering besides each encoding's defaults: (id, encoding, encoding_kwargs)
-VARIANTS = [(name, name, {}) for name in ENCODINGS] + [
-    ("damped_rope-weight", "damped_rope", {"decay": "weight"}),
+# every case of helpers.ENCODING_CASES (each encoding at its defaults, and the variants that take
+# other code paths), plus variants of options that only these properties need:
+# (id, encoding, encoding_kwargs)
+VARIANTS = [(case_id(name, kw), name, kw) for name, kw in ENCODING_CASES] + [
     ("damped_rope-learn", "damped_rope", {"learn_alpha": True, "learn_omega": True}),
     ("damped_rope-fast-decay", "damped_rope", {"gammas": [0.5, 0.7, 0.9, 0.99]}),
     ("shaw-K4", "shaw", {"max_relative_position": 4}),

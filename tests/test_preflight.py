@@ -82,6 +82,24 @@ def test_low_precision_path(monkeypatch, capsys):
     assert "loss became nan at step 1" in fail and "float32 eager too" not in fail
 
 
+@pytest.mark.filterwarnings("ignore")  # eager flex_attention warns that it is unfused: fine here
+def test_flex_is_compared_with_sdpa(monkeypatch, capsys):
+    # CPU takes no FlexAttention gradients, so with attn_backend="flex" the checked path trains on
+    # SDPA and runs its long evaluation forward on FlexAttention; the reference runs SDPA in both
+    import model
+
+    assert pf.main([DEMO, "--encodings=alibi", "--attn_backend=flex", *TINY]) == 0
+    (ok,) = lines(capsys.readouterr().out, "OK   alibi")
+    assert "| sdpa " in ok and "@32" in ok
+
+    # a defect of the FlexAttention kernel only (5% off) FAILs against the SDPA reference
+    flex = model.flex_causal_attention
+    monkeypatch.setattr(model, "flex_causal_attention", lambda *a: flex(*a) * 1.05)
+    assert pf.main([DEMO, "--encodings=alibi", "--attn_backend=flex", *TINY]) == 1
+    (fail,) = lines(capsys.readouterr().out, "FAIL alibi")
+    assert "logits drift" in fail and "at length 32" in fail
+
+
 def test_exception_is_one_fail_line(monkeypatch, capsys):
     def boom(self, *args):
         raise RuntimeError("kernel exploded\nsecond line")

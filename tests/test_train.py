@@ -99,6 +99,7 @@ def test_end_to_end_writes_log_checkpoint_and_config(straight, capsys):
     assert ckpt["best_val_loss"] == min(r["val_loss"] for r in log)
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     assert ckpt["config"]["encoding"] == "alibi" and ckpt["model_args"]["n_embd"] == 32
+    assert ckpt["model_args"]["attn_backend"] == "auto"  # configs/base.py's key reaches the model
     assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python", "batch"}
     assert not os.path.exists(os.path.join(straight, "ckpt.pt.tmp"))
     with open(os.path.join(straight, "config.json")) as f:

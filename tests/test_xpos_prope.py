@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import test_model as generic
 import torch
 
 import model
@@ -248,24 +247,3 @@ def test_prope_with_context_extension(scaling):
 def test_prope_bad_p(p):
     with pytest.raises(ValueError, match="rope p"):
         build_encoding(config("rope", n_head=2, n_embd=32, p=p))  # d = 16: p = 0.05 keeps none
-
-
-# test_model.py's property tests cover each encoding at its defaults and the variants listed in its
-# VARIANTS, which has no rope variant: run them here on p-RoPE (p = 0.5: the sliced rotation path)
-PROPE = ("rope", {"p": 0.5})
-GENERIC_CHECKS = {
-    "causality-fast": lambda: generic.test_causality(*PROPE, "fast"),
-    "causality-explicit": lambda: generic.test_causality(*PROPE, "explicit"),
-    "shift": lambda: generic.test_shift_of_positions(*PROPE),
-    "shift-float-times": lambda: generic.test_shift_of_float_times(*PROPE),
-    "fast-equals-explicit": lambda: generic.test_fast_path_equals_explicit_path(*PROPE),
-    "attention-equals-scores": lambda: generic.test_causal_attention_matches_scores(*PROPE, 16),
-    "8x-length": lambda: generic.test_runs_far_past_block_size(*PROPE),
-    "kv-cache": lambda: generic.test_kv_cache_decoding_equals_full_forward(*PROPE),
-    "no-host-copies": lambda: generic.test_forward_makes_no_host_to_device_copies(*PROPE),
-}
-
-
-@pytest.mark.parametrize("check", list(GENERIC_CHECKS))
-def test_prope_has_the_properties_of_every_encoding(check):
-    GENERIC_CHECKS[check]()
