@@ -18,8 +18,9 @@ tf/model.py and pytorch/mem_transformer.py):
   every WikiText-103 script of theirs sets (tf/scripts/wt103_base_gpu.sh, wt103_large_tpu.sh,
   tf/sota/wt103.sh). Their PyTorch code shares one u, v across layers instead; that is not
   offered here (nanoPE's per-layer encodings do not share parameters).
-- W_R, u, v start from N(0, 0.02) (init="normal", init_std=0.02 in both codes). They are not
-  weight-decayed (nanoPE's rule for positional parameters; the authors train with Adam, no decay).
+- W_R, u, v start from N(0, 0.02) (init="normal" with the default init_std=0.02 of both codes;
+  their 18-layer WikiText-103 model sets 0.005). They are not weight-decayed (nanoPE's rule for
+  positional parameters; the authors train with Adam, no decay).
 - 1/sqrt(d) scales all four terms (attn_score = (AC + BD) * scale).
 Not included: their evaluation-time clamp_len (distances clamped at 400-1000 for WikiText-103;
 an exact clamp would need the relative shift below) and dropout on R.
