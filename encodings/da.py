@@ -7,9 +7,9 @@ with w_h, v_h learned scalars per head (one pair per head of every layer). The c
 "learnable sigmoid" of the weighted distance w_h |t - s|: 1 at t = s, rising towards 1 + e^{v_h}
 with the distance when w_h > 0 (a head that prefers long-range context), falling towards 0 when
 w_h < 0 (short-range); v_h sets the ceiling and the steepness. w is used as it is, of either sign
-(no |w| or softplus: the sign is what chooses long or short range). The paper writes the 1/sqrt(d)
-after the product; ReLU commutes with a positive factor, so this is the same logit. The ReLU
-keeps logits >= 0, so a larger coefficient always means more attention.
+(no |w| or softplus: the sign is what chooses long or short range). Where the 1/sqrt(d) goes,
+inside the ReLU or after the product, does not matter: ReLU commutes with a positive factor. The
+ReLU keeps logits >= 0, so a larger coefficient always means more attention.
 
 Choices the paper leaves open: w_h ~ N(0, 0.02) (the scale of the rest of the GPT-2 init;
 w = 0 would make every coefficient 1, where v gets no gradient), v_h = 0 (ceiling 2): the

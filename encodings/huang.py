@@ -13,8 +13,8 @@ Method 4, the paper's best on SQuAD1.1 and GLUE, generalises absolute embeddings
 sees i - j >= 0, where it is method 1: both keep the K + 1 entries of that half (the other half
 would never get a gradient), and method=2 runs method 1's code.
 
-Choices where the paper left them to the implementation (the first author's own implementation,
-method 4 in HuggingFace BERT's position_embedding_type="relative_key_query", is the reference):
+Choices left to the implementation follow HuggingFace BERT's position_embedding_type=
+"relative_key_query", which its documentation names as this paper's method 4:
 - one table per layer, shared by the heads of the layer (its distance_embedding, of head size);
 - method 4's vectors start at N(0, 0.02) (BERT's initializer_range). The multiplicative tables of
   methods 1-3 start at 1: the model starts as attention without positions, and learns them;
@@ -27,7 +27,8 @@ method 4 in HuggingFace BERT's position_embedding_type="relative_key_query", is 
 Methods 1-3 are multiplicative: attention runs their scores() in query blocks (explicit), memory
 O(query block x T). Method 3 never builds a (Tq, Tk, d) tensor: every key at distance >= K
 shares a_K, one matmul with q * a_K, and the K keys nearer than that are corrected one diagonal
-at a time (O(Tq K d) work). Method 4 is an additive bias gathered from (T, K + 1) logits, as in
+at a time (O(Tq K d) work; float times, which may lie closer than 1 apart, take K + 1 masked
+matmuls instead). Method 4 is an additive bias gathered from (T, K + 1) logits, as in
 shaw.py; it has no FlexAttention score_mod, whose interface passes q but not k.
 """
 
