@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test lint format demo clean-demo
+.PHONY: venv test lint format demo demo-field clean-demo
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,11 @@ demo: venv
 	$(PY) scripts/sweep.py configs/sweeps/demo.py; status=$$?; \
 		$(PY) scripts/plot.py out/sweeps/demo && exit $$status
 
+# the encodings beyond the mission's seven, next to four references (configs/sweeps/demo_field.py)
+demo-field: venv
+	$(PY) data/prepare.py demo
+	$(PY) scripts/sweep.py configs/sweeps/demo_field.py; status=$$?; \
+		$(PY) scripts/plot.py out/sweeps/demo_field && exit $$status
+
 clean-demo:
-	rm -rf out/sweeps/demo
+	rm -rf out/sweeps/demo out/sweeps/demo_field

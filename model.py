@@ -437,7 +437,9 @@ def causal_attention(
         if special:
             ct = compute_dtype(q.dtype)
             att = pe.scores(q_b, k_b, pos_q, pos_k).to(ct).masked_fill(~mask, float("-inf"))
-            att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
+            att = F.softmax(att, dim=-1)
+            if dropout_p > 0:  # not training=dropout_p > 0: a symbolic bool breaks the graph
+                att = F.dropout(att, p=dropout_p)
             out.append((att @ v_b.to(ct)).to(v.dtype))
             continue
         with _no_autocast(q.device.type) if exact else nullcontext():

@@ -155,10 +155,11 @@ def precision(c, device):
 
 
 def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None, sdpa=False):
-    """Train a copy of model0 on batches (sdpa: with every attention on SDPA). Returns a dict: losses, logits (CPU, float32) of the
-    first window at the initial weights and logits_long of long_x, step times, peak bytes, and
-    skipped: the steps a float16 grad scaler skipped. skip=None is the checked path (memory is
-    measured); the reference passes the checked path's skipped steps and drops those updates."""
+    """Train a copy of model0 on batches (sdpa: every attention on SDPA). Returns a dict: losses,
+    logits (CPU, float32) of the first window at the initial weights and logits_long of long_x,
+    step times, peak bytes, and skipped: the steps a float16 grad scaler skipped. skip=None is the
+    checked path (memory is measured); the reference passes the checked path's skipped steps and
+    drops those updates."""
     device_type = device.split(":")[0]
     set_tf32(tf32)
     ctx = (

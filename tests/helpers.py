@@ -64,6 +64,9 @@ ENCODING_CASES += [
     ("generator", {"blocks": _JORDAN}),
     ("generator", {"blocks": _NILPOTENT}),
     ("damped_rope", {"decay": "weight"}),
+    ("huang", {"method": 1}),
+    ("huang", {"method": 3}),
+    ("rope", {"p": 0.5}),
 ]
 
 

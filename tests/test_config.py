@@ -143,6 +143,7 @@ def run_train(argv, capsys):
         (["--encoding_kwargs={'num_bucket': 8}", "--encoding=t5"], "has no option 'num_bucket'"),
         (["--init_from=resume", "--out_dir=/nonexistent"], "no checkpoint at /nonexistent/ckpt.pt"),
         (["--init_from=restart"], "init_from must be 'scratch' or 'resume'"),
+        (["--attn_backend=fast"], "attn_backend must be one of auto, sdpa, flex; got 'fast'"),
         (["--n_embd=100"], "n_embd (100) must be divisible by n_head (12)"),
         (["--dataset=nosuch", "--data_dir=/nonexistent"], "dataset not found at /nonexistent"),
         # options that construct but fail when run: caught by the dry run before any data work

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_token_dataset
+from helpers import load_script, write_token_dataset
+
+from configurator import load_config
+from model import available_encodings
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 32
@@ -241,3 +244,16 @@ def test_sigterm_to_the_sweep_saves_the_running_step_and_resumes(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "--init_from=resume" in log.read_text()
     assert torch.load(tmp_path / "sweep/rope/seed1/ckpt.pt", weights_only=True)["finished"]
+
+
+def test_shipped_sweeps_cover_every_encoding():
+    """Every sweep file in configs/sweeps/ loads and names configs that load; every encoding in
+    encodings/ is in the WikiText-103 sweep and in one of the two CPU demos."""
+    sweep = load_script("sweep")
+    encodings = {}
+    for path in sorted((ROOT / "configs" / "sweeps").glob("*.py")):
+        runs = sweep.load_sweep(str(path))["runs"]
+        encodings[path.stem] = {load_config([str(ROOT / r["config"])])["encoding"] for r in runs}
+    everything = set(available_encodings())
+    assert everything <= encodings["wikitext103"]
+    assert everything <= encodings["demo"] | encodings["demo_field"]

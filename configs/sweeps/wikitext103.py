@@ -8,20 +8,27 @@
 #
 # Estimate (one A100 40/80 GB; the arithmetic of configs/base.py, which every run uses):
 #   training  GPT-2 small (N = 124M), 10,000 iterations x 32,768 tokens = 328M tokens.
-#             FLOPs/token = 6N + 12 * n_layer * n_embd * L = 742M + 57M = 0.80 GFLOP, so
-#             2.6e17 FLOP per run. At 40% MFU of 312 TFLOPS (bf16) = 125 TFLOPS: ~35 min.
-#             The flash-attention encodings (nope, rope, sinusoidal, learned) run at about that;
-#             the ones with an additive bias or a decay (alibi, t5, shaw, damped_rope) use an
-#             explicit mask and run up to ~2x slower (the ALiBi paper: T5 at half the speed of
-#             sinusoidal), and so do the two generator runs (blockwise path). 4 x 35 min +
-#             6 x ~60 min = ~8.3 h.
+#             FLOPs/token = 6N + 6 * n_layer * n_embd * L (attention counted causally, as
+#             train.py's MFU does) = 742M + 28M = 0.77 GFLOP, so 2.5e17 FLOP per run. At 40% MFU
+#             of 312 TFLOPS (bf16) = 125 TFLOPS: ~34 min. The fused-attention encodings (nope,
+#             rope, sinusoidal, learned) run at about that; the bias encodings train through
+#             FlexAttention on CUDA, the decays (damped_rope, the generators) through query
+#             blocks with an explicit mask, up to ~2x slower (the ALiBi paper: T5 at half the
+#             speed of sinusoidal; our GPU speeds are not measured). 4 x 35 min + 6 x ~60 min
+#             = ~8.3 h.
 #   eval      forward only: (2N + 2 * n_layer * n_embd * T) FLOPs/token, ~0.55 GFLOP at
 #             T = 16k; 6 lengths x ~0.28M validation tokens = ~1 PFLOP, minutes per run even at
 #             a low MFU for the explicit-mask encodings; ~15-30 min for the sweep.
-#   total     ~9 h on an A100 (~4 h on an H100): it fits in a night. A second seed of the
-#             runs that matter (seeds = [1337, 1338]) takes another; ~0.3-0.9 ppl of seed
-#             noise is typical on WikiText-103.
-# The per-run ETA that train.py prints after its first iterations is the number to trust.
+#   total     the mission's ten runs (the first eight encodings and the two generators): ~9 h on
+#             an A100 (~4 h on an H100), one night. The rest of the field adds ten runs, most
+#             of them bias, decay or multiplicative encodings at ~60 min each: ~10 h more, a
+#             second night. Split it with --only, e.g.
+#                 python scripts/sweep.py configs/sweeps/wikitext103.py --only=kerple,sandwich,fire
+#             (a run that is done is skipped, so rerunning the whole sweep later only fills in).
+#             A second seed of the runs that matter (seeds = [1337, 1338]) takes another night;
+#             ~0.3-0.9 ppl of seed noise is typical on WikiText-103.
+# These are FLOP arithmetic, not measurements: the per-run ETA that train.py prints after its
+# first iterations is the number to trust.
 name = "wikitext103"
 out_dir = "out/sweeps/wikitext103"
 _encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
@@ -34,6 +41,9 @@ runs = [
 ]
 # the generator family: a Jordan-block generator, and ALiBi rebuilt as a nilpotent generator
 runs += [dict(name=g, config=f"configs/{g}.py") for g in ("generator_jordan", "generator_alibi")]
+# the rest of the field (configs/sweeps/demo_field.py runs the same on the CPU demo)
+_field = ["kerple", "sandwich", "fire", "xl", "tener", "huang", "da", "xpos", "p_rope", "axial"]
+runs += [dict(name=e, config=f"configs/{e}.py") for e in _field]
 seeds = [1337]
 common = {}  # configs/base.py as it is; e.g. dict(max_iters=2000) for a quicker look
 eval_args = dict(
