@@ -27,8 +27,9 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# -n auto: one worker per core (pytest-xdist); most tests use one thread each
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 # the plots are drawn even if a run failed; make still reports the sweep's failure afterwards
 demo: venv

@@ -1,7 +1,12 @@
 """The GPU paths users run -- bf16 autocast and torch.compile (inductor) -- checked on CPU for
 every encoding case (tests/helpers.ENCODING_CASES), through GPT's public API only: forward,
 loss, backward. CPU autocast and CPU inductor run the same dtype rules and the same compiler
-front end (dynamo, AOT autograd, inductor's graph lowering) as CUDA; only the kernels differ."""
+front end (dynamo, AOT autograd, inductor's graph lowering) as CUDA; only the kernels differ.
+
+Inductor takes 10-100 s per model on CPU, so it compiles the first case of each attention path
+(the hooks and kind that decide how model.causal_attention runs an encoding); every other case
+runs the same checks under aot_eager: the same dynamo graphs, guards and recompiles, and the
+forward and backward graphs AOT autograd hands to inductor, run without code generation."""
 
 import contextlib
 import shutil
@@ -11,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from helpers import ENCODING_CASES, ENCODING_IDS
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, has_flex_path
 
 V, BLOCK = 64, 16
 # bf16 represents integers exactly only up to 256: evaluating at 512 (32x the training length)
@@ -134,9 +139,30 @@ def train_step(fn, model, x, y):
     not (shutil.which("g++") or shutil.which("gcc") or shutil.which("clang++")),
     reason="inductor on CPU needs a C++ compiler",
 )
-@pytest.mark.parametrize("name, kwargs", ENCODING_CASES, ids=ENCODING_IDS)
-def test_inductor_train_and_eval(name, kwargs, one_thread):
-    """One model compiled with inductor (dynamic=True, as evaluation visits many lengths):
+def attention_path(name, kwargs):
+    """What decides how attention runs an encoding: its hooks, orthogonality, explicit scores and
+    whether FlexAttention can take its bias; and whose rotation code it runs (rotations are where
+    inductor's code generation differs: it has no complex numbers)."""
+    pe = tiny_model(name, kwargs).pe[0]
+    rotation = type(pe).rotate.__module__ if pe.has_rotate else None
+    return pe.has_embed, rotation, pe.has_bias, pe.orthogonal, pe.explicit, has_flex_path(pe)
+
+
+def compile_cases():
+    """ENCODING_CASES with a backend each: inductor for the first case of each attention path."""
+    seen, cases = set(), []
+    for (name, kwargs), case_id in zip(ENCODING_CASES, ENCODING_IDS):
+        path = attention_path(name, kwargs)
+        backend = "aot_eager" if path in seen else "inductor"
+        seen.add(path)
+        cases.append(pytest.param(name, kwargs, backend, id=f"{case_id}-{backend}"))
+    return cases
+
+
+@pytest.mark.parametrize("name, kwargs, backend", compile_cases())
+def test_compile_train_and_eval(name, kwargs, backend, one_thread):
+    """One model compiled (dynamic=True, as evaluation visits many lengths; inductor or aot_eager,
+    see the module docstring):
     - a training step compiles as one graph with no graph break (a break per layer would make
       GPU training slow), and its loss and gradients equal eager ones;
     - evaluation (eval mode, no_grad) at three lengths compiles exactly one more graph: eval mode
@@ -151,7 +177,7 @@ def test_inductor_train_and_eval(name, kwargs, one_thread):
     torch._dynamo.reset()
     counters.clear()
     model = tiny_model(name, kwargs)
-    compiled = torch.compile(model, dynamic=True)  # backend="inductor", the default
+    compiled = torch.compile(model, dynamic=True, backend=backend)
 
     x, y = batch(BLOCK)
     model.train()

@@ -31,8 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ENCODINGS = available_encodings()
 # every case of helpers.ENCODING_CASES (each encoding at its defaults, and the variants that take
 # other code paths), plus variants of options that only these properties need:
-# (id, encoding, encoding_kwargs)
-VARIANTS = [(case_id(name, kw), name, kw) for name, kw in ENCODING_CASES] + [
+# (id, encoding, encoding_kwargs). Not its Jordan case: size-4 blocks give logits of order t^3,
+# which float32 holds to ~1e-4 of float64, not the 1e-5 asked here (tests/test_generator.py
+# checks them at their own tolerance); generator-mixed below has a size-2 Jordan block
+CASES = [(case_id(name, kw), name, kw) for name, kw in ENCODING_CASES]
+VARIANTS = [case for case in CASES if "jordan" not in case[0]] + [
     ("damped_rope-learn", "damped_rope", {"learn_alpha": True, "learn_omega": True}),
     ("damped_rope-fast-decay", "damped_rope", {"gammas": [0.5, 0.7, 0.9, 0.99]}),
     ("shaw-K4", "shaw", {"max_relative_position": 4}),

@@ -130,8 +130,7 @@ def run_main(argv):
         (
             [DEMO, "--encodings=rope,ropee"],
             "error: unknown setup 'ropee' in --encodings (did you mean 'rope'?); valid in "
-            "configs/demo: alibi, damped_rope, generator_alibi, generator_jordan, learned, nope, "
-            "rope, shaw, sinusoidal, t5\n",
+            "configs/demo: alibi, axial, da, damped_rope, fire, generator_alibi, generator_jordan,",
         ),
         (["configs/demo/rope.py", "--encodings=alibi"], "error: --encodings picks files beside"),
         ([DEMO, "--n_layr=2"], "error: unknown key 'n_layr' (did you mean 'n_layer'?)\n"),
