@@ -442,7 +442,7 @@ def causal_attention(
                 att = F.dropout(att, p=dropout_p)
             out.append((att @ v_b.to(ct)).to(v.dtype))
             continue
-        with _no_autocast(q.device.type) if exact else nullcontext():
+        with no_autocast(q.device.type) if exact else nullcontext():
             bias = pe.bias(q_b, k_b, pos_q, pos_k) if pe.has_bias else None
             if pe.has_rotate:
                 ref = pos[t0 : t0 + 1]
@@ -460,7 +460,7 @@ def causal_attention(
     return torch.cat(out, dim=2)
 
 
-def _no_autocast(device_type):
+def no_autocast(device_type):
     """Autocast off for one kernel call (on devices where autocast exists)."""
     if device_type in ("cuda", "cpu"):
         return torch.autocast(device_type=device_type, enabled=False)

@@ -53,7 +53,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, _no_autocast, compute_dtype, hp_dtype, rope_frequencies
+from model import Encoding, compute_dtype, hp_dtype, no_autocast, rope_frequencies
 
 
 def sinusoid_logits(p, pos_q, pos_k):
@@ -79,7 +79,7 @@ def relative_bias(q, k, u, v, W_R, pos_q, pos_k):
     R unprojected, D = d (TENER). In float32 at least, autocast off: these logits reach tens
     (sharpened test models: 30), where bf16 rounds by 0.06 (measured: 2.3% logit error at 32x
     length against 0.5% in float32)."""
-    with _no_autocast(q.device.type):
+    with no_autocast(q.device.type):
         ct = compute_dtype(q.dtype)
         p = q.to(ct) + v.to(ct)[:, None]  # (q_t + v) . W_R R = p_t . R with p_t = W_R^T (q_t + v)
         if W_R is not None:
