@@ -6,7 +6,8 @@
 # Cost, measured on 2 CPU cores: see the README ("The rest of the field on the demo").
 name = "demo_field"
 out_dir = "out/sweeps/demo_field"
-_field = ["kerple", "sandwich", "fire", "xl", "tener", "huang", "da", "xpos", "p_rope", "axial"]
+_field = ["kerple", "sandwich", "fire", "xl", "tener", "huang", "da", "xpos", "p_rope", "axial",
+          "cope"]  # fmt: skip
 runs = [dict(name=e, config=f"configs/demo/{e}.py") for e in _field]
 runs += [dict(name=e, config=f"configs/demo/{e}.py") for e in ("alibi", "t5", "rope", "nope")]
 seeds = [1337]
