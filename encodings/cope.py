@@ -33,8 +33,9 @@ the keys it sees): the gates are a (B, H, Tq, Tk) tensor, zeroed where s > t, an
 cumulative sum from the query back over the keys (flip, cumsum, flip). Rather than interpolating
 e (a (Tq, Tk, d) tensor), z[m] = q_t . e[m] is computed once for the npos_max + 1 integer
 positions (B, H, Tq, npos_max + 1) and gathered at floor p and ceil p: q_t . e[p] is linear in e.
-Memory O(query block x max(T, npos_max)); float32 at least, autocast off (p sums hundreds of
-gates; bf16 gate logits would move it by tenths).
+Memory O(query block x max(T, npos_max)). Float32 at least, autocast off: p sums hundreds of
+gates, and gate logits rounded to bf16 moved it by 0.07-0.25 at T = 2048 (measured, cap 512;
+float32: 3e-5).
 
 It depends on q and k, not on positions: shift invariant (trivially), and exact at any positions,
 integer or float, offset or not (pos is not used). No score_mod: p_ts sums over the keys between
