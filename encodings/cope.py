@@ -20,8 +20,8 @@ projects/cope/src/cope/context_position.py and src/models/transformer.py, defaul
   --cope-nodiv off; the paper's listing adds q.e[p] after the division, which only rescales e);
 - p is capped at npos_max (their clamp(max=npos - 1) on a table of npos rows); npos_max defaults
   to the training length block_size (their default npos = block_size + 1: "position 0 is
-  possible"). Past the cap, p stays at npos_max: the paper's means of extrapolating to longer
-  contexts (its text also suggests a p_max much smaller than the context, to save compute);
+  possible"). Past the cap, p stays at npos_max, whatever the context length; a smaller cap
+  also shrinks the table and the q . e products below;
 - e is one table per layer (per_layer; their --cope-shared off), shared by the heads of the layer
   (their (1, head_dim, npos) parameter broadcast over batch x heads), initialised to zeros, so
   that a fresh model is NoPE; not weight-decayed (nanoPE's rule for positional parameters);

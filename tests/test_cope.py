@@ -97,7 +97,7 @@ def test_cope_against_naive_loop(Tq, npos_max, pos):
     assert bias32.dtype == torch.float32
     torch.testing.assert_close(bias32.double()[seen], expected[seen], rtol=1e-5, atol=1e-5)
     if npos_max == 4:  # the cap is reached, and the positions are fractional
-        gates = torch.sigmoid(content)
+        gates = torch.sigmoid(content).tril(12 - Tq)  # the keys each query sees
         assert (gates.sum(-1) > 4).any() and ((gates > 0.05) & (gates < 0.95)).any()
 
 
