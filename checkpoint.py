@@ -151,7 +151,7 @@ def load_model(
     changes that keep the weights; an unknown option is a UserError. rope_scaling / rope_factor:
     RoPE context extension (linear, dynamic, yarn, llama3) for rope and damped_rope checkpoints,
     relative to the training length. attn_backend: "auto" (FlexAttention for the bias encodings on
-    CUDA, compiled; SDPA elsewhere), "sdpa" or "flex" (model.use_flex)."""
+    CUDA, compiled; SDPA elsewhere), "sdpa" or "flex" (flex.use_flex)."""
     from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
 
     device = resolve_device(device)

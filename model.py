@@ -4,7 +4,8 @@ encoding from encodings/. Read top to bottom:
 
 1. the shared positional math (rotations, distances) that several encodings use,
 2. the Encoding interface every file in encodings/ implements, and the loader that finds them,
-3. causal attention: one fused kernel where the encoding allows it, query blocks otherwise,
+3. causal attention: one fused kernel where the encoding allows it, query blocks otherwise
+   (FlexAttention for the biases that have a score_mod lives in flex.py),
 4. the GPT itself (pre-LN blocks, GELU MLP, tied embeddings, GPT-2 init), after karpathy/nanoGPT.
 
 An encoding touches attention through three hooks, each "do nothing" by default:
@@ -33,6 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+import flex
 
 # -----------------------------------------------------------------------------
 # Shared positional math. Encodings import these from here so that each formula exists once.
@@ -274,94 +277,9 @@ def _causal_mask(t0, t1, device):
     return torch.ones(t1 - t0, t1, dtype=torch.bool, device=device).tril(diagonal=t0)
 
 
-def _causal(b, h, q_idx, kv_idx):
-    return q_idx >= kv_idx
-
-
-def _causal_block_mask(T, device):
-    """FlexAttention's sparse causal mask: blocks above the diagonal are skipped, not computed."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    return create_block_mask(_causal, None, None, T, T, device=device)
-
-
-# outside torch.compile one mask per length is kept; inside, the traced graph makes it (cheaply)
-_cached_causal_block_mask = functools.lru_cache(maxsize=8)(_causal_block_mask)
-
-
-@functools.cache
-def _compiled_flex_attention():
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention)
-
-
-ATTN_BACKENDS = ("auto", "sdpa", "flex")
-# FlexAttention exists from torch 2.5. Gradients reaching the tensors a score_mod captures (T5's
-# table, Shaw's vectors, learnable slopes) came in 2.6 (pytorch#137452), computed on CUDA only:
-# on CPU flex_attention refuses inputs that require grad
-FLEX_FORWARD = torch.__version__ >= (2, 5)
-FLEX_BACKWARD = torch.__version__ >= (2, 6)
-
-
-def use_flex(backend, device_type, grad):
-    """Whether attention on `device_type` runs through FlexAttention, for an encoding that has a
-    score_mod: "sdpa" never, "auto" on CUDA, "flex" wherever FlexAttention runs (eagerly off
-    CUDA: an unfused reference, for tests). grad: gradients are wanted (training); FlexAttention
-    computes them on CUDA only, elsewhere attention falls back to SDPA."""
-    if backend == "sdpa" or (backend == "auto" and device_type != "cuda"):
-        return False
-    return (device_type == "cuda" and FLEX_BACKWARD) if grad else FLEX_FORWARD
-
-
-def has_flex_path(pe):
-    """Whether attention can run encoding pe through FlexAttention: an orthogonal encoding whose
-    bias has a score_mod (asked here of a dummy query)."""
-    if not (pe.has_bias and pe.orthogonal and not pe.explicit):
-        return False
-    return pe.score_mod(torch.zeros(1, pe.n_head, 1, pe.head_dim), torch.zeros(1)) is not None
-
-
-def flex_training_note(config, pe):
-    """Why training on CUDA runs pe's attention on SDPA although config.attn_backend asks for
-    FlexAttention (None if it does not): the model prints it once."""
-    if config.attn_backend == "sdpa" or not has_flex_path(pe):
-        return None
-    if not FLEX_BACKWARD:
-        return (
-            f"torch {torch.__version__} cannot take gradients through a FlexAttention score_mod's"
-            " tables (needs torch >= 2.6): on CUDA, training attention runs on SDPA"
-        )
-    if config.dropout > 0:
-        return (
-            f"FlexAttention has no attention dropout: with dropout={config.dropout}, training"
-            " attention runs on SDPA (evaluation uses FlexAttention on CUDA)"
-        )
-    return None
-
-
 @functools.cache
 def _note_once(message):
     print(f"note: {message}")
-
-
-def flex_causal_attention(q, k, v, pos, pe, mod, scale):
-    """Causal attention with the bias as a FlexAttention score_mod: no (T, T) bias tensor and
-    no masked-out blocks are ever computed; gradients reach what mod captures (tables, slopes).
-    For orthogonal encodings with a bias (ALiBi, T5, Shaw, damped RoPE with decay="weight");
-    rotations are applied first, as in the SDPA path."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    if pe.has_rotate:
-        q, k = pe.rotate(q, k, pos, pos)
-    T = q.size(2)
-    if torch.compiler.is_compiling():  # in a compiled model: traced and fused with the rest
-        mask = _causal_block_mask(T, q.device)
-        return flex_attention(q, k, v, score_mod=mod, block_mask=mask, scale=scale)
-    mask = _cached_causal_block_mask(T, str(q.device))
-    # an eager model on CUDA still gets flex compiled (the unfused one materialises T x T scores)
-    flex = _compiled_flex_attention() if q.device.type == "cuda" else flex_attention
-    return flex(q, k, v, score_mod=mod, block_mask=mask, scale=scale)
 
 
 def causal_attention(
@@ -384,7 +302,7 @@ def causal_attention(
       (bf16). What would cancel (polynomials in t - s) is computed in t - s, as a bias, never as
       a difference of large matmul terms: under TF32 those would lose all their digits;
     - explicit (the encoding asks for it, or a test does): the same blocks through pe.scores().
-    FlexAttention (backend "auto" on CUDA, or "flex"; see use_flex) replaces the blocks for an
+    FlexAttention (backend "auto" on CUDA, or "flex"; see flex.use_flex) replaces the blocks for an
     orthogonal encoding whose score_mod() gives its bias element-wise (ALiBi, T5, Shaw, damped
     RoPE with decay="weight"): in training too, unless attention dropout is on (FlexAttention
     has none). Decoding steps (kv) keep SDPA: one query row needs no block mask.
@@ -401,11 +319,12 @@ def causal_attention(
     start = T - Tq  # index of the first query among the keys
     # 1/sqrt(d) of the head dim, fixed before rotate(): an encoding may append coordinates to q, k
     scale = 1.0 / math.sqrt(q.size(-1))
-    flex = pe.has_bias and pe.orthogonal and not special and kv is None and dropout_p == 0
-    if flex and pos.dim() == 1 and use_flex(backend, q.device.type, torch.is_grad_enabled()):
+    may_flex = pe.has_bias and pe.orthogonal and not special and kv is None and dropout_p == 0
+    grad = torch.is_grad_enabled()
+    if may_flex and pos.dim() == 1 and flex.use_flex(backend, q.device.type, grad):
         mod = pe.score_mod(q, pos)
         if mod is not None:
-            return flex_causal_attention(q, k, v, pos, pe, mod, scale)
+            return flex.flex_causal_attention(q, k, v, pos, pe, mod, scale)
     if fused and kv is None:
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale
@@ -540,8 +459,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.query_block = config.attn_block_size
-        if config.attn_backend not in ATTN_BACKENDS:
-            choices = ", ".join(ATTN_BACKENDS)
+        if config.attn_backend not in flex.ATTN_BACKENDS:
+            choices = ", ".join(flex.ATTN_BACKENDS)
             raise ValueError(f"attn_backend must be one of {choices}, got {config.attn_backend!r}")
         self.backend = config.attn_backend
 
@@ -606,7 +525,7 @@ class GPT(nn.Module):
         per_layer = encoding_class(config.encoding).per_layer
         n_pe = config.n_layer if per_layer else 1
         self.pe = nn.ModuleList([build_encoding(config) for _ in range(n_pe)])
-        note = flex_training_note(config, self.pe[0]) if torch.cuda.is_available() else None
+        note = flex.flex_training_note(config, self.pe[0]) if torch.cuda.is_available() else None
         if note:  # on CUDA the backend asks for FlexAttention, but training cannot have it
             _note_once(note)
         # "explicit" routes attention through pe.scores(): slow, for tests and inspection

@@ -45,7 +45,8 @@ from checkpoint import (
 )
 from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
 from data.prepare import ensure_prepared, load_meta, write_json
-from model import ATTN_BACKENDS, GPT, GPTConfig, available_encodings, build_encoding
+from flex import ATTN_BACKENDS
+from model import GPT, GPTConfig, available_encodings, build_encoding
 
 # keys that define the model and its data: a resumed run must keep them
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")

@@ -56,7 +56,8 @@ import train
 from checkpoint import DTYPES, autocast, has_cpp_compiler, resolve_device, set_tf32
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
-from model import ATTN_BACKENDS, GPT, GPTConfig, available_encodings, build_encoding
+from flex import ATTN_BACKENDS
+from model import GPT, GPTConfig, available_encodings, build_encoding
 
 # defaults, overridable as --key=value; 0 / () / "auto" mean "pick for the device" (see below)
 DEFAULTS = dict(

@@ -73,7 +73,8 @@ import train
 from checkpoint import resolve_device, set_tf32
 from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
-from model import GPT, GPTConfig, flex_training_note, has_flex_path, use_flex
+from flex import flex_training_note, has_flex_path, use_flex
+from model import GPT, GPTConfig
 from scripts.bench import cpu_peak_bytes
 
 # preflight's own options; every other --key=value is a config override, as in train.py

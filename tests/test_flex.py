@@ -6,8 +6,10 @@ import pytest
 import torch
 from helpers import ENCODING_CASES, case_id
 
+import flex
 import model
-from model import GPT, GPTConfig, build_encoding, flex_training_note, has_flex_path, use_flex
+from flex import flex_training_note, has_flex_path, use_flex
+from model import GPT, GPTConfig, build_encoding
 
 flex_module = pytest.importorskip("torch.nn.attention.flex_attention")
 
@@ -53,9 +55,9 @@ def models(name, kwargs, flex_backend="flex"):
 @pytest.fixture
 def flex_calls(monkeypatch):
     """The calls attention makes to FlexAttention: a test must see that flex really ran."""
-    calls, flex_attention = [], model.flex_causal_attention
+    calls, flex_attention = [], flex.flex_causal_attention
     monkeypatch.setattr(
-        model, "flex_causal_attention", lambda *args: calls.append(1) or flex_attention(*args)
+        flex, "flex_causal_attention", lambda *args: calls.append(1) or flex_attention(*args)
     )
     return calls
 
@@ -110,7 +112,7 @@ def test_flex_gradients_equal_sdpa_on_cpu(name, kwargs, flex_calls, monkeypatch)
     if not hasattr(flex_module, "_validate_device"):
         pytest.skip("this torch checks devices elsewhere: the CUDA test covers gradients")
     monkeypatch.setattr(flex_module, "_validate_device", lambda *args: None)
-    monkeypatch.setattr(model, "use_flex", lambda backend, device_type, grad: backend == "flex")
+    monkeypatch.setattr(flex, "use_flex", lambda backend, device_type, grad: backend == "flex")
     assert_same_gradients(name, kwargs, "cpu", "flex", tol=1e-5)
     assert len(flex_calls) == 2
 
@@ -133,9 +135,9 @@ def test_backend_choice():
     for grad in (False, True):
         assert not use_flex("auto", "cpu", grad) and not use_flex("auto", "mps", grad)
         assert not use_flex("sdpa", "cuda", grad)
-    assert use_flex("auto", "cuda", grad=False) == model.FLEX_FORWARD
-    assert use_flex("auto", "cuda", grad=True) == model.FLEX_BACKWARD
-    assert use_flex("flex", "cpu", grad=False) == model.FLEX_FORWARD
+    assert use_flex("auto", "cuda", grad=False) == flex.FLEX_FORWARD
+    assert use_flex("auto", "cuda", grad=True) == flex.FLEX_BACKWARD
+    assert use_flex("flex", "cpu", grad=False) == flex.FLEX_FORWARD
     assert not use_flex("flex", "cpu", grad=True)
 
 
@@ -158,7 +160,7 @@ def test_training_fallback_notes(monkeypatch, capsys):
     assert note("damped_rope", {}, "auto", dropout=0.1) is None  # logit decay: no score_mod
     assert "dropout=0.1" in note("t5", {}, "auto", dropout=0.1)
     assert "dropout=0.1" in note("damped_rope", {"decay": "weight"}, "auto", dropout=0.1)
-    monkeypatch.setattr(model, "FLEX_BACKWARD", False)
+    monkeypatch.setattr(flex, "FLEX_BACKWARD", False)
     assert "torch >= 2.6" in note("shaw", {}, "flex")
     assert not use_flex("auto", "cuda", grad=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

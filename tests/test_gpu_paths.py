@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from helpers import ENCODING_CASES, ENCODING_IDS
 
-from model import GPT, GPTConfig, has_flex_path
+from flex import has_flex_path
+from model import GPT, GPTConfig
 
 V, BLOCK = 64, 16
 # bf16 represents integers exactly only up to 256: evaluating at 512 (32x the training length)
