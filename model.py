@@ -272,7 +272,7 @@ def build_encoding(config):
 # Causal attention with an encoding.
 
 
-def _causal_mask(t0, t1, device):
+def causal_mask(t0, t1, device):
     """Boolean (t1 - t0, t1) mask, True where query t0 + i may see key j (j <= t0 + i)."""
     return torch.ones(t1 - t0, t1, dtype=torch.bool, device=device).tril(diagonal=t0)
 
@@ -330,7 +330,7 @@ def causal_attention(
             q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale
         )
     if fused:  # is_causal aligns the first query with the first key: decoding needs the last
-        mask = _causal_mask(start, T, q.device) if Tq > 1 else None
+        mask = causal_mask(start, T, q.device) if Tq > 1 else None
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
     query_block = min(query_block, pe.max_query_block or query_block)
@@ -352,7 +352,7 @@ def causal_attention(
         t1 = min(T, t0 + query_block)
         pos_q, pos_k = pos[t0:t1], pos[:t1]
         q_b, k_b, v_b = q[:, :, t0 - start : t1 - start], k[:, :, :t1], v[:, :, :t1]
-        mask = _causal_mask(t0, t1, q.device)
+        mask = causal_mask(t0, t1, q.device)
         if special:
             ct = compute_dtype(q.dtype)
             att = pe.scores(q_b, k_b, pos_q, pos_k).to(ct).masked_fill(~mask, float("-inf"))

@@ -38,5 +38,5 @@ class ALiBi(Encoding):
         return -(self.slopes.float()[:, None, None] * dist)[None]  # (1, H, Tq, Tk)
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
-        slopes, t = self.slopes.float(), pos.float()
-        return lambda score, b, h, i, j: score - slopes[h] * (t[i] - t[j])
+        slopes, t = self.slopes.float(), pos  # t - s in pos's dtype, then float32, as bias()
+        return lambda score, b, h, i, j: score - slopes[h] * (t[i] - t[j]).float()

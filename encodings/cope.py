@@ -47,7 +47,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, compute_dtype, no_autocast
+from model import Encoding, causal_mask, compute_dtype, no_autocast
 
 
 def gates(q, k):
@@ -60,7 +60,7 @@ def contextual_positions(g, npos_max):
     last Tq of the keys: gates of keys after their query are zeroed, then summed from the query
     back (the flipped cumsum adds the small terms near the query first)."""
     Tq, Tk = g.shape[-2:]
-    seen = torch.ones(Tq, Tk, dtype=torch.bool, device=g.device).tril(Tk - Tq)
+    seen = causal_mask(Tk - Tq, Tk, g.device)
     g = g.masked_fill(~seen, 0.0)
     return g.flip(-1).cumsum(-1).flip(-1).clamp(max=npos_max)
 

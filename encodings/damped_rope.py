@@ -135,8 +135,8 @@ class DampedRoPE(Encoding):
     def score_mod(self, q, pos):  # decay="weight" only: its bias, element-wise, for FlexAttention
         if self.decay != "weight":
             return None
-        alpha, t = self.alpha().float(), pos.float()
-        return lambda score, b, h, i, j: score + alpha[h] * (t[i] - t[j])
+        alpha, t = self.alpha().float(), pos  # t - s in pos's dtype, then float32, as bias()
+        return lambda score, b, h, i, j: score + alpha[h] * (t[i] - t[j]).float()
 
     def scores(self, q, k, pos_q, pos_k):
         # explicit: e^{alpha (t-s)} sum_j q_j^T R(omega_j (s - t)) k_j / sqrt(d)

@@ -34,9 +34,11 @@ as the constant psi(L) for every training position and the inputs cover [0, 1); 
 with i.
 
 The MLP runs one hidden unit at a time, elementwise on the (Tq, Tk) inputs, in float32: no
-(Tq, Tk, width) tensor, so memory stays O(heads x query block x T) as the other biases', the
-same function serves FlexAttention's score_mod, and torch.compile can fuse the whole loop (it is
-all elementwise). Autocast never touches it (no matmul): the bias is computed in float32, and
+(Tq, Tk, width) tensor at evaluation, so memory stays O(heads x query block x T) as the other
+biases'. In training, autograd keeps every unit's ReLU output for the backward pass: width
+(Tq, Tk) tensors per block and layer (9 MB at T = 256), not batch-sized. The same function
+serves FlexAttention's score_mod, and torch.compile can fuse the whole loop (it is all
+elementwise). Autocast never touches it (no matmul): the bias is computed in float32, and
 rounded once where attention adds it.
 """
 

@@ -288,8 +288,8 @@ class Generator(Encoding):
         slope = sum(
             self.get(i, "slope", q).to(ct) for i, g in enumerate(self.groups) if g[0] == "nilpotent"
         )
-        t = pos.to(ct)
-        return lambda score, b, h, i, j: score - slope[h] * (t[i] - t[j])
+        t = pos  # t - s in pos's dtype, then cast, as bias(): float64 times far out stay exact
+        return lambda score, b, h, i, j: score - slope[h] * (t[i] - t[j]).to(ct)
 
     # --- the reference: q^T A(t - s) k with A built explicitly for every (t, s)
     def scores(self, q, k, pos_q, pos_k):

@@ -91,6 +91,9 @@ class Huang(Encoding):
         index = self.distance_index(pos_q, pos_k)
         if self.method in (1, 2):
             s = (q @ k.mT).to(ct) * self.rel.to(ct)[index]
+        # the banded path assumes integer positions are token indices, strictly increasing (every
+        # caller's); repeated or decreasing integers (packed documents that restart) need the
+        # general path, as float times take
         elif pos_q.is_floating_point():
             s = self.elementwise_scores_any_times(q, k, index)
         else:

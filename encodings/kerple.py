@@ -66,7 +66,8 @@ class Kerple(Encoding):
         return self.kernel(d, r1, r2)[None]  # (1, H, Tq, Tk)
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
-        (r1, r2), t = self.coefficients(), pos.float()
+        # t - s in the positions' own dtype, then float32, as bias() (float64 times far out)
+        (r1, r2), t = self.coefficients(), pos
         return lambda score, b, h, i, j: (
-            score + self.kernel((t[i] - t[j]).clamp(min=0), r1[h], r2[h])
+            score + self.kernel((t[i] - t[j]).float().clamp(min=0), r1[h], r2[h])
         )

@@ -61,5 +61,7 @@ class Sandwich(Encoding):
         return (self.scales.float()[:, None, None] * cosine_sum(d, self.freqs))[None]
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
-        scales, t, freqs = self.scales.float(), pos.float(), self.freqs
-        return lambda score, b, h, i, j: score + scales[h] * cosine_sum(t[i] - t[j], freqs)
+        scales, t, freqs = self.scales.float(), pos, self.freqs  # t - s in pos's dtype, as bias()
+        return lambda score, b, h, i, j: (
+            score + scales[h] * cosine_sum((t[i] - t[j]).float(), freqs)
+        )

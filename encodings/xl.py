@@ -53,7 +53,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, compute_dtype, hp_dtype, no_autocast, rope_frequencies
+from model import Encoding, causal_mask, compute_dtype, hp_dtype, no_autocast, rope_frequencies
 
 
 def sinusoid_logits(p, pos_q, pos_k):
@@ -91,7 +91,7 @@ def relative_bias(q, k, u, v, W_R, pos_q, pos_k):
         # resolves a logit near 0 to 2^-9 but one near 16 only to 2^-4 (test_numerics, bf16
         # inputs: 0.045 -> 0.013 error)
         Tq, Tk = bias.shape[-2:]
-        seen = torch.ones(Tq, Tk, dtype=torch.bool, device=bias.device).tril(Tk - Tq)
+        seen = causal_mask(Tk - Tq, Tk, bias.device)
         return bias - bias.masked_fill(~seen, -math.inf).amax(-1, keepdim=True).detach()
 
 

@@ -70,7 +70,8 @@ def test_the_bias_encodings_have_a_flex_path():
 @pytest.mark.parametrize("name, kwargs", CASES, ids=IDS)
 def test_flex_forward_equals_sdpa(name, kwargs, flex_calls):
     """Integer, offset and float positions: FlexAttention with the bias as a score_mod and the
-    causal block mask gives the SDPA path's logits."""
+    causal block mask gives the SDPA path's logits. Float64 times far out too: float32 holds
+    60,000.37 only to 0.004, so t - s must be taken before the cast (as bias() does)."""
     sdpa, flex = (m.eval() for m in models(name, kwargs))
     idx = torch.randint(0, 64, (2, 48))
     positions = (
@@ -78,6 +79,7 @@ def test_flex_forward_equals_sdpa(name, kwargs, flex_calls):
         torch.arange(48) + 1000,
         torch.arange(48) * 0.5,
         torch.arange(48) * 0.37 + 5.1,
+        torch.arange(48, dtype=torch.float64) * 0.37 + 60_000.1,
     )
     for pos in positions:
         with torch.no_grad():
