@@ -16,7 +16,8 @@ w = 0 would make every coefficient 1, where v gets no gradient), v_h = 0 (ceilin
 coefficient 2 sigmoid(w_h |t - s|) is then near 1 only for distances well below 1/|w_h| (~50):
 at 512 tokens about half the heads start by muting their farthest keys and half by doubling
 them (measured over 144 heads: coefficient < 0.1 for 38% of them). Not weight-decayed
-(nanoPE's rule for positional parameters). Distances are real: float times are exact, no table, no clipping.
+(nanoPE's rule for positional parameters). Distances are real: float times are exact, no table,
+no clipping.
 
 Multiplicative, so attention runs scores() in query blocks (explicit): memory O(query block x T).
 The coefficient is computed as (1 + e^v) sigmoid(w |t - s| - v), which saturates instead of
