@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test lint format demo demo-field clean-demo
+.PHONY: venv test lint format demo demo-field analyze clean-demo
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,17 @@ format: venv
 test: lint
 	$(PY) -m pytest -n auto
 
-# the plots are drawn even if a run failed; make still reports the sweep's failure afterwards
+# the plots (and the per-head analysis) are drawn even if a run failed; make still reports the
+# sweep's failure afterwards
 demo: venv
 	$(PY) data/prepare.py demo
 	$(PY) scripts/sweep.py configs/sweeps/demo.py; status=$$?; \
-		$(PY) scripts/plot.py out/sweeps/demo && exit $$status
+		$(PY) scripts/plot.py out/sweeps/demo && $(PY) scripts/analyze.py out/sweeps/demo \
+		&& exit $$status
+
+# the per-head analysis of the demo models again (scripts/analyze.py; ~30 s)
+analyze: venv
+	$(PY) scripts/analyze.py out/sweeps/demo
 
 # the encodings beyond the mission's seven, next to four references (configs/sweeps/demo_field.py)
 demo-field: venv
