@@ -78,9 +78,9 @@ from matplotlib.colors import LogNorm
 
 from checkpoint import load_model, resolve_device
 from configurator import UserError, parse_args, run_cli
-from data.prepare import PrepareError, load_meta, write_json
+from data.prepare import PrepareError, write_json
 from model import hp_dtype
-from scripts.eval_lengths import position_edges, windows
+from scripts.eval_lengths import load_split, position_edges, windows
 from scripts.plot import colours, log_length_axis, mark_training_lengths, run_label, save
 from scripts.sweep import train_state
 
@@ -247,11 +247,7 @@ def analyze_run(out_dir, cfg):
     margs, tcfg = ckpt["model_args"], ckpt.get("config", {})
     block_size = margs["block_size"]
     lens = cfg["lengths"] or default_lengths(block_size, cfg["max_length"])
-    dataset_dir = os.path.join(cfg["data_dir"] or tcfg.get("data_dir", "data"), tcfg["dataset"])
-    meta = load_meta(dataset_dir)
-    data = np.memmap(
-        os.path.join(dataset_dir, f"{cfg['split']}.bin"), dtype=meta["dtype"], mode="r"
-    )
+    _, data = load_split(cfg["data_dir"], cfg["split"], tcfg)
     n_win = cfg["windows"]
     result = {
         "encoding": margs.get("encoding"),

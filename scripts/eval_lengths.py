@@ -158,6 +158,15 @@ def evaluate_length(model, data, length, mode, stride, bsz, ctx, dev, progress=N
     return total, int(cnt_pos.sum()), sum_pos, cnt_pos
 
 
+def load_split(data_dir, split, tcfg):
+    """(meta, tokens as a read-only memmap) of the split of the dataset the run trained on (tcfg:
+    its saved config), in data_dir or, if that is empty, where the run found its data."""
+    dataset_dir = os.path.join(data_dir or tcfg.get("data_dir", "data"), tcfg["dataset"])
+    meta = load_meta(dataset_dir)
+    path = os.path.join(dataset_dir, f"{split}.bin")
+    return meta, np.memmap(path, dtype=meta["dtype"], mode="r")
+
+
 def evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress=None, say=print):
     """evaluate_length of model (called as `run`, e.g. compiled) at rec's length; after running
     out of memory, again with half the batch (down to 1), then with half the attention query
@@ -244,10 +253,7 @@ def main(argv=None):
     if cfg["mode"] == "sliding" and cfg["stride"] < 0:
         raise UserError("--stride must be positive (or 0 for length // 4)")
 
-    dataset_dir = os.path.join(cfg["data_dir"] or tcfg.get("data_dir", "data"), tcfg["dataset"])
-    meta = load_meta(dataset_dir)
-    path = os.path.join(dataset_dir, f"{cfg['split']}.bin")
-    data = np.memmap(path, dtype=meta["dtype"], mode="r")
+    meta, data = load_split(cfg["data_dir"], cfg["split"], tcfg)
     whole_split = cfg["max_tokens"] <= 0 or cfg["max_tokens"] + 1 >= len(data)
     n_tokens = len(data) if whole_split else cfg["max_tokens"] + 1
     data = torch.from_numpy(data[:n_tokens].astype(np.int64))
