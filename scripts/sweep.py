@@ -4,6 +4,8 @@ Train and evaluate every run of a sweep, then tabulate: the overnight workhorse.
     python scripts/sweep.py configs/sweeps/demo.py
     python scripts/sweep.py configs/sweeps/wikitext103.py --dry_run      # what would run
     python scripts/sweep.py configs/sweeps/wikitext103.py --only=alibi,rope
+    python scripts/sweep.py configs/sweeps/wikitext103.py --gpus=all      # one run per GPU
+    python scripts/sweep.py configs/sweeps/wikitext103.py --gpus=0,1,2,3 --gpus_per_run=2
 
 A sweep file is plain Python (see configs/sweeps/demo.py):
     name = "demo"                      # a label for tables and plots
@@ -14,6 +16,8 @@ A sweep file is plain Python (see configs/sweeps/demo.py):
     eval_args = dict(lengths=[64, 128], mode="nonoverlapping")   # for scripts/eval_lengths.py
     jobs = 1                           # runs trained at the same time
     threads = 0                        # CPU threads per run (OMP_NUM_THREADS); 0 = torch default
+    gpus = [0, 1, 2, 3]                # or "all": spread the runs over these GPUs (default: none)
+    gpus_per_run = 1                   # > 1: each run trains with DDP under torchrun
 
 For each run and seed: train.py (skipped when its checkpoint is finished, resumed with
 --init_from=resume when one exists but is not), then scripts/eval_lengths.py (skipped when
@@ -22,6 +26,15 @@ subprocesses, so a crash, NaN or bad config fails that run only (its error is re
 sweep goes on) and memory is freed between runs; their output goes to train.log / eval.log in
 the run's directory. Rerunning the same command after an interruption (Ctrl-C, a crash, a
 reboot) picks up where it stopped.
+
+With gpus (the sweep file's or --gpus=, which wins), runs are spread over a node's GPUs through
+CUDA_VISIBLE_DEVICES: the GPUs are cut into groups of gpus_per_run, each run (train, then eval)
+takes the first group to free and keeps it until it is done, so no two runs ever share a GPU,
+and `jobs` becomes the number of groups (a smaller `jobs` in the file caps it). A run sees its
+group as cuda:0, cuda:1, ... (device "auto" or "cuda" in its config); with gpus_per_run > 1 it
+trains under torchrun (python -m torch.distributed.run --standalone --nproc_per_node=N train.py)
+and evaluates on the first GPU of its group. Device indices are the sweep's own: under
+CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] means devices 4 and 5.
 
 Writes out_dir/status.json (one entry per run and seed), results.csv and results.md (one row per
 run: mean ± sample std over seeds at each evaluation length). Exit status: 0 if every run
@@ -34,6 +47,7 @@ import difflib
 import json
 import math
 import os
+import queue
 import re
 import shlex
 import signal
@@ -53,10 +67,13 @@ DEFAULTS = dict(
     sweep="",  # the sweep file (the positional argument)
     dry_run=False,  # list what would run, run nothing
     only="",  # names of the runs to do, e.g. --only=alibi,rope (default: all)
+    gpus="",  # "all" or device indices, e.g. --gpus=0,1,2,3 (default: the sweep file's gpus)
+    gpus_per_run=0,  # GPUs per run (default: the sweep file's gpus_per_run, else 1)
 )
 SWEEP_KEYS = dict(
-    name=str, out_dir=str, common=dict, runs=list, seeds=list, eval_args=dict, jobs=int, threads=int
-)
+    name=str, out_dir=str, common=dict, runs=list, seeds=list, eval_args=dict, jobs=int,
+    threads=int, gpus=(list, str), gpus_per_run=int,
+)  # fmt: skip
 METRICS = ("ppl", "word_ppl", "bits_per_byte")  # tabulated when every record has them
 METRIC_TITLES = {
     "ppl": "token-level perplexity",
@@ -90,7 +107,8 @@ def load_sweep(path):
         if k not in SWEEP_KEYS:
             raise UserError(f"{path}: unknown key '{k}'{_nearest(k, SWEEP_KEYS)}")
         if not isinstance(v, SWEEP_KEYS[k]):
-            raise UserError(f"{path}: {k} must be a {SWEEP_KEYS[k].__name__}, got {v!r}")
+            kind = "a list or 'all'" if k == "gpus" else f"a {SWEEP_KEYS[k].__name__}"
+            raise UserError(f"{path}: {k} must be {kind}, got {v!r}")
     if not ns.get("runs"):
         raise UserError(f"{path}: define runs = [dict(name=..., config=...), ...]")
     sweep = dict(
@@ -98,8 +116,11 @@ def load_sweep(path):
         common={},
         seeds=[1337],
         eval_args={},
-        jobs=1,
+        jobs=None,  # None: 1, or one per GPU group with gpus (see plan_gpus)
         threads=0,
+        gpus=None,
+        gpus_per_run=1,
+        groups=None,  # with gpus: the CUDA_VISIBLE_DEVICES value of each GPU group
     )
     sweep.update(ns)
     sweep.setdefault("out_dir", os.path.join("out", "sweeps", sweep["name"]))
@@ -128,9 +149,95 @@ def load_sweep(path):
         if not re.fullmatch(r"[\w.+-]+", r["name"]) or r["name"] in names:
             raise UserError(f"{path}: run names must be unique words, got '{r['name']}' twice")
         names.add(r["name"])
-    if sweep["jobs"] < 1:
+    if sweep["jobs"] is not None and sweep["jobs"] < 1:
         raise UserError(f"{path}: jobs must be at least 1")
     return sweep
+
+
+# -----------------------------------------------------------------------------
+# GPUs: one node, one run per GPU group
+
+
+def cuda_devices():
+    """How each CUDA device this process sees is named in CUDA_VISIBLE_DEVICES: the entries of
+    our own CUDA_VISIBLE_DEVICES when it is set (so that a child gets the device we call cuda:i),
+    else 0 ... device_count - 1. Empty without CUDA."""
+    import torch
+
+    n = torch.cuda.device_count()
+    own = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if own is not None:
+        return [d.strip() for d in own.split(",")][:n]
+    return [str(i) for i in range(n)]
+
+
+def parse_gpus(text):
+    """--gpus=all / --gpus=0,1,2,3 -> "all" / [0, 1, 2, 3]."""
+    text = text.strip().strip("[]()")
+    if text == "all":
+        return text
+    try:
+        return [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise UserError(
+            f"--gpus must be 'all' or device indices like 0,1,2,3, got '{text}'"
+        ) from None
+
+
+def gpu_groups(gpus, per_run, devices):
+    """The GPU groups the runs take turns on: `gpus` ("all" or indices i of cuda:i, as this
+    process sees them) cut into groups of per_run, each as the CUDA_VISIBLE_DEVICES value its
+    runs get. `devices`: cuda_devices(). UserError on anything invalid."""
+    if gpus == "all":
+        if not devices:
+            raise UserError("gpus='all' but no CUDA device is visible")
+        gpus = list(range(len(devices)))
+    elif isinstance(gpus, str) or not all(type(i) is int and i >= 0 for i in gpus):
+        raise UserError(f"gpus must be 'all' or a list of device indices like [0, 1], got {gpus!r}")
+    twice = sorted({i for i in gpus if gpus.count(i) > 1})
+    if twice:
+        raise UserError(f"gpus lists device {twice[0]} more than once: {gpus}")
+    missing = [i for i in gpus if i >= len(devices)]
+    if missing:
+        seen = f"{len(devices)} visible: 0-{len(devices) - 1}" if devices else "none visible"
+        raise UserError(f"gpus: no CUDA device {missing[0]} ({seen})")
+    if per_run < 1 or per_run > len(gpus) or len(gpus) % per_run:
+        raise UserError(
+            f"gpus_per_run={per_run} must be at least 1 and divide the {len(gpus)} GPU(s) in gpus"
+        )
+    names = [devices[i] for i in gpus]
+    return [",".join(names[i : i + per_run]) for i in range(0, len(names), per_run)]
+
+
+def plan_gpus(sweep, cfg):
+    """Resolve gpus / gpus_per_run (the CLI's win over the file's) into sweep["groups"] and set
+    sweep["jobs"]: one run per group unless the file asks for fewer; 1 without gpus."""
+    gpus = parse_gpus(cfg["gpus"]) if cfg["gpus"] else sweep["gpus"]
+    per_run = cfg["gpus_per_run"] or sweep["gpus_per_run"]
+    if not gpus:  # None or []: today's behaviour, every run on the device its config names
+        if per_run != 1:
+            raise UserError(f"gpus_per_run={per_run} needs gpus (e.g. --gpus=all)")
+        sweep["jobs"] = sweep["jobs"] or 1
+        return
+    for where, d in device_settings(sweep):
+        if d.startswith("cuda:") and d != "cuda:0":
+            raise UserError(
+                f"{where} sets device='{d}': with gpus each run sees its own GPU(s) as cuda:0, ..."
+                " (use 'cuda' or 'auto')"
+            )
+    sweep["groups"] = gpu_groups(gpus, per_run, cuda_devices())
+    sweep["gpus_per_run"] = per_run
+    sweep["jobs"] = min(sweep["jobs"] or len(sweep["groups"]), len(sweep["groups"]))
+
+
+def device_settings(sweep):
+    """(where, device) for every `device` the sweep file sets."""
+    found = [
+        ("common", sweep["common"].get("device")),
+        ("eval_args", sweep["eval_args"].get("device")),
+    ]
+    found += [(f"run {r['name']}", r["overrides"].get("device")) for r in sweep["runs"]]
+    return [(w, d) for w, d in found if isinstance(d, str)]
 
 
 VARIANT_KEYS = {"rope_scaling", "rope_factor", "encoding_kwargs", "variant"}
@@ -152,10 +259,17 @@ class Task:
         self.dir = os.path.join(sweep["out_dir"], run["name"], f"seed{seed}")
         self.sweep = sweep
         self.status, self.step, self.error, self.seconds = "pending", "", "", 0.0
+        self.gpus = ""  # with gpus: the CUDA_VISIBLE_DEVICES of the group it runs on
 
     def train_cmd(self, resume):
         overrides = {**self.sweep["common"], **self.run["overrides"], "seed": self.seed}
-        cmd = [sys.executable, os.path.join(REPO, "train.py"), self.run["config"]]
+        cmd = [sys.executable]
+        if self.sweep["groups"] and self.sweep["gpus_per_run"] > 1:
+            # DDP over the run's GPUs, as the README's torchrun line; --standalone: each run's
+            # rendezvous on a free port of its own, so several torchruns share the node
+            n = self.sweep["gpus_per_run"]
+            cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        cmd += [os.path.join(REPO, "train.py"), self.run["config"]]
         cmd += [flag(k, v) for k, v in overrides.items()] + [flag("out_dir", self.dir)]
         return cmd + (["--init_from=resume"] if resume else [])
 
@@ -242,22 +356,28 @@ class Sweep:
         self.stopping = False
         self.procs = set()
         self.lock = threading.Lock()
+        self.free = queue.Queue()  # the GPU groups no run holds, first freed first taken
+        for group in sweep["groups"] or []:
+            self.free.put(group)
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         if sweep["threads"]:
             self.env.update(
                 OMP_NUM_THREADS=str(sweep["threads"]), MKL_NUM_THREADS=str(sweep["threads"])
             )
 
-    def call(self, task, cmd, log_name):
-        """Run cmd with its output appended to the run's log; returns the exit code."""
+    def call(self, task, cmd, log_name, gpus=""):
+        """Run cmd with its output appended to the run's log; returns the exit code. gpus: its
+        CUDA_VISIBLE_DEVICES (with gpus in the sweep; otherwise the environment is ours)."""
         log = os.path.join(task.dir, log_name)
+        env = dict(self.env, CUDA_VISIBLE_DEVICES=gpus) if gpus else self.env
+        shown = (f"CUDA_VISIBLE_DEVICES={gpus} " if gpus else "") + " ".join(cmd)
         with open(log, "a") as f:
-            f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")
+            f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shown}\n")
             f.flush()
             # stdin closed, a new process group is not used: Ctrl-C reaches the child too, and
-            # train.py answers it by saving a checkpoint
+            # train.py answers it by saving a checkpoint (torchrun passes it on to its workers)
             p = subprocess.Popen(
-                cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+                cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
             with self.lock:
                 self.procs.add(p)
@@ -269,10 +389,17 @@ class Sweep:
 
     def do(self, task):
         t0 = time.time()
+        # with gpus: hold a GPU group from train to the end of eval (jobs <= groups, so one is
+        # free whenever a worker starts a task)
+        group = self.free.get() if self.sweep["groups"] else ""
+        task.gpus = group
         try:
             self._do(task)
         except Exception as e:  # a bug of ours must not take the other runs down either
             task.status, task.error = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            if group:
+                self.free.put(group)
         task.seconds = time.time() - t0
         return task
 
@@ -284,7 +411,8 @@ class Sweep:
                 task.status = "interrupted"
                 return
             task.status, task.step = "running", "train"
-            rc = self.call(task, task.train_cmd(resume=state == "partial"), "train.log")
+            cmd = task.train_cmd(resume=state == "partial")
+            rc = self.call(task, cmd, "train.log", task.gpus)
             state, _ = train_state(task.dir)
             if state != "finished":
                 if self.stopping:
@@ -302,7 +430,7 @@ class Sweep:
             if eval_done(task.dir, args, iter_num):
                 continue
             task.status, task.step = "running", "eval"
-            rc = self.call(task, task.eval_cmd(args), "eval.log")
+            rc = self.call(task, task.eval_cmd(args), "eval.log", task.gpus.split(",")[0])
             if rc != 0 or not eval_done(task.dir, args, iter_num):
                 task.status = "interrupted" if self.stopping else "failed"
                 task.error = tail(os.path.join(task.dir, "eval.log"))
@@ -327,7 +455,11 @@ class Sweep:
     def status_line(self, t0):
         done = sum(t.status in ("ok", "done", "failed") for t in self.tasks)
         failed = sum(t.status == "failed" for t in self.tasks)
-        running = [f"{t.name} ({t.step})" for t in self.tasks if t.status == "running"]
+        running = [
+            f"{t.name} ({t.step}{', GPU ' + t.gpus if t.gpus else ''})"
+            for t in self.tasks
+            if t.status == "running"
+        ]
         elapsed = time.time() - t0
         f = self.progress()
         eta = fmt_duration(elapsed * (1 - f) / f) if f > 0.02 else "?"
@@ -520,6 +652,7 @@ def write_status(sweep, tasks):
             step=t.step,
             error=t.error,
             seconds=round(t.seconds, 1),
+            **(dict(gpus=t.gpus) if sweep["groups"] else {}),
         )
         for t in tasks
     ]
@@ -527,6 +660,20 @@ def write_status(sweep, tasks):
 
 
 # -----------------------------------------------------------------------------
+
+
+def gpu_plan(sweep):
+    """One line saying how the runs use the GPUs."""
+    groups, n, jobs = sweep["groups"], sweep["gpus_per_run"], sweep["jobs"]
+    parts = [
+        f"GPUs: {len(groups)} group(s) of {n} (CUDA_VISIBLE_DEVICES={' | '.join(groups)})",
+        f"{jobs} run(s) at a time, each on the first group to free",
+    ]
+    if n > 1:
+        parts.append(f"train with torchrun --nproc_per_node={n}, eval on the group's first GPU")
+    if jobs < len(groups):
+        parts.append(f"jobs = {jobs} in the sweep file leaves {len(groups) - jobs} group(s) idle")
+    return "; ".join(parts)
 
 
 def main(argv=None):
@@ -539,6 +686,7 @@ def main(argv=None):
     if not cfg["sweep"]:
         raise UserError("usage: python scripts/sweep.py configs/sweeps/NAME.py [--dry_run]")
     sweep = load_sweep(cfg["sweep"])
+    plan_gpus(sweep, cfg)
     runs = sweep["runs"]
     only = [n for n in cfg["only"].split(",") if n]
     if only:
@@ -555,17 +703,26 @@ def main(argv=None):
                 done = state == "finished" and t.evals_done(iter_num)
                 t.status = "done" if done else "not run"
 
+    groups = sweep["groups"] or []
     if cfg["dry_run"]:
         print(f"sweep {sweep['name']}: {len(tasks)} runs into {sweep['out_dir']}")
+        if groups:
+            print(f"  {gpu_plan(sweep)}")
+        starting = list(groups[: sweep["jobs"]])  # the first runs with work take these in order
         for t in [t for t in tasks if t.status == "pending"]:
             state, iter_num = train_state(t.dir)
+            todo = [a for a in t.evals() if not eval_done(t.dir, a, iter_num)]
+            where = ""
+            if groups and (state != "finished" or todo):
+                gpus = starting.pop(0) if starting else ""
+                where = f" on CUDA_VISIBLE_DEVICES={gpus}" if gpus else " on the first GPUs to free"
             if state == "finished":
-                todo = [a for a in t.evals() if not eval_done(t.dir, a, iter_num)]
-                print(f"  {t.name}: trained; {'evaluate' if todo else 'evaluated'}")
+                print(f"  {t.name}: trained; {'evaluate' + where if todo else 'evaluated'}")
                 for args in todo:
                     print("    " + shlex.join(t.eval_cmd(args)))
             else:
-                print(f"  {t.name}: {'resume' if state == 'partial' else 'train'}, then evaluate")
+                verb = "resume" if state == "partial" else "train"
+                print(f"  {t.name}: {verb}, then evaluate{where}")
                 print("    " + shlex.join(t.train_cmd(resume=state == "partial")))
                 for args in t.evals():
                     print("    " + shlex.join(t.eval_cmd(args)))
@@ -576,6 +733,8 @@ def main(argv=None):
         f"sweep {sweep['name']}: {len(tasks)} runs into {sweep['out_dir']} "
         f"({sweep['jobs']} at a time); logs in each run's train.log / eval.log"
     )
+    if groups:
+        print(gpu_plan(sweep))
     s = Sweep(sweep, [t for t in tasks if t.status == "pending"])
 
     def on_sigterm(signum, frame):

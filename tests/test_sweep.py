@@ -1,9 +1,13 @@
-"""scripts/sweep.py on tiny runs: skip, resume, failure isolation, tables, exit status."""
+"""scripts/sweep.py on tiny runs: skip, resume, failure isolation, tables, exit status; runs
+spread over (faked) GPUs."""
 
 import csv
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +261,227 @@ def test_shipped_sweeps_cover_every_encoding():
     everything = set(available_encodings())
     assert everything <= encodings["wikitext103"]
     assert everything <= encodings["demo"] | encodings["demo_field"]
+
+
+# -----------------------------------------------------------------------------
+# gpus: one node, many GPUs. No GPU here: the device list is faked and subprocess.Popen is a
+# recorder that "trains" and "evaluates" by writing what train.py and eval_lengths.py would.
+
+
+class FakeRuns:
+    """Stands in for subprocess.Popen in the sweep: records each subprocess's command, its
+    CUDA_VISIBLE_DEVICES and when it started and ended; writes a finished checkpoint (train) or
+    the requested eval records (eval)."""
+
+    def __init__(self, seconds=0.3, slow=(), slow_seconds=0.8):
+        self.seconds, self.slow, self.slow_seconds = seconds, slow, slow_seconds
+        self.events, self.lock = [], threading.Lock()
+
+    def __call__(self, cmd, env, **kwargs):
+        with self.lock:
+            event = dict(cmd=cmd, gpus=env.get("CUDA_VISIBLE_DEVICES"), start=time.monotonic())
+            self.events.append(event)
+        fake = self
+
+        class Proc:
+            def wait(self):
+                out = Path(fake.run_dir(event)[len("--out_dir=") :])
+                is_train = any(a.endswith("train.py") for a in cmd)
+                slow = is_train and out.parent.name in fake.slow
+                time.sleep(fake.slow_seconds if slow else fake.seconds)
+                if is_train:
+                    torch.save({"finished": True, "iter_num": 4}, out / "ckpt.pt")
+                else:
+                    lengths = next(a for a in cmd if a.startswith("--lengths="))
+                    records = [
+                        dict(length=int(n), mode="nonoverlapping", split="val", iter_num=4,
+                             ppl=2.0, block_size=16, encoding="alibi", dataset="tiny")
+                        for n in lengths.split("=")[1].split(",")
+                    ]  # fmt: skip
+                    (out / "eval_lengths.json").write_text(json.dumps(records))
+                event["end"] = time.monotonic()  # before the sweep frees the GPU
+                return 0
+
+            def send_signal(self, sig):
+                pass
+
+            kill = send_signal
+
+        return Proc()
+
+    def run_dir(self, e):
+        return next(a for a in e["cmd"] if a.startswith("--out_dir="))
+
+    def trains(self):
+        return [e for e in self.events if any(a.endswith("train.py") for a in e["cmd"])]
+
+    def evals(self):
+        return [e for e in self.events if not any(a.endswith("train.py") for a in e["cmd"])]
+
+    def max_running(self):
+        moments = [(e["start"], 1) for e in self.events] + [(e["end"], -1) for e in self.events]
+        n = peak = 0
+        for _, d in sorted(moments):  # an end before a start at the same moment
+            n += d
+            peak = max(peak, n)
+        return peak
+
+    def check_never_shared(self):
+        """No two subprocesses that ran at the same time had a GPU in common."""
+        for i, a in enumerate(self.events):
+            for b in self.events[i + 1 :]:
+                if a["start"] < b["end"] and b["start"] < a["end"]:
+                    shared = set(a["gpus"].split(",")) & set(b["gpus"].split(","))
+                    assert not shared, (a, b)
+
+
+def gpu_sweep(root, extra="", runs=("a", "b", "c", "d", "e"), seeds=(1, 2)):
+    runs = [dict(name=n, config="configs/demo/alibi.py") for n in runs]
+    path = root / "sweep_gpus.py"
+    path.write_text(
+        f"out_dir = {str(root / 'sweep')!r}\nruns = {runs!r}\nseeds = {list(seeds)!r}\n"
+        "eval_args = dict(lengths=[16, 32])\n" + extra
+    )
+    return path
+
+
+def run_main(sw, monkeypatch, argv, fake, devices=None):
+    monkeypatch.setattr(sw.subprocess, "Popen", fake)
+    monkeypatch.setattr(sw.signal, "signal", lambda *a: None)  # main's SIGTERM handler
+    if devices is not None:
+        monkeypatch.setattr(sw, "cuda_devices", lambda: devices)
+    return sw.main([str(a) for a in argv])
+
+
+def test_gpus_one_run_per_gpu_never_shared(tmp_path, monkeypatch, capsys):
+    """gpus='all' on 4 (faked) GPUs: 10 runs, 4 at a time, each train and eval subprocess sees
+    one GPU, its run's, and no two running subprocesses ever share one, with one run 3x slower
+    than the others holding its GPU the whole time."""
+    sw = load_script("sweep")
+    fake = FakeRuns(slow=("b",))
+    path = gpu_sweep(tmp_path, "gpus = 'all'\n")
+    assert run_main(sw, monkeypatch, [path], fake, devices=["0", "1", "2", "3"]) == 0
+    trains, evals = fake.trains(), fake.evals()
+    assert len(trains) == 10 and len(evals) == 10
+    assert {e["gpus"] for e in trains} == {"0", "1", "2", "3"}
+    gpu_of = {fake.run_dir(e): e["gpus"] for e in trains}
+    assert all(e["gpus"] == gpu_of[fake.run_dir(e)] for e in evals)  # eval where it trained
+    assert all(e["cmd"][1].endswith("train.py") for e in trains)  # one GPU: no torchrun
+    fake.check_never_shared()
+    assert fake.max_running() == 4  # jobs = the number of GPUs
+    rows = json.loads((tmp_path / "sweep/status.json").read_text())["runs"]
+    assert all(r["status"] == "ok" for r in rows) and {r["gpus"] for r in rows} == set(
+        gpu_of.values()
+    )
+    out = capsys.readouterr().out
+    assert "(4 at a time)" in out and "CUDA_VISIBLE_DEVICES=0 | 1 | 2 | 3" in out
+    log = (tmp_path / "sweep/a/seed1/train.log").read_text()
+    a1 = gpu_of[f"--out_dir={tmp_path / 'sweep/a/seed1'}"]
+    assert f"$ CUDA_VISIBLE_DEVICES={a1} " in log  # the log says where it ran
+    # the same command again: everything is done, nothing is launched
+    again = FakeRuns()
+    assert run_main(sw, monkeypatch, [path], again) == 0 and again.events == []
+
+
+def test_gpus_per_run_two_trains_under_torchrun(tmp_path, monkeypatch):
+    """--gpus_per_run=2 on 4 GPUs: two groups, train under torchrun with 2 processes seeing their
+    2 GPUs, eval on the group's first. Indices are the sweep's own: under
+    CUDA_VISIBLE_DEVICES=4,5,6,7 device 0 is GPU 4 (the real cuda_devices, device count faked)."""
+    sw = load_script("sweep")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    fake = FakeRuns(seconds=0.2)
+    path = gpu_sweep(tmp_path, "jobs = 8\n", runs=("a", "b", "c"))  # jobs capped by the groups
+    assert run_main(sw, monkeypatch, [path, "--gpus=0,1,2,3", "--gpus_per_run=2"], fake) == 0
+    trains, evals = fake.trains(), fake.evals()
+    assert len(trains) == 6 and {e["gpus"] for e in trains} == {"4,5", "6,7"}
+    for e in trains:
+        assert e["cmd"][1:5] == [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+        ]
+    gpu_of = {fake.run_dir(e): e["gpus"] for e in trains}
+    assert all(e["gpus"] == gpu_of[fake.run_dir(e)].split(",")[0] for e in evals)
+    assert all(e["cmd"][1].endswith("eval_lengths.py") for e in evals)
+    fake.check_never_shared()
+    assert fake.max_running() == 2
+
+
+def test_without_gpus_nothing_changes(tmp_path, monkeypatch, capsys):
+    """No gpus: the children inherit our CUDA_VISIBLE_DEVICES, `jobs` runs at a time, plain
+    python train.py, status.json as before."""
+    sw = load_script("sweep")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    fake = FakeRuns(seconds=0.2)
+    path = gpu_sweep(tmp_path, "jobs = 2\n", runs=("a", "b"))
+    assert run_main(sw, monkeypatch, [path], fake) == 0
+    assert len(fake.events) == 8 and {e["gpus"] for e in fake.events} == {"3"}
+    assert all(e["cmd"][1].endswith(("train.py", "eval_lengths.py")) for e in fake.events)
+    assert fake.max_running() == 2
+    rows = json.loads((tmp_path / "sweep/status.json").read_text())["runs"]
+    assert set(rows[0]) == {"run", "seed", "dir", "status", "step", "error", "seconds"}
+    out = capsys.readouterr().out
+    assert "GPUs" not in out and "CUDA_VISIBLE_DEVICES" not in out
+    assert "=== " in (tmp_path / "sweep/a/seed1/train.log").read_text()
+    assert "CUDA_VISIBLE_DEVICES" not in (tmp_path / "sweep/a/seed1/train.log").read_text()
+
+
+def test_dry_run_shows_the_gpu_assignment(tmp_path, monkeypatch, capsys):
+    sw = load_script("sweep")
+    path = gpu_sweep(
+        tmp_path, "gpus = [0, 1, 2, 3]\ngpus_per_run = 2\n", runs=("a", "b"), seeds=(1,)
+    )
+    path.write_text(
+        path.read_text() + "runs.append(dict(name='c', config='configs/demo/rope.py'))\n"
+    )
+    fake = FakeRuns()
+    assert run_main(sw, monkeypatch, [path, "--dry_run"], fake, devices=list("0123")) == 0
+    out = capsys.readouterr().out
+    assert "GPUs: 2 group(s) of 2 (CUDA_VISIBLE_DEVICES=0,1 | 2,3)" in out
+    assert "a/seed1: train, then evaluate on CUDA_VISIBLE_DEVICES=0,1" in out
+    assert "b/seed1: train, then evaluate on CUDA_VISIBLE_DEVICES=2,3" in out
+    assert "c/seed1: train, then evaluate on the first GPUs to free" in out
+    assert out.count("-m torch.distributed.run --standalone --nproc_per_node=2") == 3
+    assert fake.events == [] and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, argv, devices, message",
+    [
+        ("gpus = 'all'\n", [], [], "gpus='all' but no CUDA device is visible"),
+        ("gpus = [0, 0]\n", [], ["0", "1"], "gpus lists device 0 more than once"),
+        ("gpus = [0, 5]\n", [], ["0", "1"], "no CUDA device 5 (2 visible: 0-1)"),
+        ("gpus = [0, 1]\ngpus_per_run = 3\n", [], ["0", "1"], "gpus_per_run=3 must be"),
+        ("gpus = 'all'\n", ["--gpus_per_run=2"], ["0", "1", "2"], "divide the 3 GPU(s)"),
+        ("gpus = 'some'\n", [], ["0"], "gpus must be 'all' or a list of device indices"),
+        ("gpus = [0.5]\n", [], ["0"], "gpus must be 'all' or a list of device indices"),
+        ("gpus = 2\n", [], ["0"], "gpus must be a list or 'all', got 2"),
+        ("", ["--gpus=a,b"], ["0"], "--gpus must be 'all' or device indices like 0,1,2,3"),
+        ("", ["--gpus_per_run=2"], ["0", "1"], "gpus_per_run=2 needs gpus"),
+        ("common = dict(device='cuda:1')\n", ["--gpus=all"], ["0", "1"], "sets device='cuda:1'"),
+    ],
+)
+def test_bad_gpus_are_one_line_errors(tmp_path, monkeypatch, extra, argv, devices, message):
+    from configurator import UserError
+
+    sw = load_script("sweep")
+    path = gpu_sweep(tmp_path, extra)
+    with pytest.raises(UserError) as e:
+        run_main(sw, monkeypatch, [path, *argv], FakeRuns(), devices=devices)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_gpus_all_without_cuda_from_the_command_line(tmp_path):
+    """The real device query (no GPU visible here): `error: ...`, one line, exit code 2."""
+    path = gpu_sweep(tmp_path)
+    p = subprocess.run(
+        [sys.executable, "scripts/sweep.py", str(path), "--gpus=all"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert p.returncode == 2 and p.stderr == "error: gpus='all' but no CUDA device is visible\n"
