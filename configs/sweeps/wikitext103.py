@@ -53,5 +53,4 @@ eval_args = dict(
     split="val",
     max_tokens=0,  # the whole split, so that word-level perplexity is exact
 )
-jobs = 1  # one GPU: one run at a time
 threads = 0
