@@ -39,6 +39,8 @@ import torch.nn as nn
 
 from model import Encoding, compute_dtype, relative_distance
 
+from .shaw import relative_logits
+
 METHODS = (1, 2, 3, 4)
 
 
@@ -70,8 +72,7 @@ class Huang(Encoding):
 
     def rel_logits(self, x):
         """x . a_r / sqrt(d) for r = 0 .. K, in float32 at least: (B, H, T, K + 1)."""
-        out = x @ self.rel.to(x.dtype).T
-        return out.to(compute_dtype(x.dtype)) / math.sqrt(self.head_dim)
+        return relative_logits(x, self.rel)
 
     def bias(self, q, k, pos_q, pos_k):  # method 4: (q . a_r + k . a_r) / sqrt(d)
         index = self.distance_index(pos_q, pos_k)

@@ -18,6 +18,13 @@ import torch.nn as nn
 from model import Encoding, compute_dtype, relative_distance
 
 
+def relative_logits(x, rel):
+    """x . a_r / sqrt(d) for every row a_r of rel (R, d), in float32 at least: (B, H, T, R).
+    Scaled here, not after the gather: a pass over R columns, not over Tk."""
+    out = x @ rel.to(x.dtype).T
+    return out.to(compute_dtype(x.dtype)) / math.sqrt(x.size(-1))
+
+
 class Shaw(Encoding):
     per_layer = True
 
@@ -28,10 +35,8 @@ class Shaw(Encoding):
         self.rel = nn.Parameter(torch.randn(self.K + 1, self.head_dim) * 0.02)
 
     def rel_logits(self, q):
-        """q_i . a_r / sqrt(d) for r = -K .. 0, in float32 at least: (B, H, Tq, K + 1). Scaled
-        here, not after the gather: a pass over K + 1 columns, not over Tk."""
-        rel_logits = q @ self.rel.to(q.dtype).T
-        return rel_logits.to(compute_dtype(q.dtype)) / math.sqrt(self.head_dim)
+        """q_i . a_r / sqrt(d) for r = -K .. 0: (B, H, Tq, K + 1)."""
+        return relative_logits(q, self.rel)
 
     def bias(self, q, k, pos_q, pos_k):
         rel_logits = self.rel_logits(q)
