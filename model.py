@@ -52,8 +52,9 @@ def compute_dtype(dtype):
 
 
 def relative_distance(pos_q, pos_k):
-    """(Tq, Tk) matrix of t - s: how far key s lies in the past of query t."""
-    return pos_q[:, None] - pos_k[None, :]
+    """t - s, how far key s lies in the past of query t: (Tq, Tk) for positions (T,), and
+    (B|1, H|1, Tq, Tk) for clocks per sequence and head, (B|1, H|1, T)."""
+    return pos_q[..., :, None] - pos_k[..., None, :]
 
 
 def rope_frequencies(dim, base=10000.0, device=None):
@@ -150,6 +151,10 @@ class Encoding(nn.Module):
     # then changes with each new token, so generate() cannot keep a KV cache
     context_dependent = False
     scalings = ()  # RoPE context-extension methods it takes as encoding_kwargs["scaling"]
+    # "learned": the encoding always runs on a learned clock (FoX), whatever GPTConfig.time says;
+    # clock_init then gives that clock's initialisation (LearnedClock's keyword arguments)
+    time = None
+    clock_init = {}
 
     def __init__(self, config):
         super().__init__()
@@ -179,6 +184,13 @@ class Encoding(nn.Module):
         return None
 
     @property
+    def takes_clock(self):
+        """Whether a learned clock (GPTConfig.time = "learned") can drive this encoding: it must
+        read relative positions. Absolute encodings add theirs to the tokens, before any layer;
+        an encoding without hooks (NoPE) reads none. One that ignores its positions sets False."""
+        return not self.has_embed and (self.has_rotate or self.has_bias or self.explicit)
+
+    @property
     def shift_invariant(self):
         """Outputs unchanged under pos + c (tests check it): true of every encoding that is not
         absolute. A subclass that is neither may set the class attribute to False."""
@@ -190,7 +202,7 @@ class Encoding(nn.Module):
         if self.has_rotate:
             # rotate() is relative, so shifting both times by the first query time changes nothing
             # mathematically and keeps non-orthogonal factors (decays) bounded
-            ref = pos_q[:1]
+            ref = pos_q[..., :1]
             q_r, k_r = self.rotate(q, k, pos_q - ref, pos_k - ref)
         else:
             q_r, k_r = q, k
@@ -285,7 +297,8 @@ def _note_once(message):
 def causal_attention(
     q, k, v, pos, pe, dropout_p=0.0, query_block=512, explicit=False, backend="sdpa", kv=None
 ):
-    """Causal attention of q, k, v (B, H, T, d) at positions pos (T,) under encoding pe.
+    """Causal attention of q, k, v (B, H, T, d) under encoding pe, at positions pos: (T,), or a
+    clock per sequence and head broadcastable to (B, H, T) (randomized or learned time).
     Decoding: kv is a LayerKV holding the keys and values of the tokens before these; pos then
     covers all of them, and the queries are the last T positions.
 
@@ -311,7 +324,7 @@ def causal_attention(
     fused = not special and pe.orthogonal and not pe.has_bias
     Tq, out_dtype = q.size(2), v.dtype
     if fused and pe.has_rotate:  # an orthogonal rotation of key s is the same for every query:
-        pos_new = pos if kv is None else pos[-Tq:]  # a cache keeps keys rotated
+        pos_new = pos if kv is None else pos[..., -Tq:]  # a cache keeps keys rotated
         q, k = pe.rotate(q, k, pos_new, pos_new)
     if kv is not None:  # the others cache raw keys: decays and biases depend on t - s
         k, v = kv.extend(k, v)
@@ -350,7 +363,7 @@ def causal_attention(
     for i in range((Tq + query_block - 1) // query_block):
         t0 = start + i * query_block
         t1 = min(T, t0 + query_block)
-        pos_q, pos_k = pos[t0:t1], pos[:t1]
+        pos_q, pos_k = pos[..., t0:t1], pos[..., :t1]
         q_b, k_b, v_b = q[:, :, t0 - start : t1 - start], k[:, :, :t1], v[:, :, :t1]
         mask = causal_mask(t0, t1, q.device)
         with no_autocast(q.device.type) if exact else nullcontext():
@@ -368,7 +381,7 @@ def _attend_block(q, k, v, pos_q, pos_k, mask, pe, special, scale, dropout_p):
     else:
         bias = pe.bias(q, k, pos_q, pos_k) if pe.has_bias else None
         if pe.has_rotate:
-            ref = pos_q[:1]
+            ref = pos_q[..., :1]
             q, k = pe.rotate(q, k, pos_q - ref, pos_k - ref)
         if bias is None:
             return F.scaled_dot_product_attention(
@@ -412,6 +425,7 @@ class KVCache:
     def __init__(self, n_layer):
         self.layers = [LayerKV() for _ in range(n_layer)]
         self.pos = None
+        self.clock = None  # a shared learned clock's times so far
 
     @property
     def length(self):
@@ -424,6 +438,7 @@ class KVCache:
 
 class LayerKV:
     k = v = None
+    clock = None  # this layer's learned clock's times so far
 
     def extend(self, k, v):
         """The cached keys and values followed by k, v (B, H, T, d); kept for the next step."""
@@ -446,6 +461,9 @@ class GPTConfig:
     encoding_kwargs: dict = field(default_factory=dict)  # that encoding's options
     attn_block_size: int = 512  # query block for bias / decaying encodings (memory O(block * T))
     attn_backend: str = "auto"  # auto (FlexAttention for bias encodings on CUDA) | sdpa | flex
+    time: str = "index"  # "index": positions are token indices; "learned": LearnedClock per layer
+    time_shared: bool = False  # learned time: one clock for every layer, from the embeddings
+    max_train_position: int = 0  # randomized training positions: their bound (0: block_size)
 
 
 class LayerNorm(nn.Module):
@@ -458,6 +476,49 @@ class LayerNorm(nn.Module):
 
     def forward(self, x):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+TIMES = ("index", "learned")
+
+
+class LearnedClock(nn.Module):
+    """Time learned from the data, per head (Mamba's Delta): each token advances head h's clock by
+    delta_{u,h} = softplus(w_h . x_u + b_h) >= 0, so that
+
+        t_{u,h} = pos_0 + sum_{0 < u' <= u} delta_{u',h},   t - s = sum_{u=s+1..t} delta_u.
+
+    Any relative encoding then runs on t instead of the token index. Default init w = 0,
+    b = softplus^-1(1): delta = 1 exactly (in float32), so a fresh model is the index model bit
+    for bit. Sums run in float64 (float32 on mps): positions far out keep their small steps."""
+
+    def __init__(self, n_embd, n_head, delta=1.0, weight_std=0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_head, n_embd) * weight_std)
+        self.bias = nn.Parameter(torch.full((n_head,), math.log(math.expm1(delta))))
+
+    def forward(self, x, pos, past=None):
+        """Clock (B, H, T) of the tokens x (B, T, C) at positions pos (..., T); past: the clock of
+        the tokens before them (decoding), which these continue."""
+        with no_autocast(x.device.type):  # a bf16 delta would round every step
+            z = F.linear(x.float(), self.weight, self.bias)
+        steps = F.softplus(z).transpose(1, 2).to(hp_dtype(x.device)).cumsum(-1)
+        if past is None:
+            return pos[..., :1].to(steps.dtype) + steps - steps[..., :1]
+        return past[..., -1:] + steps
+
+
+def make_clock(config, pe):
+    """The learned clock config.time and the encoding ask for, or None (token index)."""
+    if config.time not in TIMES:
+        raise ValueError(f"time must be one of {', '.join(TIMES)}, got {config.time!r}")
+    if pe.time != "learned" and config.time != "learned":
+        return None
+    if not pe.takes_clock:
+        raise ValueError(
+            f"time='learned' needs an encoding that reads relative positions; {config.encoding!r}"
+            " does not (absolute, content-only or none): use time='index'"
+        )
+    return LearnedClock(config.n_embd, config.n_head, **pe.clock_init)
 
 
 class CausalSelfAttention(nn.Module):
@@ -474,9 +535,12 @@ class CausalSelfAttention(nn.Module):
             choices = ", ".join(flex.ATTN_BACKENDS)
             raise ValueError(f"attn_backend must be one of {choices}, got {config.attn_backend!r}")
         self.backend = config.attn_backend
+        self.clock = None  # a LearnedClock of this layer's own (GPT sets it)
 
     def forward(self, x, pos, pe, explicit=False, kv=None):
         B, T, C = x.size()
+        if self.clock is not None:
+            pos = clock_positions(self.clock, x, pos, kv)
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, H, T, d)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -512,6 +576,17 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def clock_positions(clock, x, pos, state):
+    """The clock of every token attention sees: with a cache (state: a LayerKV or KVCache holding
+    the clock so far), the cached tokens' times followed by the new tokens'."""
+    past = None if state is None else state.clock
+    new = clock(x, pos[..., -x.size(1) :], past)
+    if state is None:
+        return new
+    state.clock = new if past is None else torch.cat((past, new), dim=-1)
+    return state.clock
+
+
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -536,6 +611,11 @@ class GPT(nn.Module):
         per_layer = encoding_class(config.encoding).per_layer
         n_pe = config.n_layer if per_layer else 1
         self.pe = nn.ModuleList([build_encoding(config) for _ in range(n_pe)])
+        # learned time: a clock per layer (each from its own input), or one from the embeddings
+        self.clock = make_clock(config, self.pe[0]) if config.time_shared else None
+        if not config.time_shared:
+            for block in self.transformer.h:
+                block.attn.clock = make_clock(config, self.pe[0])
         note = flex.flex_training_note(config, self.pe[0]) if torch.cuda.is_available() else None
         if note:  # on CUDA the backend asks for FlexAttention, but training cannot have it
             _note_once(note)
@@ -575,9 +655,9 @@ class GPT(nn.Module):
         past = cache.length if cache is not None else 0
         if pos is None:
             pos = torch.arange(past, past + T, device=idx.device)
-        elif pos.shape != (T,):
+        elif pos.shape not in ((T,), (B, T)) or (cache is not None and pos.dim() > 1):
             raise ValueError(
-                f"pos must be a 1-D tensor of length {T}, got shape {tuple(pos.shape)}"
+                f"pos must be (T,) or, without a cache, (B, T) = {(B, T)}: got {tuple(pos.shape)}"
             )
         for pe in self.pe:  # context extension (dynamic NTK) depends on the sequence length
             pe.context_len = past + T
@@ -587,6 +667,10 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         explicit = self.attn_impl == "explicit"
         pos_all = pos if cache is None else cache.extend_positions(pos)
+        if pos_all.dim() == 2:  # per sequence: (B, 1, T), broadcast over the heads
+            pos_all = pos_all[:, None]
+        if self.clock is not None:
+            pos_all = clock_positions(self.clock, x, pos_all, cache)
         for i, block in enumerate(self.transformer.h):
             kv = cache.layers[i] if cache is not None else None
             x = block(x, pos_all, self.layer_encoding(i), explicit, kv)
