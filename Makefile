@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test lint format demo demo-field analyze clean-demo
+.PHONY: venv test lint format demo demo-field demo-time analyze clean-demo
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,5 +49,11 @@ demo-field: venv
 	$(PY) scripts/sweep.py configs/sweeps/demo_field.py; status=$$?; \
 		$(PY) scripts/plot.py out/sweeps/demo_field && exit $$status
 
+# time from the data: learned clocks, FoX, randomized positions (configs/sweeps/demo_time.py)
+demo-time: venv
+	$(PY) data/prepare.py demo
+	$(PY) scripts/sweep.py configs/sweeps/demo_time.py; status=$$?; \
+		$(PY) scripts/plot.py out/sweeps/demo_time && exit $$status
+
 clean-demo:
-	rm -rf out/sweeps/demo out/sweeps/demo_field
+	rm -rf out/sweeps/demo out/sweeps/demo_field out/sweeps/demo_time

@@ -252,7 +252,7 @@ def test_sigterm_to_the_sweep_saves_the_running_step_and_resumes(tmp_path):
 
 def test_shipped_sweeps_cover_every_encoding():
     """Every sweep file in configs/sweeps/ loads and names configs that load; every encoding in
-    encodings/ is in the WikiText-103 sweep and in one of the two CPU demos."""
+    encodings/ is in the WikiText-103 sweep and in one of the CPU demos."""
     sweep = load_script("sweep")
     encodings = {}
     for path in sorted((ROOT / "configs" / "sweeps").glob("*.py")):
@@ -260,7 +260,7 @@ def test_shipped_sweeps_cover_every_encoding():
         encodings[path.stem] = {load_config([str(ROOT / r["config"])])["encoding"] for r in runs}
     everything = set(available_encodings())
     assert everything <= encodings["wikitext103"]
-    assert everything <= encodings["demo"] | encodings["demo_field"]
+    assert everything <= encodings["demo"] | encodings["demo_field"] | encodings["demo_time"]
 
 
 # -----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ runs = [
 runs += [dict(name=g, config=f"configs/{g}.py") for g in ("generator_jordan", "generator_alibi")]
 # the rest of the field (configs/sweeps/demo_field.py runs the same on the CPU demo)
 _field = ["kerple", "sandwich", "fire", "xl", "tener", "huang", "da", "xpos", "p_rope", "axial",
-          "cope"]  # fmt: skip
+          "cope", "fox"]  # fmt: skip
 runs += [dict(name=e, config=f"configs/{e}.py") for e in _field]
 seeds = [1337]
 common = {}  # configs/base.py as it is; e.g. dict(max_iters=2000) for a quicker look

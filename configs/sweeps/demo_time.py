@@ -1,0 +1,31 @@
+# Time from the data on the CPU demo (`make demo-time`): the same encodings on the token index and
+# on a learned clock (time="learned": per layer and head, t - s = sum of softplus(w . x + b) over
+# the tokens between; README, "Time from the data"), FoX next to ALiBi, CoPE next to NoPE, and
+# randomized training positions (Ruoss et al. 2023) next to ordinary ones. Trained and evaluated
+# exactly as configs/sweeps/demo.py (64 bytes, evaluated at 1x-32x). NoPE reads no positions, so
+# randomizing them would change nothing: the absolute learned table takes its place there (its
+# table then covers 8 x 64 = 512 positions, so it is evaluated to 8x).
+#
+# Cost, measured on 2 idle CPU cores: see the README section.
+name = "demo_time"
+out_dir = "out/sweeps/demo_time"
+_learned = dict(time="learned")
+_random = dict(train_positions="randomized")
+_clocks = [("", {}), ("_learned_time", _learned)]
+runs = [dict(name=e + suffix, config=f"configs/demo/{e}.py", overrides=o)
+        for e in ("rope", "damped_rope", "generator") for suffix, o in _clocks]  # fmt: skip
+runs += [dict(name=e, config=f"configs/demo/{e}.py") for e in ("alibi", "fox", "nope", "cope")]
+runs += [dict(name=f"{e}_randomized", config=f"configs/demo/{e}.py", overrides=_random)
+         for e in ("rope", "learned")]  # fmt: skip
+runs += [dict(name="learned", config="configs/demo/learned.py")]
+seeds = [1337]
+common = dict(device="cpu")
+eval_args = dict(
+    lengths=[64, 128, 256, 512, 1024, 2048],
+    mode="nonoverlapping",
+    split="val",
+    max_tokens=32768,  # the first half of the val split, the same bytes at every length
+    device="cpu",
+)
+jobs = 2
+threads = 1

@@ -1,0 +1,33 @@
+# Time from the data on WikiText-103 (configs/base.py, L = 512, evaluated at 1x-32x as
+# configs/sweeps/wikitext103.py): each encoding on the token index and on a learned clock
+# (time="learned"), FoX next to ALiBi, CoPE next to NoPE, randomized training positions (Ruoss et
+# al. 2023) next to ordinary ones. configs/sweeps/demo_time.py is the same on the CPU demo.
+#
+#     python scripts/sweep.py configs/sweeps/time.py --dry_run
+#     python scripts/sweep.py configs/sweeps/time.py --gpus=all
+#
+# Estimate: 13 runs of GPT-2 small, ~35-60 min each on one A100 (configs/sweeps/wikitext103.py's
+# arithmetic; a learned clock adds one (n_embd x n_head) projection per layer, and its per-head
+# positions keep every encoding off FlexAttention, on SDPA with a dense bias block): ~10 h, a
+# night and a half on one GPU; runs shared with wikitext103.py are not retrained if you point
+# both at the same out_dir. FLOP arithmetic, not measurements.
+name = "time"
+out_dir = "out/sweeps/time"
+_learned = dict(time="learned")
+_random = dict(train_positions="randomized")
+_clocks = [("", {}), ("_learned_time", _learned)]
+runs = [dict(name=e + suffix, config=f"configs/{e}.py", overrides=o)
+        for e in ("rope", "damped_rope", "generator") for suffix, o in _clocks]  # fmt: skip
+runs += [dict(name=e, config=f"configs/{e}.py") for e in ("alibi", "fox", "nope", "cope")]
+runs += [dict(name=f"{e}_randomized", config=f"configs/{e}.py", overrides=_random)
+         for e in ("rope", "learned")]  # fmt: skip
+runs += [dict(name="learned", config="configs/learned.py")]
+seeds = [1337]
+common = {}
+eval_args = dict(
+    lengths=[512, 1024, 2048, 4096, 8192, 16384],
+    mode="nonoverlapping",
+    split="val",
+    max_tokens=0,
+)
+threads = 0
