@@ -57,7 +57,7 @@ from checkpoint import DTYPES, autocast, has_cpp_compiler, resolve_device, set_t
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
 from flex import ATTN_BACKENDS
-from model import GPT, GPTConfig, available_encodings, build_encoding
+from model import GPT, TIMES, GPTConfig, available_encodings, build_encoding
 
 # defaults, overridable as --key=value; 0 / () / "auto" mean "pick for the device" (see below)
 DEFAULTS = dict(
@@ -73,6 +73,7 @@ DEFAULTS = dict(
     warmup=1,  # untimed iterations before them (compilation, caches, allocator warm-up)
     attn_block_size=512,  # query block of the blockwise attention path (model.GPTConfig)
     attn_backend="auto",  # auto (FlexAttention for the bias encodings on CUDA) | sdpa | flex
+    time="index",  # learned: every encoding that can take one runs on a learned clock per layer
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     dtype="auto",  # auto: bfloat16 on CUDA where supported, else float32; CPU runs in float32
     compile=False,  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler)
@@ -118,6 +119,8 @@ def settings(argv):
             raise UserError(f"--{key} must be a positive integer (or 0 for auto), got {cfg[key]}")
     if cfg["attn_backend"] not in ATTN_BACKENDS:
         raise UserError(f"--attn_backend must be one of {', '.join(ATTN_BACKENDS)}")
+    if cfg["time"] not in TIMES:
+        raise UserError(f"--time must be one of {', '.join(TIMES)}, got '{cfg['time']}'")
     if cfg["n_embd"] % cfg["n_head"]:
         raise UserError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
     if cfg["warmup"] < 0:
@@ -272,7 +275,7 @@ def is_oom(e):
 
 
 def model_config(name, cfg):
-    return GPTConfig(
+    config = GPTConfig(
         block_size=cfg["train_length"],
         vocab_size=cfg["vocab_size"],
         n_layer=cfg["n_layer"],
@@ -284,6 +287,11 @@ def model_config(name, cfg):
         attn_block_size=cfg["attn_block_size"],
         attn_backend=cfg["attn_backend"],
     )
+    # --time=learned: the encodings that read relative positions; the others (NoPE, the floor of
+    # --relative, and the absolute ones) stay as they are
+    if cfg["time"] == "learned" and build_encoding(config).takes_clock:
+        config.time = "learned"
+    return config
 
 
 def build_model(name, cfg):
@@ -511,6 +519,7 @@ def main(argv=None):
     shape = f"{cfg['n_layer']} layers x {cfg['n_embd']} wide x {cfg['n_head']} heads"
     mode = " | eager vs compiled" if cfg["compare_compile"] else " | compiled" * cfg["compile"]
     mode = f" | generating {cfg['generate']} tokens" if cfg["generate"] else mode
+    mode += " | learned time" * (cfg["time"] == "learned")
     print(
         f"nanoPE bench | {dev} | {cfg['dtype']}{mode}"
         f" | {shape}, vocab {cfg['vocab_size']} | torch {torch.__version__}"
@@ -528,6 +537,7 @@ def main(argv=None):
         "eval_lengths": list(lengths),
         "attn_block_size": cfg["attn_block_size"],
         "attn_backend": cfg["attn_backend"],
+        "time": cfg["time"],
         "steps": cfg["steps"],
         "warmup": cfg["warmup"],
         "results": [],

@@ -183,3 +183,18 @@ def test_relative_table_against_nope_with_mfu(tmp_path):
         assert r["mfu"] == pytest.approx(
             (6 * params + 6 * 1 * 16 * 16) * tokens_per_s / 1e9, rel=1e-6
         )
+
+
+def test_learned_time_applies_where_an_encoding_takes_a_clock():
+    """--time=learned: rope and fox get a learned clock per layer; NoPE, the floor, and the
+    absolute table do not; a bad --time is one line."""
+    cfg = bench.settings(["--time=learned", *TINY])
+    assert bench.model_config("rope", cfg).time == "learned"
+    assert bench.model_config("fox", cfg).time == "learned"
+    assert bench.model_config("nope", cfg).time == "index"
+    assert bench.model_config("learned", cfg).time == "index"
+    assert bench.build_model("rope", cfg).transformer.h[0].attn.clock is not None
+    p = run("--time=clock", *TINY)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "error: --time must be one of index, learned, got 'clock'"
+    ]
