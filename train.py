@@ -16,7 +16,10 @@ karpathy/nanoGPT. What it adds:
 - atomic checkpoints; SIGINT/SIGTERM finish the current iteration, save and exit 0; a NaN/inf
   loss stops the run (exit 1) without touching the last good checkpoint;
 - out_dir/log.jsonl: one JSON line per evaluation (iter, train_loss, val_loss, lr, tokens_seen,
-  elapsed_s), for plots that need no wandb.
+  elapsed_s), for plots that need no wandb;
+- randomized training positions (Ruoss et al. 2023, train_positions="randomized"): each training
+  sequence gets sorted distinct positions drawn from [0, max_train_position); evaluation keeps
+  0 .. T-1.
 """
 
 import json
@@ -43,14 +46,15 @@ from checkpoint import (
     saved_config,
     set_tf32,
 )
-from configurator import ConfigError, UserError, load_config, nearest_hint, run_cli
+from configurator import ConfigError, UserError, load_base, load_config, nearest_hint, run_cli
 from data.prepare import ensure_prepared, load_meta, write_json
 from flex import ATTN_BACKENDS
-from model import GPT, GPTConfig, available_encodings, build_encoding
+from model import GPT, TIMES, GPTConfig, available_encodings, build_encoding, make_clock
 
 # keys that define the model and its data: a resumed run must keep them
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")
-ARCH_KEYS += ("dataset",)
+ARCH_KEYS += ("dataset", "time", "time_shared", "train_positions", "max_train_position")
+TRAIN_POSITIONS = ("index", "randomized")
 
 
 class Diverged(Exception):
@@ -91,26 +95,60 @@ def check_values(c):
             f"unknown encoding '{c['encoding']}'{nearest_hint(c['encoding'], names)}; "
             f"valid encodings: {', '.join(names)}"
         )
+    if c["time"] not in TIMES:
+        raise ConfigError(f"time must be one of {', '.join(TIMES)}; got '{c['time']}'")
+    if c["train_positions"] not in TRAIN_POSITIONS:
+        valid = ", ".join(TRAIN_POSITIONS)
+        raise ConfigError(f"train_positions must be one of {valid}; got '{c['train_positions']}'")
+    if c["max_train_position"] and c["train_positions"] != "randomized":
+        raise ConfigError("max_train_position applies only with train_positions='randomized'")
+    if c["max_train_position"] and c["max_train_position"] < c["block_size"]:
+        raise ConfigError(
+            f"max_train_position ({c['max_train_position']}) must be >= block_size "
+            f"({c['block_size']}), or 0 for 8 x block_size"
+        )
+
+
+def max_train_position(c):
+    """The bound of randomized training positions (0 -> 8 x block_size), 0 for index ones."""
+    if c["train_positions"] != "randomized":
+        return 0
+    return c["max_train_position"] or 8 * c["block_size"]
+
+
+def random_positions(rng, rows, T, bound):
+    """(rows, T) int64: each row T distinct positions drawn uniformly from [0, bound), sorted
+    (Ruoss et al. 2023). Rows are drawn one by one: a (rows, bound) permutation would cost
+    memory in the bound."""
+    rows = [rng.choice(bound, size=T, replace=False, shuffle=False) for _ in range(rows)]
+    return np.sort(np.stack(rows), axis=1).astype(np.int64)
 
 
 def check_encoding(c):
     """Build the encoding alone and run it once on tiny inputs at the training positions (cheap),
     so that bad encoding_kwargs fail here, in one line, before any data work -- not as a
-    traceback at the first evaluation."""
+    traceback at the first evaluation. Then its clock (time="learned"), which not every encoding
+    can take."""
     args = {k: c[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout")}
+    config = GPTConfig(
+        **args, encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"], time=c["time"],
+        time_shared=c["time_shared"], max_train_position=max_train_position(c),
+    )  # fmt: skip
     try:
-        pe = build_encoding(
-            GPTConfig(**args, encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"])
-        )
+        pe = build_encoding(config)
         pos = torch.arange(c["block_size"])
-        if pe.has_embed:
-            pe.embed(pos)
+        if pe.has_embed:  # every position training reaches must have a row
+            pe.embed(torch.arange(max(c["block_size"], config.max_train_position)))
         pos = pos[-64:]  # the last (at most) 64 training positions: 8 queries, 64 keys
         k = torch.randn(1, c["n_head"], len(pos), c["n_embd"] // c["n_head"])
         with torch.no_grad():
             pe.scores(k[:, :, -8:], k, pos[-8:], pos)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
         raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e
+    try:
+        make_clock(config, pe)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def pick_dtype(dtype, device_type):
@@ -245,11 +283,12 @@ def main(argv=None):
     if c["init_from"] == "resume":
         ckpt = load_checkpoint(out_dir, map_location="cpu")
         saved = ckpt["config"]
+        defaults = load_base()  # what a checkpoint older than a key was trained with
         for key in ARCH_KEYS:
-            if saved.get(key) != c[key]:
+            if saved.get(key, defaults[key]) != c[key]:
                 raise ConfigError(
                     f"cannot resume {out_dir} with {key}={c[key]!r}: it was trained with "
-                    f"{saved.get(key)!r}. To continue it as it was: "
+                    f"{saved.get(key, defaults[key])!r}. To continue it as it was: "
                     f"python train.py --out_dir={out_dir} --init_from=resume"
                 )
         if ckpt["iter_num"] >= c["max_iters"]:
@@ -338,12 +377,23 @@ def main(argv=None):
             return tuple(t.pin_memory().to(device, non_blocking=True) for t in (x, y))
         return x.to(device), y.to(device)
 
-    def train_batch():
-        # batches are drawn when needed, not prefetched: that keeps batch_rng's state in step with
-        # iter_num at a checkpoint. On CUDA the CPU runs ahead of the GPU anyway (no sync between
-        # micro-steps), so loading still overlaps with compute.
-        starts = batch_rng.integers(0, n_tokens["train"] - T, size=B * world_size)
-        return batch("train", starts[rank * B : (rank + 1) * B])
+    train_bound = max_train_position(c)  # 0: positions 0 .. T-1
+
+    def step_batches():
+        """This rank's micro-batches (x, y, positions or None) of one optimizer step. The windows
+        of the whole step, every rank's, are drawn at once from batch_rng, then their randomized
+        positions: every rank draws the same and takes its own rows, so the checkpointed state
+        covers them all, and DDP ranks see what one process accumulating sees. Drawn per step,
+        not prefetched: batch_rng's state stays in step with iter_num at a checkpoint. Windows
+        load when needed; on CUDA the CPU runs ahead of the GPU anyway (no sync between
+        micro-steps), so loading still overlaps with compute."""
+        rows = c["gradient_accumulation_steps"] * B  # micro-step m of rank r: (m * world + r) * B
+        starts = batch_rng.integers(0, n_tokens["train"] - T, size=rows)
+        pos = random_positions(batch_rng, rows, T, train_bound) if train_bound else None
+        for m in range(grad_accum):
+            mine = slice((m * world_size + rank) * B, (m * world_size + rank + 1) * B)
+            x, y = batch("train", starts[mine])
+            yield x, y, None if pos is None else torch.from_numpy(pos[mine]).to(device)
 
     # evaluation: the same eval_iters * batch_size windows every time, evenly spaced over each
     # split, so that curves of one run and of different runs are comparable point by point.
@@ -360,7 +410,8 @@ def main(argv=None):
         n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"], block_size=T,
         bias=c["bias"], vocab_size=vocab_size, dropout=c["dropout"],
         encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"],
-        attn_backend=c["attn_backend"],
+        attn_backend=c["attn_backend"], time=c["time"], time_shared=c["time_shared"],
+        max_train_position=train_bound,
     )  # fmt: skip
     if ckpt is not None:  # the saved architecture wins; dropout and the kernel may change
         kept = {k: v for k, v in ckpt["model_args"].items() if k not in ("dropout", "attn_backend")}
@@ -374,6 +425,8 @@ def main(argv=None):
     say(
         f"model: {n_params / 1e6:.2f}M parameters, encoding {c['encoding']}, "
         f"{c['n_layer']} layers x {c['n_embd']} wide, block_size {T}"
+        + (f", time {c['time']}" if c["time"] != "index" else "")
+        + (f"; training positions randomized in [0, {train_bound})" if train_bound else "")
     )
 
     # ----------------------------------------------------------------- optimizer
@@ -401,9 +454,9 @@ def main(argv=None):
         wandb_run_id = ckpt.get("wandb_run_id")
         if master:
             changed = [
-                f"{k} {ckpt['config'].get(k)!r} -> {c[k]!r}"
+                f"{k} {ckpt['config'].get(k, defaults[k])!r} -> {c[k]!r}"
                 for k in c
-                if k != "init_from" and ckpt["config"].get(k) != c[k]
+                if k != "init_from" and ckpt["config"].get(k, defaults[k]) != c[k]
             ]
             say(
                 f"resuming {out_dir} at iter {iter_num}"
@@ -600,12 +653,11 @@ def main(argv=None):
 
             # one optimizer step: gradient_accumulation_steps micro-batches
             step_loss = torch.zeros((), device=device)
-            for micro_step in range(grad_accum):
-                x, y = train_batch()
+            for micro_step, (x, y, pos) in enumerate(step_batches()):
                 if ddp:  # sync gradients only on the last micro-step
                     model.require_backward_grad_sync = micro_step == grad_accum - 1
                 with ctx:
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, pos=pos)
                     loss = loss / grad_accum  # the sum over micro-steps is the batch mean
                 scaler.scale(loss).backward()
                 step_loss += loss.detach().float()

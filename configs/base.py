@@ -55,6 +55,15 @@ n_head = 12
 n_embd = 768
 dropout = 0.1  # ~2.8 passes over a 120M-token corpus: a little dropout curbs late overfitting
 bias = False  # biases in Linears and LayerNorms (False: slightly faster, as good)
+# "index": attention reads token indices; "learned": a learned clock per layer and head that
+# relative encodings run on (not absolute ones, NoPE or CoPE). README, "Time from the data"
+time = "index"
+time_shared = False  # time="learned": one clock for all layers (from the embeddings), not one each
+# "index": training positions 0 .. T-1; "randomized": each training sequence gets sorted distinct
+# positions drawn from [0, max_train_position) (Ruoss et al. 2023); evaluation always uses 0 .. T-1
+train_positions = "index"
+# randomized positions' bound, >= block_size (0: 8 x block_size); learned tables get that many rows
+max_train_position = 0
 
 # AdamW
 learning_rate = 6e-4  # peak learning rate

@@ -9,11 +9,12 @@ the learned table it has no row past N_max: positions must be integers in [0, N_
 model raises the learned table's error otherwise.
 
 Options, with defaults derived from the config:
-- shape = (n1, n2): default the exact factorisation of block_size closest to square, the larger
-  factor on the fast axis (512 -> (32, 16), 64 -> (8, 8); a prime gives (block_size, 1)), so
-  N_max = block_size as for the learned table. Hugging Face's Reformer (axial_pos_shape, whose
-  product must equal the training length) factors the same way, its first factor the slow axis:
-  (64, 64) by default, (128, 512) for enwik8; its fast axis is never the smaller one.
+- shape = (n1, n2): default the exact factorisation of block_size (of max_train_position when
+  training positions are randomized) closest to square, the larger factor on the fast axis
+  (512 -> (32, 16), 64 -> (8, 8); a prime gives (block_size, 1)), so N_max is the learned
+  table's size. Hugging Face's Reformer (axial_pos_shape, whose product must equal the training
+  length) factors the same way, its first factor the slow axis: (64, 64) by default, (128, 512)
+  for enwik8; its fast axis is never the smaller one.
 - dims = (d1, d2): default d1 = n_embd - n_embd // 4 on the fast axis, d2 = n_embd // 4 on the
   slow one, the split of every Hugging Face Reformer config (axial_pos_embds_dim (64, 192) of
   256, (256, 768) of 1024, slow axis first).
@@ -58,17 +59,20 @@ class Axial(Learned):
     def __init__(self, config, shape=None, dims=None):
         Encoding.__init__(self, config)  # not Learned.__init__: no (max_len, n_embd) table here
         D = config.n_embd
-        default = default_shape(config.block_size), (D - D // 4, D // 4)
+        # the positions training reaches: block_size, or the randomized ones' bound
+        name = "max_train_position" if config.max_train_position else "block_size"
+        need = config.max_train_position or config.block_size
+        default = default_shape(need), (D - D // 4, D // 4)
         n1, n2 = default[0] if shape is None else positive_pair("shape", shape)
         d1, d2 = default[1] if dims is None else positive_pair("dims", dims)
         if d1 + d2 != D:
             raise ValueError(f"axial dims {(d1, d2)} must add up to n_embd={D}")
         if d2 == 0:
             raise ValueError(f"axial needs n_embd >= 4 for its default dims, got {D}")
-        if n1 * n2 < config.block_size:
+        if n1 * n2 < need:
             raise ValueError(
                 f"axial shape {(n1, n2)} covers {n1 * n2} positions, fewer than"
-                f" block_size={config.block_size}: make n1 * n2 >= block_size"
+                f" {name}={need}: make n1 * n2 >= {name}"
             )
         self.shape, self.dims, self.max_len = (n1, n2), (d1, d2), n1 * n2
         self.table1 = nn.Parameter(torch.randn(n1, d1) * 0.02)  # P1, fast axis: n mod n1

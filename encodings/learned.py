@@ -3,7 +3,8 @@
     x_t = wte[token_t] + P[t],   P in R^{max_len x D}
 
 nanoGPT's baseline (its `wpe`). The table has no row for a position it never saw, so the model
-cannot run past max_len (default: block_size): it raises a clear error instead.
+cannot run past max_len (default: block_size, or max_train_position when training positions are
+randomized): it raises a clear error instead.
 """
 
 import torch
@@ -17,10 +18,12 @@ class Learned(Encoding):
 
     def __init__(self, config, max_len=None):
         super().__init__(config)
-        self.max_len = max_len or config.block_size
+        # randomized training positions (Ruoss et al. 2023) reach max_train_position: a row each
+        self.max_len = max_len or config.max_train_position or config.block_size
         self.table = nn.Parameter(torch.randn(self.max_len, config.n_embd) * 0.02)
 
     def embed(self, pos):
+        """P[pos]: (T,) -> (T, C), or per sequence (B, T) -> (B, T, C)."""
         # positions are checked where they have values: not while compiling, not on the meta
         # device (tests run the model there to find host-to-device copies)
         if not torch.compiler.is_compiling() and not pos.is_meta and pos.numel() > 0:

@@ -30,10 +30,10 @@ class Sinusoidal(Encoding):
         self.base, self.scale = base, scale
 
     def table(self, pos):
-        """P[pos] exactly as in the paper, (T, D) float32."""
+        """P[pos] exactly as in the paper, float32: (T,) -> (T, D), (B, T) -> (B, T, D)."""
         dt = hp_dtype(pos.device)
         two_i = torch.arange(0, self.n_embd, 2, device=pos.device, dtype=dt)
-        angle = pos.to(dt)[:, None] / self.base ** (two_i / self.n_embd)  # (T, D/2)
+        angle = pos.to(dt)[..., None] / self.base ** (two_i / self.n_embd)  # (..., T, D/2)
         # interleave: sin at even channels, cos at odd ones
         return torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(-2).float()
 
