@@ -482,13 +482,14 @@ TIMES = ("index", "learned")
 
 
 class LearnedClock(nn.Module):
-    """Time learned from the data, per head (Mamba's Delta): each token advances head h's clock by
-    delta_{u,h} = softplus(w_h . x_u + b_h) >= 0, so that
+    """Time learned from the data, per head (Mamba's Delta): each token advances head h's clock at
+    a rate r_{u,h} = softplus(w_h . x_u + b_h) >= 0 over its position's step, so that
 
-        t_{u,h} = pos_0 + sum_{0 < u' <= u} delta_{u',h},   t - s = sum_{u=s+1..t} delta_u.
+        t_{u,h} = p_0 + sum_{0 < u' <= u} delta_{u',h},   delta_u = r_u (p_u - p_{u-1}),
 
-    Any relative encoding then runs on t instead of the token index. Default init w = 0,
-    b = softplus^-1(1): delta = 1 exactly (in float32), so a fresh model is the index model bit
+    so t - s = sum_{u=s+1..t} delta_u: on token indices delta = r, on other positions (randomized
+    ones, timestamps) their steps rescaled. Any relative encoding then runs on t. Default init
+    w = 0, b = softplus^-1(1): r = 1 exactly (in float32), so a fresh model is the model on p, bit
     for bit. Sums run in float64 (float32 on mps): positions far out keep their small steps."""
 
     def __init__(self, n_embd, n_head, delta=1.0, weight_std=0.0):
@@ -497,14 +498,16 @@ class LearnedClock(nn.Module):
         self.bias = nn.Parameter(torch.full((n_head,), math.log(math.expm1(delta))))
 
     def forward(self, x, pos, past=None):
-        """Clock (B, H, T) of the tokens x (B, T, C) at positions pos (..., T); past: the clock of
-        the tokens before them (decoding), which these continue."""
-        with no_autocast(x.device.type):  # a bf16 delta would round every step
+        """Clock (B, H, T) of the tokens x (B, T, C), whose positions are the last T of pos
+        (..., T0 + T); past: the clock (B, H, T0) of the tokens before them (decoding)."""
+        with no_autocast(x.device.type):  # a bf16 rate would round every step
             z = F.linear(x.float(), self.weight, self.bias)
-        steps = F.softplus(z).transpose(1, 2).to(hp_dtype(x.device)).cumsum(-1)
-        if past is None:
-            return pos[..., :1].to(steps.dtype) + steps - steps[..., :1]
-        return past[..., -1:] + steps
+        rate = F.softplus(z).transpose(1, 2).to(hp_dtype(x.device))
+        T, p = x.size(1), pos.to(rate.dtype)
+        if past is None:  # the first token keeps its position
+            p = p[..., -T:]
+            return p[..., :1] + (rate * torch.diff(p, dim=-1, prepend=p[..., :1])).cumsum(-1)
+        return past[..., -1:] + (rate * torch.diff(p[..., -T - 1 :], dim=-1)).cumsum(-1)
 
 
 def make_clock(config, pe):
@@ -580,7 +583,7 @@ def clock_positions(clock, x, pos, state):
     """The clock of every token attention sees: with a cache (state: a LayerKV or KVCache holding
     the clock so far), the cached tokens' times followed by the new tokens'."""
     past = None if state is None else state.clock
-    new = clock(x, pos[..., -x.size(1) :], past)
+    new = clock(x, pos, past)
     if state is None:
         return new
     state.clock = new if past is None else torch.cat((past, new), dim=-1)

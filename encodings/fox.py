@@ -7,8 +7,10 @@ f_u = sigmoid(w_h . x_u + b_h) computed from the layer's input, and
 c the cumulative sum of -log f. That is ALiBi with slope 1 on a learned clock whose steps are
 delta_u = -log f_u = softplus(-(w . x_u + b)): model.LearnedClock, which this encoding asks for
 (time = "learned"), with the sign of (w, b) absorbed. A constant gate f = e^{-m_h} (w = 0) is
-ALiBi's -m_h (t - s) exactly. Init as the authors' code: w ~ N(0, 0.02), b = 0, so f starts
-near 1/2 (delta = ln 2). One gate per layer and head (GPTConfig.time_shared = True: one for all).
+ALiBi's -m_h (t - s) exactly. On positions other than token indices (randomized ones) each
+-log f_u is scaled by the position's step, as the clock does. Init as the authors' code:
+w ~ N(0, 0.02), b = 0, so f starts near 1/2 (delta = ln 2). One gate per layer and head
+(GPTConfig.time_shared = True: one for all).
 """
 
 import math

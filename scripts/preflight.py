@@ -244,13 +244,14 @@ def check(c, opt, device, V):
     loss_tol = opt["loss_tol"] or TOLERANCES[key][1]
     B, T = c["batch_size"], c["block_size"]
     L = T * opt["eval_factor"]
-    model_args = {k: c[k] for k in ("n_layer", "n_head", "n_embd", "bias", "encoding")}
+    keys = ("n_layer", "n_head", "n_embd", "bias", "encoding", "time", "time_shared")
+    model_args = {k: c[k] for k in keys}
     torch.manual_seed(c["seed"])
     model0 = GPT(
         GPTConfig(
             **model_args, block_size=T, dropout=0.0, encoding_kwargs=c["encoding_kwargs"],
             vocab_size=(V + 63) // 64 * 64,  # padded as train.py pads it
-            attn_backend=c["attn_backend"],
+            attn_backend=c["attn_backend"], max_train_position=train.max_train_position(c),
         )
     )  # fmt: skip
     gen = torch.Generator().manual_seed(c["seed"])

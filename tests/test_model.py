@@ -144,7 +144,7 @@ def test_forward_shapes_and_loss(encoding):
 def test_pos_validation(encoding):
     m = tiny_model(encoding)
     idx = tokens(2, 10)
-    for bad in (torch.arange(9), torch.arange(11), torch.arange(20).view(2, 10)):
+    for bad in (torch.arange(9), torch.arange(11), torch.arange(30).view(3, 10)):
         with pytest.raises(ValueError, match="pos"):
             m(idx, pos=bad)
     # explicit default positions give the same output as pos=None

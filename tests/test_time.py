@@ -46,6 +46,26 @@ def test_clock_is_the_cumulative_sum_of_softplus_steps():
                 assert abs(t[bi, h, u].item() - time) < 1e-5, (bi, h, u)
 
 
+def test_clock_rescales_the_steps_of_other_positions():
+    """On positions with other steps (randomized, timestamps), each step is scaled by the rate:
+    t_u = p_0 + sum_{0 < u' <= u} softplus(w . x_u' + b) (p_u' - p_u'-1)."""
+    clock = random_clock(seed=4)
+    x = torch.randn(2, 9, 32)
+    pos = torch.tensor([[3.0, 4.0, 9.0, 9.5, 20.0, 21.0, 40.0, 41.0, 100.0]]).repeat(2, 1)[:, None]
+    pos[1] += 7.0
+    t = clock(x, pos)
+    w, b = clock.weight.detach().double(), clock.bias.detach().double()
+    for bi in range(2):
+        for h in range(4):
+            time = pos[bi, 0, 0].item()
+            for u in range(9):
+                if u > 0:
+                    rate = math.log1p(math.exp(float(w[h] @ x[bi, u].double() + b[h])))
+                    time += rate * (pos[bi, 0, u] - pos[bi, 0, u - 1]).item()
+                # the rate is float32 (relative 6e-8), then scaled by steps of up to 60
+                assert abs(t[bi, h, u].item() - time) < 1e-6 * time, (bi, h, u)
+
+
 def test_clock_starts_as_the_token_index_exactly():
     """w = 0, b = softplus^-1(1): every step is 1.0 in float32, so the clock is pos itself."""
     clock = LearnedClock(32, 4)
@@ -63,7 +83,7 @@ def test_clock_continues_across_a_cache():
     pos = torch.arange(12)
     full = clock(x, pos)
     head = clock(x[:, :7], pos[:7])
-    torch.testing.assert_close(clock(x[:, 7:], pos[7:], past=head), full[..., 7:])
+    torch.testing.assert_close(clock(x[:, 7:], pos, past=head), full[..., 7:])
 
 
 def naive_fox(q, k, v, x, w, b):
