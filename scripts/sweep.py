@@ -6,6 +6,9 @@ Train and evaluate every run of a sweep, then tabulate: the overnight workhorse.
     python scripts/sweep.py configs/sweeps/wikitext103.py --only=alibi,rope
     python scripts/sweep.py configs/sweeps/wikitext103.py --gpus=all      # one run per GPU
     python scripts/sweep.py configs/sweeps/wikitext103.py --gpus=0,1,2,3 --gpus_per_run=2
+    python scripts/sweep.py configs/sweeps/wikitext103.py --launcher=slurm  # one SLURM job per run
+    python scripts/sweep.py configs/sweeps/wikitext103.py --status         # every run's state
+    python scripts/sweep.py configs/sweeps/wikitext103.py --collect        # tables and plots
 
 A sweep file is plain Python (see configs/sweeps/demo.py):
     name = "demo"                      # a label for tables and plots
@@ -18,6 +21,7 @@ A sweep file is plain Python (see configs/sweeps/demo.py):
     threads = 0                        # CPU threads per run (OMP_NUM_THREADS); 0 = torch default
     gpus = [0, 1, 2, 3]                # or "all": spread the runs over these GPUs (default: none)
     gpus_per_run = 1                   # > 1: each run trains with DDP under torchrun
+    slurm = dict(partition="gpu", time=720, gpus_per_node=1, account="...", constraint="...")
 
 For each run and seed: train.py (skipped when its checkpoint is finished, resumed with
 --init_from=resume when one exists but is not), then scripts/eval_lengths.py (skipped when
@@ -36,6 +40,16 @@ trains under torchrun (python -m torch.distributed.run --standalone --nproc_per_
 and evaluates on the first GPU of its group. Device indices are the sweep's own: under
 CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] means devices 4 and 5.
 
+With --launcher=slurm (needs `pip install submitit`), each run and seed that is not done, queued
+or running is one SLURM job (submitit's slurm_<key> parameters from `slurm`, or --slurm_<key>=
+flags, which win; time in minutes is required; gpus_per_node defaults to gpus_per_run). The job
+runs the same train and eval subprocesses, with the same logs. Before its time limit (and at a
+preemption, where the cluster signals it) it gets USR2: train.py saves and submitit requeues
+the job, which resumes. The command then waits for the jobs (Ctrl-C stops the waiting, not the
+jobs; the same command later re-attaches to them by the ids in status.json, so nothing is
+submitted twice), then collects. --status shows each run's state, job and log; --collect writes
+the tables and the plots (scripts/plot.py) from what is done.
+
 Writes out_dir/status.json (one entry per run and seed), results.csv and results.md (one row per
 run: mean ± sample std over seeds at each evaluation length). Exit status: 0 if every run
 succeeded, else the number of failed runs (run x seed; at most 125); 130 when interrupted;
@@ -44,6 +58,7 @@ succeeded, else the number of failed runs (run x seed; at most 125); 130 when in
 
 import csv
 import difflib
+import importlib.util
 import json
 import math
 import os
@@ -69,11 +84,23 @@ DEFAULTS = dict(
     only="",  # names of the runs to do, e.g. --only=alibi,rope (default: all)
     gpus="",  # "all" or device indices, e.g. --gpus=0,1,2,3 (default: the sweep file's gpus)
     gpus_per_run=0,  # GPUs per run (default: the sweep file's gpus_per_run, else 1)
+    launcher="local",  # local (this machine) | slurm (one job per run and seed, via submitit)
+    status=False,  # show every run's state (and its SLURM job's), run nothing
+    collect=False,  # write results.csv / results.md and the plots from what is done, run nothing
+    # with --launcher=slurm, win over the sweep file's slurm = dict(...) (see SLURM_KEYS)
+    slurm_partition=None,
+    slurm_time=None,
+    slurm_gpus_per_node=None,
+    slurm_account=None,
+    slurm_constraint=None,
 )
 SWEEP_KEYS = dict(
     name=str, out_dir=str, common=dict, runs=list, seeds=list, eval_args=dict, jobs=int,
-    threads=int, gpus=(list, str), gpus_per_run=int,
+    threads=int, gpus=(list, str), gpus_per_run=int, slurm=dict,
 )  # fmt: skip
+# slurm = dict(...) in a sweep file: each key is submitit's slurm_<key> executor parameter
+SLURM_KEYS = dict(partition=str, time=int, gpus_per_node=int, account=str, constraint=str)
+POLL_S = 2.0  # how often the slurm launcher looks at its jobs (a file check; sacct at most 1/min)
 METRICS = ("ppl", "word_ppl", "bits_per_byte")  # tabulated when every record has them
 METRIC_TITLES = {
     "ppl": "token-level perplexity",
@@ -120,6 +147,7 @@ def load_sweep(path):
         threads=0,
         gpus=None,
         gpus_per_run=1,
+        slurm={},
         groups=None,  # with gpus: the CUDA_VISIBLE_DEVICES value of each GPU group
     )
     sweep.update(ns)
@@ -253,6 +281,8 @@ def flag(key, value):
 class Task:
     """One run at one seed: out_dir/<run>/seed<k>."""
 
+    RESULT = ("status", "step", "error", "seconds")  # what a SLURM job returns
+
     def __init__(self, sweep, run, seed):
         self.run, self.seed = run, seed
         self.name = f"{run['name']}/seed{seed}"
@@ -260,11 +290,12 @@ class Task:
         self.sweep = sweep
         self.status, self.step, self.error, self.seconds = "pending", "", "", 0.0
         self.gpus = ""  # with gpus: the CUDA_VISIBLE_DEVICES of the group it runs on
+        self.job_id, self.job_state = "", ""  # with --launcher=slurm
 
     def train_cmd(self, resume):
         overrides = {**self.sweep["common"], **self.run["overrides"], "seed": self.seed}
         cmd = [sys.executable]
-        if self.sweep["groups"] and self.sweep["gpus_per_run"] > 1:
+        if self.sweep["gpus_per_run"] > 1:  # a GPU group, or a SLURM job with several GPUs
             # DDP over the run's GPUs, as the README's torchrun line; --standalone: each run's
             # rendezvous on a free port of its own, so several torchruns share the node
             n = self.sweep["gpus_per_run"]
@@ -289,6 +320,9 @@ class Task:
 
     def evals_done(self, iter_num):
         return all(eval_done(self.dir, a, iter_num) for a in self.evals())
+
+    def log(self, step=None):
+        return os.path.join(self.dir, f"{step or self.step or 'train'}.log")
 
 
 # -----------------------------------------------------------------------------
@@ -381,6 +415,8 @@ class Sweep:
             )
             with self.lock:
                 self.procs.add(p)
+                if self.stopping:  # started as the sweep was told to stop: it saves and exits
+                    p.send_signal(signal.SIGTERM)
             try:
                 return p.wait()
             finally:
@@ -653,6 +689,7 @@ def write_status(sweep, tasks):
             error=t.error,
             seconds=round(t.seconds, 1),
             **(dict(gpus=t.gpus) if sweep["groups"] else {}),
+            **(dict(job=t.job_id, job_state=t.job_state) if t.job_id else {}),
         )
         for t in tasks
     ]
@@ -660,6 +697,234 @@ def write_status(sweep, tasks):
 
 
 # -----------------------------------------------------------------------------
+# SLURM: one job per run and seed, through submitit (imported only here)
+
+
+def import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("SLURM jobs need submitit: pip install submitit") from None
+    return submitit
+
+
+def slurm_parameters(sweep, cfg):
+    """submitit's slurm_* executor parameters: the sweep file's slurm = dict(...), --slurm_* flags
+    winning. GPUs per job default to gpus_per_run; with more than one, train.py runs under
+    torchrun as on one node. UserError on an unknown key, a wrong type or no time limit."""
+    given = dict(sweep["slurm"])
+    for k, kind in SLURM_KEYS.items():
+        v = cfg[f"slurm_{k}"]
+        if v is not None:
+            given[k] = str(v) if kind is str else v  # --slurm_account=1234 is a name
+    for k, v in given.items():
+        if k not in SLURM_KEYS:
+            raise UserError(
+                f"slurm: unknown key '{k}'{_nearest(k, SLURM_KEYS)}; valid: {', '.join(SLURM_KEYS)}"
+            )
+        if type(v) is not SLURM_KEYS[k]:
+            kind = "an int (minutes for time)" if SLURM_KEYS[k] is int else "a string"
+            raise UserError(f"slurm {k} must be {kind}, got {v!r}")
+    if "time" not in given:  # submitit's default is 5 minutes
+        raise UserError(
+            "slurm: set a time limit in minutes: slurm = dict(time=720) or --slurm_time=720"
+        )
+    given.setdefault("gpus_per_node", sweep["gpus_per_run"])
+    sweep["gpus_per_run"] = given["gpus_per_node"]
+    if not given["gpus_per_node"]:
+        del given["gpus_per_node"]  # a CPU job: no --gpus-per-node=0 for sbatch
+    return {f"slurm_{k}": v for k, v in given.items()}
+
+
+def slurm_executor(sweep, params):
+    submitit = import_submitit()
+    try:
+        ex = submitit.AutoExecutor(folder=os.path.join(sweep["out_dir"], "slurm"), cluster="slurm")
+    except RuntimeError as e:  # no srun here
+        raise UserError(f"--launcher=slurm: {e}") from None
+    ex.update_parameters(**params)
+    return ex
+
+
+class RunJob:
+    """A SLURM job: one run at one seed, trained then evaluated by Sweep.do exactly as the local
+    launcher does it (same commands, logs, resume). At the preemption or time-limit signal
+    submitit calls checkpoint() (its Checkpointable protocol): train.py is asked to save, and the
+    job is requeued as a fresh RunJob, which resumes from that checkpoint."""
+
+    def __init__(self, sweep, run, seed):
+        self.args = (sweep, run, seed)
+
+    def __call__(self):
+        task = Task(*self.args)
+        self.live = live = Sweep(self.args[0], [task])
+        # SLURM's SIGTERM (scancel, a preemption without warning) reaches train.py itself, which
+        # saves: then end without a result, so that the job counts as unfinished, not failed
+        signal.signal(signal.SIGTERM, lambda *a: setattr(live, "stopping", True))
+
+        def work():
+            # the children inherit this mask: SLURM sends its USR signal to every process of the
+            # job, and train.py must save on checkpoint()'s SIGTERM, not die of the USR signal
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+            live.do(task)
+
+        self.thread = threading.Thread(target=work)
+        self.thread.start()
+        self.thread.join()  # submitit's signal handler runs in this (the main) thread
+        if task.status == "interrupted":
+            sys.exit(1)
+        return {k: getattr(task, k) for k in Task.RESULT}
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        live = getattr(self, "live", None)
+        if live is not None:
+            with live.lock:
+                if not live.stopping:  # once: a second SIGTERM makes train.py quit unsaved
+                    for p in live.procs:
+                        p.send_signal(signal.SIGTERM)
+                live.stopping = True
+            self.thread.join()  # the checkpoint is on disk
+        return DelayedSubmission(RunJob(*self.args))
+
+
+def current_step(task):
+    """'train' or 'eval': the step whose log was written last."""
+    t = [os.path.getmtime(p) if os.path.exists(p) else 0 for p in map(task.log, ("train", "eval"))]
+    return "eval" if t[1] > t[0] else "train"
+
+
+def refresh(task, job):
+    """task.status from its SLURM job (None: none) and its files: queued or running while the
+    job is; else done when trained and evaluated, else what the job returned, or failed."""
+    if job is not None:
+        active = not job.done()
+        task.job_state = job.state
+        task.step = current_step(task)
+        if active:
+            task.status = "running" if task.job_state == "RUNNING" else "queued"
+            return
+        if job.paths.result_pickle.exists():
+            try:
+                r = job.result()
+                task.status, task.step, task.error, task.seconds = (r[k] for k in Task.RESULT)
+            except Exception as e:  # the job raised: its last line says what
+                task.status, task.error = "failed", str(e).strip().splitlines()[-1]
+        else:  # killed, cancelled, out of time or memory
+            why = tail(task.log())
+            task.status, task.error = "failed", f"job ended {task.job_state}, no result: {why}"
+    state, iter_num = train_state(task.dir)
+    if state == "finished" and task.evals_done(iter_num):
+        task.status, task.step, task.error = "done", "", ""
+
+
+def attach(sweep, tasks):
+    """Each run's status and SLURM job as status.json has them, refreshed. {task name: job}."""
+    path = os.path.join(sweep["out_dir"], "status.json")
+    rows = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = {f"{r['run']}/seed{r['seed']}": r for r in json.load(f)["runs"]}
+    jobs = {}
+    for t in tasks:
+        r = rows.get(t.name, {})
+        if t.status == "pending":  # not left out by --only
+            t.status = r.get("status", t.status)
+            t.step, t.error = r.get("step", ""), r.get("error", "")
+        t.job_id = r.get("job", "")
+        if t.job_id:
+            folder = os.path.join(sweep["out_dir"], "slurm")
+            jobs[t.name] = import_submitit().SlurmJob(folder, t.job_id)
+    for t in tasks:  # after every job is known: one sacct call looks at them all
+        refresh(t, jobs.get(t.name))
+    return jobs
+
+
+def summary(sweep, tasks):
+    n = {s: sum(t.status == s for t in tasks) for s in ("done", "failed", "running", "queued")}
+    parts = [f"{n.pop('done')}/{len(tasks)} done"] + [f"{v} {k}" for k, v in n.items() if v]
+    return f"[sweep {sweep['name']}] " + ", ".join(parts)
+
+
+def show_status(sweep, tasks):
+    print(summary(sweep, tasks))
+    for t in tasks:
+        job = f"job {t.job_id} {t.job_state}" if t.job_id else ""
+        what = t.status + (f" ({t.step})" if t.status == "running" else "")
+        print(f"  {t.name:<24} {what:<16} {job:<24} {t.log()}")
+        if t.status == "failed" and t.error:
+            print(f"      {t.error}")
+
+
+def collect_all(sweep, tasks):
+    """status.json, results.csv / results.md, and the plots (scripts/plot.py, as `make demo`)."""
+    write_status(sweep, tasks)
+    print(f"wrote {write_results(sweep, tasks)}")
+    if importlib.util.find_spec("matplotlib") is None:
+        print("plots skipped: matplotlib is not installed (pip install matplotlib)")
+        return
+    plot = [sys.executable, os.path.join(REPO, "scripts", "plot.py"), sweep["out_dir"]]
+    if subprocess.run(plot).returncode:
+        print("plots failed (see above); the tables are written")
+
+
+def wait_jobs(sweep, tasks, jobs):
+    """Until every job has ended: a line per run as it ends, one when the counts change. False
+    if interrupted (Ctrl-C): the jobs go on."""
+    waiting = [t for t in tasks if t.status in ("queued", "running")]
+    last = ""
+    try:
+        while waiting:
+            for t in list(waiting):
+                refresh(t, jobs[t.name])
+                if t.status not in ("queued", "running"):
+                    waiting.remove(t)
+                    print(f"{t.name}: {t.status}" + (f": {t.error}" if t.error else ""), flush=True)
+                    write_status(sweep, tasks)
+            line = summary(sweep, tasks)
+            if line != last:
+                print(line, flush=True)
+                last = line
+            time.sleep(POLL_S if waiting else 0)
+    except KeyboardInterrupt:
+        print("\nstopped waiting; the jobs go on (see --status; the same command waits again)")
+        return False
+    return True
+
+
+def launch_slurm(sweep, tasks, params):
+    """Submit a job for each run and seed that is neither done nor queued or running (the ids in
+    status.json say which), wait for every job, then collect. Exit status as the local one's."""
+    ex = slurm_executor(sweep, params)
+    os.makedirs(sweep["out_dir"], exist_ok=True)
+    mine = [t for t in tasks if t.status == "pending"]  # not left out by --only
+    jobs = attach(sweep, tasks)
+    todo = [t for t in mine if t.status not in ("done", "queued", "running")]
+    for t in todo:
+        ex.update_parameters(name=f"{sweep['name']}/{t.name}")
+        jobs[t.name] = ex.submit(RunJob(sweep, t.run, t.seed))
+        t.job_id, t.job_state, t.status, t.step, t.error = jobs[t.name].job_id, "", "queued", "", ""
+        write_status(sweep, tasks)  # at once: an id not written down would be submitted again
+    print(
+        f"sweep {sweep['name']}: submitted {len(todo)} SLURM job(s) ({params}); logs in each "
+        f"run's train.log / eval.log. Waiting: Ctrl-C stops the waiting, not the jobs"
+    )
+    if not wait_jobs(sweep, tasks, jobs):
+        return 130
+    collect_all(sweep, tasks)
+    return report_failures(tasks)
+
+
+# -----------------------------------------------------------------------------
+
+
+def report_failures(tasks):
+    """FAILED lines; the exit status: the number of failed runs (at most 125)."""
+    failed = [t for t in tasks if t.status == "failed"]
+    for t in failed:
+        print(f"FAILED {t.name}: {t.error}  (log: {t.log()})")
+    return min(len(failed), 125)
 
 
 def gpu_plan(sweep):
@@ -681,12 +946,20 @@ def main(argv=None):
     argv = [
         a.replace("--dry-run", "--dry_run", 1) if a.startswith("--dry-run") else a for a in argv
     ]
-    argv = ["--dry_run=True" if a == "--dry_run" else a for a in argv]
+    argv = [a + "=True" if a in ("--dry_run", "--status", "--collect") else a for a in argv]
     cfg = parse_args(argv, DEFAULTS, positional="sweep")
     if not cfg["sweep"]:
         raise UserError("usage: python scripts/sweep.py configs/sweeps/NAME.py [--dry_run]")
+    if cfg["launcher"] not in ("local", "slurm"):
+        raise UserError(f"--launcher must be local or slurm, got '{cfg['launcher']}'")
     sweep = load_sweep(cfg["sweep"])
-    plan_gpus(sweep, cfg)
+    slurm = cfg["launcher"] == "slurm"
+    if slurm and (cfg["gpus"] or cfg["gpus_per_run"]):
+        raise UserError("--gpus and --gpus_per_run are for one node; SLURM: slurm gpus_per_node")
+    if slurm:
+        params = slurm_parameters(sweep, cfg)
+    elif not (cfg["status"] or cfg["collect"]):
+        plan_gpus(sweep, cfg)
     runs = sweep["runs"]
     only = [n for n in cfg["only"].split(",") if n]
     if only:
@@ -703,11 +976,23 @@ def main(argv=None):
                 done = state == "finished" and t.evals_done(iter_num)
                 t.status = "done" if done else "not run"
 
+    if cfg["status"] or cfg["collect"]:
+        if not os.path.isdir(sweep["out_dir"]):
+            raise UserError(f"{sweep['out_dir']} does not exist: the sweep has not run yet")
+        attach(sweep, tasks)
+        if cfg["collect"]:
+            collect_all(sweep, tasks)
+        else:
+            show_status(sweep, tasks)
+        return 0
+
     groups = sweep["groups"] or []
     if cfg["dry_run"]:
         print(f"sweep {sweep['name']}: {len(tasks)} runs into {sweep['out_dir']}")
         if groups:
             print(f"  {gpu_plan(sweep)}")
+        if slurm:
+            print(f"  SLURM: one job per run and seed to do, {params}")
         starting = list(groups[: sweep["jobs"]])  # the first runs with work take these in order
         for t in [t for t in tasks if t.status == "pending"]:
             state, iter_num = train_state(t.dir)
@@ -727,6 +1012,8 @@ def main(argv=None):
                 for args in t.evals():
                     print("    " + shlex.join(t.eval_cmd(args)))
         return 0
+    if slurm:
+        return launch_slurm(sweep, tasks, params)
 
     os.makedirs(sweep["out_dir"], exist_ok=True)
     print(
@@ -755,10 +1042,7 @@ def main(argv=None):
             f"python scripts/sweep.py {cfg['sweep']}"
         )
         return 130
-    failed = [t for t in tasks if t.status == "failed"]
-    for t in failed:
-        print(f"FAILED {t.name}: {t.error}  (log: {t.dir}/{t.step or 'train'}.log)")
-    return min(len(failed), 125)
+    return report_failures(tasks)
 
 
 if __name__ == "__main__":
