@@ -34,8 +34,9 @@ class ALiBi(Encoding):
         self.register_buffer("slopes", torch.tensor(alibi_slopes(config.n_head)), persistent=False)
 
     def bias(self, q, k, pos_q, pos_k):
-        dist = relative_distance(pos_q, pos_k).float()  # (Tq, Tk), t - s
-        return -(self.slopes.float()[:, None, None] * dist)[None]  # (1, H, Tq, Tk)
+        dist = relative_distance(pos_q, pos_k).float()  # t - s: (Tq, Tk) or (B|1, H|1, Tq, Tk)
+        # slopes as (1, H, 1, 1): (1, H, Tq, Tk) for positions (T,), (B|1, H, Tq, Tk) for clocks
+        return -(self.slopes.float()[None, :, None, None] * dist)
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         slopes, t = self.slopes.float(), pos  # t - s in pos's dtype, then float32, as bias()

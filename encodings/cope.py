@@ -38,8 +38,9 @@ gates, and gate logits rounded to bf16 moved it by 0.07-0.25 at T = 2048 (measur
 float32: 3e-5).
 
 It depends on q and k, not on positions: shift invariant (trivially), and exact at any positions,
-integer or float, offset or not (pos is not used). No score_mod: p_ts sums over the keys between
-s and t, which FlexAttention's element-wise score_mod(score, b, h, t, s) cannot see.
+integer or float, offset or not (pos is not used); for the same reason it takes no learned clock
+(takes_clock False: GPTConfig(time="learned") refuses it). No score_mod: p_ts sums over the keys
+between s and t, which FlexAttention's element-wise score_mod(score, b, h, t, s) cannot see.
 """
 
 import math
@@ -77,6 +78,7 @@ def interpolated_logits(z, p):
 
 class CoPE(Encoding):
     per_layer = True  # one table per layer (the authors' --cope-shared off)
+    takes_clock = False  # counts with its gates, never reads pos: a learned clock would be unused
 
     def __init__(self, config, npos_max=None):
         super().__init__(config)

@@ -114,14 +114,14 @@ class DampedRoPE(Encoding):
 
     def _rotate_scale(self, x, pos, sign):
         ct = compute_dtype(x.dtype)
-        t = pos.to(ct)
+        t = pos.to(ct)  # (T,), or a clock (B|1, H|1, T)
         omega, scale = self.omegas(ct)
-        angle = t[None, :, None] * omega[:, None, :]  # (H|1, T, d/2)
+        angle = t[..., :, None] * omega[:, None, :]  # (H|1, T, d/2), or (B|1, H, T, d/2)
         # scale and decay go into the (H, T, d/2) factors, not over x: one pass over (B, H, T, d)
         # instead of three (damped RoPE's training step 6% faster on CPU, bench.py)
         r = torch.full((1, 1, 1), scale, dtype=ct, device=x.device)
-        if self.decay == "logit":
-            r = r * torch.exp(sign * self.alpha().to(ct)[:, None] * t[None, :])[..., None]
+        if self.decay == "logit":  # alpha (H, 1) against t: (H, T), or (B|1, H, T) on a clock
+            r = r * torch.exp(sign * self.alpha().to(ct)[:, None] * t)[..., None]
         return rotate_pairs(x, angle.cos() * r, angle.sin() * r)
 
     def rotate(self, q, k, pos_q, pos_k):
@@ -130,7 +130,8 @@ class DampedRoPE(Encoding):
     def bias(self, q, k, pos_q, pos_k):
         if self.decay != "weight":
             return None
-        return (self.alpha()[:, None, None] * relative_distance(pos_q, pos_k).float())[None]
+        dist = relative_distance(pos_q, pos_k).float()  # (Tq, Tk) or (B|1, H|1, Tq, Tk)
+        return self.alpha()[None, :, None, None] * dist  # (1, H, Tq, Tk) or (B|1, H, Tq, Tk)
 
     def score_mod(self, q, pos):  # decay="weight" only: its bias, element-wise, for FlexAttention
         if self.decay != "weight":
@@ -140,12 +141,12 @@ class DampedRoPE(Encoding):
 
     def scores(self, q, k, pos_q, pos_k):
         # explicit: e^{alpha (t-s)} sum_j q_j^T R(omega_j (s - t)) k_j / sqrt(d)
-        delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (Tq, Tk)
+        delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (B|1, H|1,) Tq, Tk
         omega, scale = self.omegas(delta.dtype)
-        phi = delta[None, :, :, None] * omega[:, None, None, :]
+        phi = delta[..., None] * omega[:, None, None, :]  # (H|1, Tq, Tk, d/2) | (B|1, H, ...)
         ct = compute_dtype(q.dtype)
         dot, cross = pair_products(q.to(ct), k.to(ct))
         s = (phi.cos().to(ct) * dot + phi.sin().to(ct) * cross).sum(-1)
         s = s * scale**2 / math.sqrt(self.head_dim)
-        a = self.alpha().to(delta.dtype)[:, None, None] * delta  # (H, Tq, Tk)
+        a = self.alpha().to(delta.dtype)[:, None, None] * delta  # (H, Tq, Tk) | (B|1, H, Tq, Tk)
         return s * a.exp().to(ct) if self.decay == "logit" else s + a.to(ct)

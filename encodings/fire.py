@@ -94,12 +94,14 @@ class Fire(Encoding):
         return torch.stack((self.c, self.L_multiplier * self.init_L)).float().abs()
 
     def bias(self, q, k, pos_q, pos_k):
-        d = relative_distance(pos_q, pos_k).float().clamp(min=0)  # (Tq, Tk)
+        d = relative_distance(pos_q, pos_k).float().clamp(min=0)  # (Tq, Tk) | (B|1, H|1, Tq, Tk)
         cL = self.c_and_L()
-        x = normalized_distance(d, pos_q.float()[:, None], cL[0], cL[1])
+        i = pos_q.float()[..., :, None]  # each query's own position, against every key
+        x = normalized_distance(d, i, cL[0], cL[1])
         w1, b1, w2 = self.weights()
         f0 = mlp(b1.new_zeros(()), w1, b1, w2)  # (H,): f at x = 0
-        return (mlp(x, w1, b1, w2[:, :, None, None]) - f0[:, None, None])[None]  # (1,H,Tq,Tk)
+        # each unit's head weights as (1, H, 1, 1): (1, H, Tq, Tk), or (B|1, H, Tq, Tk) on a clock
+        return mlp(x, w1, b1, w2[:, None, :, None, None]) - f0[None, :, None, None]
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         (w1, b1, w2), cL, t = self.weights(), self.c_and_L(), pos

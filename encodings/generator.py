@@ -209,8 +209,9 @@ class Generator(Encoding):
 
     def _angle(self, i, pos):
         """(T, count) rotation angles omega t in float64 -- in float32 they would be off by ~t *
-        6e-8 rad, 4e-3 at t = 60,000 -- returned as cos, sin in the compute dtype."""
-        angle = pos.to(hp_dtype(pos.device))[:, None] * self.get(i, "omega", pos)[None, :]
+        6e-8 rad, 4e-3 at t = 60,000 -- returned as cos, sin in the compute dtype. A clock
+        (B|1, H|1, T) gives (B|1, H|1, T, count)."""
+        angle = pos.to(hp_dtype(pos.device))[..., None] * self.get(i, "omega", pos)
         return angle.cos(), angle.sin()
 
     def _decay_param(self, i, value, learn):
@@ -233,12 +234,9 @@ class Generator(Encoding):
         if kind in ("rotation", "damped"):
             cos, sin = self._angle(i, pos)
             x = rotate_pairs(x, cos.to(x.dtype), sin.to(x.dtype))
-        if kind in ("decay", "damped"):
+        if kind in ("decay", "damped"):  # alpha (H, 1) against t: (H, T), or (B|1, H, T)
             sign = 1.0 if query else -1.0
-            x = (
-                x
-                * torch.exp(sign * self.decay(i, x)[:, None] * pos.to(x.dtype)[None, :])[..., None]
-            )
+            x = x * torch.exp(sign * self.decay(i, x)[:, None] * pos.to(x.dtype))[..., None]
         return x
 
     def rotate(self, q, k, pos_q, pos_k):
@@ -258,11 +256,12 @@ class Generator(Encoding):
     def bias(self, q, k, pos_q, pos_k):
         ct = compute_dtype(q.dtype)
         # causal: keys after the query are masked, so they get t - s = 0 (not an overflowing decay)
-        delta = relative_distance(pos_q, pos_k).to(ct).clamp(min=0)  # (Tq, Tk)
+        delta = relative_distance(pos_q, pos_k).to(ct).clamp(min=0)  # (B|1, H|1,) Tq, Tk
         total = 0.0
         for i, (kind, c0, c1, count, size) in enumerate(self.groups):
-            if kind == "nilpotent":
-                total = total - self.get(i, "slope", q).to(ct)[:, None, None] * delta
+            if kind == "nilpotent":  # slopes (1, H, 1, 1): a 4-D bias as ALiBi's, whatever delta's
+                # shape (SDPA takes a 3-D (H, Tq, Tk) mask down a path 10x slower on CPU)
+                total = total - self.get(i, "slope", q).to(ct)[None, :, None, None] * delta
                 continue
             if kind not in BIAS_TYPES:
                 continue
@@ -276,7 +275,7 @@ class Generator(Encoding):
         return total
 
     def _rotate_pairs(self, i, x, pos):
-        c, s = (v.to(x.dtype)[:, :, None] for v in self._angle(i, pos))  # (T, count, 1)
+        c, s = (v.to(x.dtype)[..., None] for v in self._angle(i, pos))  # (.., T, count, 1)
         a, b = x[..., 0], x[..., 1]
         return torch.stack((a * c - b * s, a * s + b * c), dim=-1)
 
@@ -293,7 +292,8 @@ class Generator(Encoding):
 
     # --- the reference: q^T A(t - s) k with A built explicitly for every (t, s)
     def scores(self, q, k, pos_q, pos_k):
-        delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (Tq, Tk)
+        delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (B|1, H|1,) Tq, Tk
+        ts = "ts" if delta.dim() == 2 else "bhts"  # einsum labels of a (t, s) table
         out_dtype = compute_dtype(q.dtype)
         q, k = q.to(delta.dtype), k.to(delta.dtype)
         total = torch.zeros(q.shape[:3] + k.shape[2:3], dtype=delta.dtype, device=q.device)
@@ -308,7 +308,7 @@ class Generator(Encoding):
             elif kind == "jordan":
                 P = poly_matrix(delta.flatten(), size).view(*delta.shape, size, size)
                 part = torch.einsum(
-                    "bhtci,tsij,bhscj->bhts",
+                    f"bhtci,{ts}ij,bhscj->bhts",
                     qg.unflatten(-1, (count, size)),
                     P,
                     kg.unflatten(-1, (count, size)),
@@ -316,9 +316,9 @@ class Generator(Encoding):
             elif kind == "damped_jordan":
                 P = poly_matrix(delta.flatten(), size).view(*delta.shape, size, size)
                 phi = delta[..., None] * self.get(i, "omega", delta)
-                R = rotation_matrix(-phi)  # (Tq, Tk, count, 2, 2)
+                R = rotation_matrix(-phi)  # (.., Tq, Tk, count, 2, 2)
                 qg, kg = qg.unflatten(-1, (count, size, 2)), kg.unflatten(-1, (count, size, 2))
-                part = torch.einsum("bhtcpx,tspr,tscxy,bhscry->bhts", qg, P, R, kg)
+                part = torch.einsum(f"bhtcpx,{ts}pr,{ts}cxy,bhscry->bhts", qg, P, R, kg)
             else:  # nilpotent: (1, 0) [[1, t - s], [0, 1]] (0, -m sqrt(d)) = -m sqrt(d) (t - s)
                 slope = self.get(i, "slope", delta)
                 part = -slope[:, None, None] * math.sqrt(self.head_dim) * delta

@@ -21,7 +21,8 @@ Choices left to the implementation follow HuggingFace BERT's position_embedding_
 - that code has an entry for every distance below its 512 positions, so does not clip inside the
   training length. We clip at K = 16 by default, Shaw's k and nanoPE's shaw default, so that
   method 4 and Shaw differ by the key term k . a only; set K to block_size - 1 for the authors'
-  table. Float distances are rounded to the nearest entry, as in shaw.py;
+  table. Real-valued distances (float times, a learned clock) are rounded to the nearest entry
+  (halves to even, torch.round), as in shaw.py: a learned clock gets no gradient;
 - tables are not weight-decayed (nanoPE's rule for positional parameters).
 
 Methods 1-3 are multiplicative: attention runs their scores() in query blocks (explicit), memory
@@ -66,8 +67,8 @@ class Huang(Encoding):
             self.rel = nn.Parameter(torch.randn(K + 1, self.head_dim) * 0.02)
 
     def distance_index(self, pos_q, pos_k):
-        """Row of the table for each (query, key): round(t - s) clipped to [0, K], (Tq, Tk).
-        The future (t < s, masked by attention) is clipped to 0."""
+        """Row of the table for each (query, key): round(t - s) clipped to [0, K], (Tq, Tk), or
+        (B|1, H|1, Tq, Tk) on a clock. The future (t < s, masked by attention) is clipped to 0."""
         return relative_distance(pos_q, pos_k).round().long().clamp(0, self.K)
 
     def rel_logits(self, x):
@@ -105,7 +106,8 @@ class Huang(Encoding):
         """Method 3, sum_c q_c k_c a_{r,c}, for integer positions (token indices: strictly
         increasing, so a key nearer than K lies fewer than K keys back). One matmul gives every
         key a_K; then for each of the K keys just behind a query, the difference a_r - a_K is
-        added on that diagonal: O(Tq K d) work, no (Tq, Tk, d) tensor."""
+        added on that diagonal: O(Tq K d) work, no (Tq, Tk, d) tensor. index may have leading
+        (B|1, H|1) dims (integer positions per sequence, each strictly increasing)."""
         a, K = self.rel.to(q.dtype), self.K
         s = ((q * a[K]) @ k.mT).to(q.dtype)
         B, H, Tq, _ = q.shape
@@ -113,7 +115,7 @@ class Huang(Encoding):
         rows, cols, band = torch.arange(Tq, device=q.device), [], []
         for o in range(K):  # the key o places back, if there is one
             j = (own - o).clamp(min=0)
-            diff = (a[index[rows, j]] - a[K]) * (own >= o)[:, None]  # (Tq, d); 0 if no key
+            diff = (a[index[..., rows, j]] - a[K]) * (own >= o)[:, None]  # (..., Tq, d); 0: no key
             band.append((q * diff * k[:, :, j]).sum(-1))  # (B, H, Tq)
             cols.append(j)
         cols = torch.stack(cols, -1).expand(B, H, Tq, K)

@@ -61,9 +61,9 @@ class Kerple(Encoding):
         return -r1 * d**r2  # torch gives d^r2's gradient in r2 as 0, not 0 * log 0, at d = 0
 
     def bias(self, q, k, pos_q, pos_k):
-        d = relative_distance(pos_q, pos_k).float().clamp(min=0)  # (Tq, Tk)
-        r1, r2 = (r[:, None, None] for r in self.coefficients())
-        return self.kernel(d, r1, r2)[None]  # (1, H, Tq, Tk)
+        d = relative_distance(pos_q, pos_k).float().clamp(min=0)  # (Tq, Tk) | (B|1, H|1, Tq, Tk)
+        r1, r2 = (r[None, :, None, None] for r in self.coefficients())  # (1, H, 1, 1)
+        return self.kernel(d, r1, r2)  # (1, H, Tq, Tk), or (B|1, H, Tq, Tk) on a clock
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         # t - s in the positions' own dtype, then float32, as bias() (float64 times far out)

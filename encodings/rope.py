@@ -151,9 +151,10 @@ class RoPE(Encoding):
         return theta, scale
 
     def cos_sin(self, pos):
-        """cos and sin of the angles theta_i t, times the q/k scale: (T, d/2) float32 each."""
+        """cos and sin of the angles theta_i t, times the q/k scale: (T, d/2) float32 each, or
+        (B|1, H|1, T, d/2) for a clock per sequence and head (B|1, H|1, T)."""
         theta, scale = self.frequencies(pos.device)
-        angle = pos.to(hp_dtype(pos.device))[:, None] * theta
+        angle = pos.to(hp_dtype(pos.device))[..., None] * theta
         return (angle.cos() * scale).float(), (angle.sin() * scale).float()
 
     def rotate(self, q, k, pos_q, pos_k):
@@ -165,7 +166,7 @@ class RoPE(Encoding):
         # explicit relative form: sum_i q_i^T R(theta_i (s - t)) k_i, no rotated copies of q or k
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))
         theta, scale = self.frequencies(q.device)
-        phi = delta[..., None] * theta  # (Tq, Tk, d/2)
+        phi = delta[..., None] * theta  # (Tq, Tk, d/2) | (B|1, H|1, Tq, Tk, d/2)
         ct = compute_dtype(q.dtype)
         dot, cross = pair_products(q.to(ct), k.to(ct))
         s = phi.cos().to(ct) * dot + phi.sin().to(ct) * cross

@@ -57,8 +57,9 @@ class Sandwich(Encoding):
         self.register_buffer("scales", torch.tensor(scales), persistent=False)
 
     def bias(self, q, k, pos_q, pos_k):
-        d = relative_distance(pos_q, pos_k).float()  # (Tq, Tk)
-        return (self.scales.float()[:, None, None] * cosine_sum(d, self.freqs))[None]
+        d = relative_distance(pos_q, pos_k).float()  # (Tq, Tk) or (B|1, H|1, Tq, Tk)
+        # scales as (1, H, 1, 1): (1, H, Tq, Tk), or (B|1, H, Tq, Tk) on a clock
+        return self.scales.float()[None, :, None, None] * cosine_sum(d, self.freqs)
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         scales, t, freqs = self.scales.float(), pos, self.freqs  # t - s in pos's dtype, as bias()

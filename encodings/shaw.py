@@ -7,7 +7,9 @@ with learned vectors a of size d (head dim), shared by the heads of a layer, one
 The paper has 2K + 1 of them; under a causal mask only j - i in [-K, 0] ever occurs, so we keep
 those K + 1. Its value-side term a^V did not help in the paper and is left out. The relative
 logits are computed efficiently: q . a^T is (B, H, T, K + 1), then gathered by clipped distance
-into (B, H, T, T) -- never a (T, T, d) tensor.
+into (B, H, T, T) -- never a (T, T, d) tensor. Real-valued distances (float times, a learned
+clock) are rounded to the nearest integer (halves to even, torch.round) before clipping, so a
+learned clock gets no gradient.
 """
 
 import math
@@ -40,7 +42,7 @@ class Shaw(Encoding):
 
     def bias(self, q, k, pos_q, pos_k):
         rel_logits = self.rel_logits(q)
-        offset = (-relative_distance(pos_q, pos_k)).round().long()  # j - i, (Tq, Tk)
+        offset = (-relative_distance(pos_q, pos_k)).round().long()  # j - i: (B|1, H|1,) Tq, Tk
         index = offset.clamp(-self.K, 0) + self.K
         B, H, Tq, _ = rel_logits.shape
         return rel_logits.gather(-1, index.expand(B, H, Tq, index.size(-1)))

@@ -6,7 +6,8 @@ Text-to-Text Transformer"): a learned scalar per (distance bucket, head) added t
 one table shared by every layer. Causal bucketing (num_buckets B = 32, max_distance M = 128) of
 n = max(t - s, 0): n < B/2 -> n (exact); otherwise logarithmic,
     B/2 + floor(log(n / (B/2)) / log(M / (B/2)) * (B/2)), capped at B - 1,
-so every distance from about M on shares the last bucket.
+so every distance from about M on shares the last bucket. Real-valued distances (float times, a
+learned clock) are floored first, n = max(floor(t - s), 0), so a learned clock gets no gradient.
 """
 
 import math
@@ -32,9 +33,15 @@ class T5Bias(Encoding):
         self.table = nn.Parameter(torch.randn(num_buckets, config.n_head) * 0.02)
 
     def bias(self, q, k, pos_q, pos_k):
-        n = relative_distance(pos_q, pos_k).floor().long().clamp(min=0)  # (Tq, Tk)
+        n = relative_distance(pos_q, pos_k).floor().long().clamp(min=0)  # (Tq, Tk) | (B|1,H|1,..)
         buckets = t5_bucket(n, self.num_buckets, self.max_distance)
-        return self.table[buckets].permute(2, 0, 1)[None].float()  # (1, H, Tq, Tk)
+        # head h reads its own column at its own buckets: the head diagonal of table[buckets],
+        # never the (B, H, Tq, Tk, H) tensor that a clock per head would make of it; for positions
+        # (T,) no permuted copy either (forward + backward 2x faster than table[buckets].permute
+        # at H = 12, a 128 x 256 block, measured on CPU)
+        heads = torch.arange(self.n_head, device=buckets.device)[:, None, None]
+        bias = self.table.t()[heads, buckets].float()  # (H, Tq, Tk) | (B|1, H, Tq, Tk)
+        return bias[None] if bias.dim() == 3 else bias  # (1, H, Tq, Tk) as the other biases
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         table, t = self.table, pos

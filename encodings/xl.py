@@ -58,19 +58,20 @@ from model import Encoding, causal_mask, compute_dtype, hp_dtype, no_autocast, r
 
 def sinusoid_logits(p, pos_q, pos_k):
     """p_t . R_{t - s} for every query t and key s: (B, H, Tq, Tk), float32 at least. p is
-    (B, H, Tq, D): coefficients of R_x = [sin(x w), cos(x w)], w_i = 10000^(-2i/D). Computed by
-    angle addition (module docstring): a rotation of p and one matmul, never a (Tq, Tk, D)
-    tensor. Angles in float64 (float32 on mps), from the first query's time."""
+    (B, H, Tq, D): coefficients of R_x = [sin(x w), cos(x w)], w_i = 10000^(-2i/D). Positions
+    (T,), or a clock per sequence and head (B|1, H|1, T). Computed by angle addition (module
+    docstring): a rotation of p and one matmul, never a (Tq, Tk, D) tensor. Angles in float64
+    (float32 on mps), from the first query's time (each sequence's and head's own)."""
     ct, dt = compute_dtype(p.dtype), hp_dtype(p.device)
     w = rope_frequencies(p.size(-1), device=p.device)  # 10000^(-2i/D), (D/2,), in dt
-    ref = pos_q[:1].to(dt)
-    angle_q = (pos_q.to(dt) - ref)[:, None] * w  # (Tq, D/2)
-    angle_k = (pos_k.to(dt) - ref)[:, None] * w  # (Tk, D/2)
+    ref = pos_q[..., :1].to(dt)
+    angle_q = (pos_q.to(dt) - ref)[..., None] * w  # (Tq, D/2) | (B|1, H|1, Tq, D/2)
+    angle_k = (pos_k.to(dt) - ref)[..., None] * w  # (Tk, D/2) | (B|1, H|1, Tk, D/2)
     sin_t, cos_t = angle_q.sin().to(ct), angle_q.cos().to(ct)
     p_sin, p_cos = p.to(ct).chunk(2, dim=-1)
     rotated = torch.cat((p_sin * sin_t + p_cos * cos_t, p_cos * sin_t - p_sin * cos_t), dim=-1)
-    unit = torch.cat((angle_k.cos(), angle_k.sin()), dim=-1).to(ct)  # (Tk, D)
-    return rotated @ unit.T
+    unit = torch.cat((angle_k.cos(), angle_k.sin()), dim=-1).to(ct)  # (.., Tk, D)
+    return rotated @ unit.mT
 
 
 def relative_bias(q, k, u, v, W_R, pos_q, pos_k):

@@ -68,7 +68,7 @@ class XPos(Encoding):
     def _rotate_scale(self, x, pos, sign):
         # zeta^(+-t/B) R(theta t) x for each pair: one complex multiplication by scale * e^{i angle}
         theta, rate = self.rates(x.device)
-        t = pos.to(theta.dtype)[:, None]  # (T, 1)
+        t = pos.to(theta.dtype)[..., None]  # (T, 1), or (B|1, H|1, T, 1) on a clock
         scale = torch.exp(sign * t * rate)
         angle = t * theta
         ct = compute_dtype(x.dtype)
@@ -79,9 +79,9 @@ class XPos(Encoding):
 
     def scores(self, q, k, pos_q, pos_k):
         # explicit: sum_i zeta_i^((t - s)/B) q_i^T R(theta_i (s - t)) k_i / sqrt(d), in t - s
-        delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))[..., None]  # (Tq, Tk, 1)
+        delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))[..., None]  # (.., Tq, Tk, 1)
         theta, rate = self.rates(q.device)
-        phi, decay = delta * theta, torch.exp(delta * rate)  # (Tq, Tk, d/2)
+        phi, decay = delta * theta, torch.exp(delta * rate)  # (..., Tq, Tk, d/2)
         ct = compute_dtype(q.dtype)
         dot, cross = pair_products(q.to(ct), k.to(ct))
         s = (decay * phi.cos()).to(ct) * dot + (decay * phi.sin()).to(ct) * cross
