@@ -16,7 +16,9 @@ and one reference method, scores(q, k, pos_q, pos_k) -> (B,H,Tq,Tk) pre-softmax 
 slow, obvious way (1/sqrt(d) included, causal mask excluded). Tests check that the fast path agrees
 with scores(), and that scores() agrees with each paper's formula.
 
-Positions are an explicit 1-D tensor `pos` (default arange(T)); they may be offset or float times.
+Positions are a tensor `pos` (T,) (default arange(T)), or a clock per sequence and head
+broadcastable to (B, H, T) (randomized positions, learned time: LearnedClock); they may be offset
+or float times.
 """
 
 import difflib
@@ -155,6 +157,9 @@ class Encoding(nn.Module):
     # clock_init then gives that clock's initialisation (LearnedClock's keyword arguments)
     time = None
     clock_init = {}
+    # True when the encoding rounds t - s to integer buckets (T5, Shaw, Huang): piecewise constant
+    # in time, it would pass a learned clock no gradient, so it refuses one
+    rounds_distances = False
 
     def __init__(self, config):
         super().__init__()
@@ -501,8 +506,10 @@ class LearnedClock(nn.Module):
         """Clock (B, H, T) of the tokens x (B, T, C), whose positions are the last T of pos
         (..., T0 + T); past: the clock (B, H, T0) of the tokens before them (decoding)."""
         with no_autocast(x.device.type):  # a bf16 rate would round every step
-            z = F.linear(x.float(), self.weight, self.bias)
-        rate = F.softplus(z).transpose(1, 2).to(hp_dtype(x.device))
+            # (H, C) @ (B, C, T): (B, H, T) directly; a transposed linear output made aot_eager's
+            # backward view a strided gradient (torch 2.13)
+            z = self.weight @ x.float().transpose(1, 2) + self.bias[:, None]
+        rate = F.softplus(z).to(hp_dtype(x.device))
         T, p = x.size(1), pos.to(rate.dtype)
         if past is None:  # the first token keeps its position
             p = p[..., -T:]
@@ -520,6 +527,11 @@ def make_clock(config, pe):
         raise ValueError(
             f"time='learned' needs an encoding that reads relative positions; {config.encoding!r}"
             " does not (absolute, content-only or none): use time='index'"
+        )
+    if pe.rounds_distances:
+        raise ValueError(
+            f"time='learned': {config.encoding!r} rounds t - s to integer buckets, so no gradient"
+            " would reach the clock; use time='index' or an encoding that reads real distances"
         )
     return LearnedClock(config.n_embd, config.n_head, **pe.clock_init)
 

@@ -46,6 +46,7 @@ METHODS = (1, 2, 3, 4)
 
 
 class Huang(Encoding):
+    rounds_distances = True  # a learned clock would get no gradient: refused (model.make_clock)
     per_layer = True
 
     def __init__(self, config, method=4, max_relative_position=16):

@@ -28,6 +28,7 @@ def relative_logits(x, rel):
 
 
 class Shaw(Encoding):
+    rounds_distances = True  # a learned clock would get no gradient: refused (model.make_clock)
     per_layer = True
 
     def __init__(self, config, max_relative_position=16):

@@ -287,9 +287,10 @@ def model_config(name, cfg):
         attn_block_size=cfg["attn_block_size"],
         attn_backend=cfg["attn_backend"],
     )
-    # --time=learned: the encodings that read relative positions; the others (NoPE, the floor of
-    # --relative, and the absolute ones) stay as they are
-    if cfg["time"] == "learned" and build_encoding(config).takes_clock:
+    # --time=learned: the encodings that read real relative distances; the others (NoPE, the
+    # floor of --relative, the absolute and the bucketed ones) stay as they are
+    pe = build_encoding(config)
+    if cfg["time"] == "learned" and pe.takes_clock and not pe.rounds_distances:
         config.time = "learned"
     return config
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 B, H, T, D = 2, 4, 12, 8
 BLOCK = 5  # query block: T = 12 runs three blocks, the last one partial
-BUCKETED = {"t5", "shaw", "huang"}  # piecewise constant in t - s: no gradient reaches a clock
+BUCKETED = {"t5", "shaw", "huang"}  # piecewise constant in t - s: they refuse a learned clock
 
 
 def config(name, kwargs, **overrides):
@@ -154,10 +154,14 @@ def test_causal_on_a_clock_per_head(name, kwargs, explicit):
 @pytest.mark.parametrize(("name", "kwargs"), CLOCK_CASES)
 def test_learned_time_starts_as_the_index(name, kwargs):
     """GPTConfig(time="learned") at init (delta = 1 exactly) gives the index model's logits bit for
-    bit, and trains: forward, backward, finite gradients that reach the clock (except through
-    bucketed distances, which are piecewise constant)."""
+    bit, and trains: forward, backward, finite gradients that reach the clock. Bucketed distances
+    are piecewise constant, would pass the clock no gradient, and refuse it in one line."""
     if build_encoding(config(name, kwargs)).time == "learned":
         pytest.skip("always on a learned clock (FoX): test_time.py checks it")
+    if name in BUCKETED:
+        with pytest.raises(ValueError, match="rounds t - s to integer buckets"):
+            GPT(config(name, kwargs, time="learned"))
+        return
     torch.manual_seed(0)
     index = perturb(GPT(config(name, kwargs)))
     learned = GPT(config(name, kwargs, time="learned"))
@@ -181,19 +185,19 @@ def test_learned_time_starts_as_the_index(name, kwargs):
     assert all(isinstance(c, model.LearnedClock) for c in clocks)
     for c in clocks:
         for p in (c.weight, c.bias):
-            if name in BUCKETED:  # floor / round to an index: the clock is not in the graph
-                assert p.grad is None
-            else:
-                assert torch.isfinite(p.grad).all() and (p.grad != 0).any()
+            assert torch.isfinite(p.grad).all() and (p.grad != 0).any()
 
 
 @pytest.mark.parametrize(("name", "kwargs"), CLOCK_CASES)
 def test_no_tensor_larger_than_a_query_block_on_a_clock(name, kwargs):
-    """As test_model's check, on a learned clock per head and sequence (B = 2): no intermediate
-    of the forward pass holds more than B * H * block * T elements."""
+    """As test_model's check, on a learned clock per head and sequence (B = 2; the bucketed
+    encodings, which refuse one, on positions per sequence): no intermediate of the forward pass
+    holds more than B * H * block * T elements."""
     T, block, batch = 512, 32, 2
     torch.manual_seed(0)
-    m = GPT(config(name, kwargs, n_layer=1, attn_block_size=block, time="learned")).eval()
+    time = "index" if name in BUCKETED else "learned"
+    m = GPT(config(name, kwargs, n_layer=1, attn_block_size=block, time=time)).eval()
+    pos = torch.arange(batch * T).view(T, batch).T  # (B, T): every sequence its own positions
     with torch.no_grad(), MaxStorage() as rec:
-        m(torch.randint(0, 64, (batch, T), generator=torch.Generator().manual_seed(9)))
+        m(torch.randint(0, 64, (batch, T), generator=torch.Generator().manual_seed(9)), pos=pos)
     assert rec.largest <= batch * H * block * T, f"{rec.op} made {rec.largest} elements"
