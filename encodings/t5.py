@@ -28,6 +28,7 @@ def t5_bucket(n, num_buckets=32, max_distance=128):
 
 class T5Bias(Encoding):
     rounds_distances = True  # a learned clock would get no gradient: refused (model.make_clock)
+
     def __init__(self, config, num_buckets=32, max_distance=128):
         super().__init__(config)
         self.num_buckets, self.max_distance = num_buckets, max_distance
