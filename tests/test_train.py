@@ -225,11 +225,13 @@ def test_sigkill_then_sigterm_then_resume_equals_straight_run(data_dir, tmp_path
     assert read_log(out)[-1]["iter"] == k
 
 
-def test_ddp_two_processes_match_one_process(data_dir, tmp_path):
+@pytest.mark.parametrize("positions", ["index", "randomized"])
+def test_ddp_two_processes_match_one_process(data_dir, tmp_path, positions):
     """torchrun with 2 CPU processes (gloo) and gradient_accumulation_steps=2 sees the same
-    windows as one process accumulating 2 micro-batches: the logs agree."""
+    windows, at the same randomized positions too, as one process accumulating 2 micro-batches:
+    the logs agree (a rank that drew its own positions, or took another's rows, would not)."""
     ddp, single = str(tmp_path / "ddp"), str(tmp_path / "single")
-    args = dict(max_iters=10, dropout=0.0)
+    args = dict(max_iters=10, dropout=0.0, train_positions=positions)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     p = subprocess.run(
