@@ -25,11 +25,29 @@ V, BLOCK = 64, 16
 BF16_EVAL_LENGTH = 512
 
 
-def tiny_model(name, kwargs):
+# learned time (GPTConfig.time): clocks per sequence and head through a rotation, a decaying
+# rotation and a bias, the three ways attention reads positions
+TIME_CASES = [
+    pytest.param(name, {}, "learned", id=f"{name}-learned_time")
+    for name in ("rope", "damped_rope", "alibi")
+]
+CASES = [
+    pytest.param(name, kwargs, "index", id=case_id)
+    for (name, kwargs), case_id in zip(ENCODING_CASES, ENCODING_IDS)
+] + TIME_CASES
+
+
+def tiny_model(name, kwargs, time="index"):
+    """A 1-layer model; a learned clock starts away from the token index (w = 0 would keep it)."""
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=V, n_layer=1, n_head=2, n_embd=32, block_size=BLOCK)
+    cfg = GPTConfig(vocab_size=V, n_layer=1, n_head=2, n_embd=32, block_size=BLOCK, time=time)
     cfg.encoding, cfg.encoding_kwargs = name, kwargs
-    return GPT(cfg)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for block in model.transformer.h:
+            if block.attn.clock is not None:
+                block.attn.clock.weight.normal_(0, 0.5)
+    return model
 
 
 def batch(T, B=2, seed=1):
@@ -88,14 +106,14 @@ def autocast_bf16(enabled=True):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-@pytest.mark.parametrize("name, kwargs", ENCODING_CASES, ids=ENCODING_IDS)
-def test_bf16_autocast_matches_float32(name, kwargs, one_thread):
+@pytest.mark.parametrize("name, kwargs, time", CASES)
+def test_bf16_autocast_matches_float32(name, kwargs, time, one_thread):
     """Tolerances: bf16 keeps 8 significant bits, so one rounding is off by up to 2^-9 (0.2%).
     Measured against the reference above (3 seeds, every case): loss 1.4e-4 at most, gradients
     0.9% (relative norm, the LayerNorm ones worst), logits at 32x 1.0% of the largest. Positions
     or decays computed in bf16 (RoPE angles from bf16 positions, damped RoPE or the generator's
     polynomials without their float32 upcast) give 17-90% at 32x; 2% separates the two."""
-    model = sharpened(tiny_model(name, kwargs))
+    model = sharpened(tiny_model(name, kwargs, time))
     x, y = batch(BLOCK, B=4)
     losses, grads = [], []
     for amp in (False, True):
@@ -140,28 +158,30 @@ def train_step(fn, model, x, y):
     not (shutil.which("g++") or shutil.which("gcc") or shutil.which("clang++")),
     reason="inductor on CPU needs a C++ compiler",
 )
-def attention_path(name, kwargs):
+def attention_path(name, kwargs, time):
     """What decides how attention runs an encoding: its hooks, orthogonality, explicit scores and
-    whether FlexAttention can take its bias; and whose rotation code it runs (rotations are where
-    inductor's code generation differs: it has no complex numbers)."""
-    pe = tiny_model(name, kwargs).pe[0]
+    whether FlexAttention can take its bias; whose rotation code it runs (rotations are where
+    inductor's code generation differs: it has no complex numbers); and its clock."""
+    model = tiny_model(name, kwargs, time)
+    pe, clock = model.pe[0], model.transformer.h[0].attn.clock is not None
     rotation = type(pe).rotate.__module__ if pe.has_rotate else None
-    return pe.has_embed, rotation, pe.has_bias, pe.orthogonal, pe.explicit, has_flex_path(pe)
+    return pe.has_embed, rotation, pe.has_bias, pe.orthogonal, pe.explicit, has_flex_path(pe), clock
 
 
 def compile_cases():
-    """ENCODING_CASES with a backend each: inductor for the first case of each attention path."""
+    """CASES with a backend each: inductor for the first case of each attention path."""
     seen, cases = set(), []
-    for (name, kwargs), case_id in zip(ENCODING_CASES, ENCODING_IDS):
-        path = attention_path(name, kwargs)
+    for case in CASES:
+        name, kwargs, time = case.values
+        path = attention_path(name, kwargs, time)
         backend = "aot_eager" if path in seen else "inductor"
         seen.add(path)
-        cases.append(pytest.param(name, kwargs, backend, id=f"{case_id}-{backend}"))
+        cases.append(pytest.param(name, kwargs, time, backend, id=f"{case.id}-{backend}"))
     return cases
 
 
-@pytest.mark.parametrize("name, kwargs, backend", compile_cases())
-def test_compile_train_and_eval(name, kwargs, backend, one_thread):
+@pytest.mark.parametrize("name, kwargs, time, backend", compile_cases())
+def test_compile_train_and_eval(name, kwargs, time, backend, one_thread):
     """One model compiled (dynamic=True, as evaluation visits many lengths; inductor or aot_eager,
     see the module docstring):
     - a training step compiles as one graph with no graph break (a break per layer would make
@@ -177,7 +197,7 @@ def test_compile_train_and_eval(name, kwargs, backend, one_thread):
 
     torch._dynamo.reset()
     counters.clear()
-    model = tiny_model(name, kwargs)
+    model = tiny_model(name, kwargs, time)
     compiled = torch.compile(model, dynamic=True, backend=backend)
 
     x, y = batch(BLOCK)
