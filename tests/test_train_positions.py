@@ -2,7 +2,6 @@
 sequence against one sequence at a time, train.py end to end (exact resume included), and the
 config keys time / time_shared / train_positions / max_train_position. CPU, a few seconds."""
 
-import json
 import math
 import os
 from pathlib import Path
@@ -11,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import write_token_dataset
+from test_train import read_log, run_train
+from test_train import tiny_args as train_tiny_args
 
 import train
 from checkpoint import load_checkpoint, save_checkpoint
-from configurator import run_cli
 from model import GPT, GPTConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,32 +146,10 @@ def test_embed_takes_positions_per_sequence(encoding):
 # train.py end to end
 
 
-def run_train(argv):
-    """train.main in this process, as the command line runs it; returns the exit code."""
-    try:
-        run_cli(lambda: train.main(argv))
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
 def tiny_args(data_dir, out_dir, **overrides):
-    """A 1-layer, 32-wide model at block 32, randomized learned positions in [0, 256)."""
-    args = dict(
-        dataset="tiny", data_dir=data_dir, out_dir=out_dir, encoding="learned",
-        train_positions="randomized", n_layer=1, n_head=2, n_embd=32, block_size=32,
-        batch_size=4, gradient_accumulation_steps=2, dropout=0.1, learning_rate=3e-3,
-        min_lr=3e-4, warmup_iters=5, lr_decay_iters=20, max_iters=20, eval_interval=5,
-        eval_iters=2, log_interval=5, device="cpu", compile=False,
-    )  # fmt: skip
-    args.update(overrides)
-    return [f"--{k}={v}" for k, v in args.items()]
-
-
-def read_log(out_dir):
-    keys = ("iter", "train_loss", "val_loss", "lr", "tokens_seen")
-    with open(os.path.join(out_dir, "log.jsonl")) as f:
-        return [{k: json.loads(line)[k] for k in keys} for line in f]
+    """test_train's tiny run with randomized learned positions in [0, 256), 20 iterations."""
+    args = dict(encoding="learned", train_positions="randomized", lr_decay_iters=20, max_iters=20)
+    return train_tiny_args(data_dir, out_dir, **{**args, **overrides})
 
 
 @pytest.fixture(scope="module")
