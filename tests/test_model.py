@@ -326,6 +326,74 @@ def test_causal_attention_matches_scores(encoding, kwargs, query_block):
 
 
 @pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
+def test_training_gradients_equal_reference(encoding, kwargs):
+    """What causal_attention passes back in training on CPU (the written-out attention of a learned
+    bias, Shaw's band, the fused kernel, ...) == the gradients of the float64 reference, for q, k,
+    v and every parameter of the encoding: at consecutive positions and with gaps."""
+    cfg = tiny_config(encoding, kwargs)
+    torch.manual_seed(0)
+    pe = perturb(build_encoding(cfg), std=1.0)
+    T = 50
+    q, k, v = (2 * torch.randn(2, 4, T, 8, requires_grad=True) for _ in range(3))
+    cotangent = torch.randn(2, 4, T, 8)
+    g = torch.Generator().manual_seed(0)
+    gaps = 3 + torch.cumsum(torch.randint(1, 4, (T,), generator=g), 0)
+    inputs = [q, k, v, *pe.parameters()]
+    for pos in (torch.arange(T) + 5, gaps) if pe.max_len is None else (torch.arange(T),):
+        out = model.causal_attention(q, k, v, pos, pe, 0.0, query_block=16)
+        got = torch.autograd.grad((out * cotangent).sum(), inputs, allow_unused=True)
+        ref = reference_attention(q, k, v, pos, pe)
+        want = torch.autograd.grad((ref * cotangent).sum(), inputs, allow_unused=True)
+        for g, w in zip(got, want):
+            assert (g is None) == (w is None)
+            if g is not None:
+                torch.testing.assert_close(g.double(), w.double(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("Tq", "Tk", "W"), [(5, 5, 3), (5, 12, 4), (1, 9, 4), (4, 4, 4), (3, 10, 1), (7, 9, 9)]
+)
+@pytest.mark.parametrize("band_batch", [2, 1])
+def test_add_band_equals_a_loop(Tq, Tk, W, band_batch):
+    """model.AddBand puts band[..., i, c] at key Tk - Tq + i - (W - 1) + c of query i (keys before
+    0 dropped), in place; what it writes beyond the causal diagonal is left to the mask. Its
+    gradient (gradcheck, float64) includes a band broadcast over the batch."""
+    g = torch.Generator().manual_seed(0)
+    att = torch.randn(2, 3, Tq, Tk, dtype=torch.float64, generator=g, requires_grad=True)
+    band = torch.randn(band_batch, 3, Tq, W, dtype=torch.float64, generator=g, requires_grad=True)
+    want = att.detach().clone()
+    for i in range(Tq):
+        for c in range(W):
+            j = Tk - Tq + i - (W - 1) + c
+            if j >= 0:
+                want[..., i, j] += band[..., i, c].detach()
+    visible = torch.ones(Tq, Tk, dtype=torch.bool).tril(Tk - Tq)
+
+    def banded(att, band):  # on a copy: AddBand works in place
+        return model.AddBand.apply(att * 1.0, band).masked_fill(~visible, 0.0)
+
+    torch.testing.assert_close(banded(att, band), want.masked_fill(~visible, 0.0))
+    assert torch.autograd.gradcheck(banded, (att, band))
+
+
+def test_shaw_band_only_at_consecutive_positions():
+    """Shaw's band needs key offsets to be distances: consecutive positions (any start, integer
+    or float), not gaps or a clock per head. Its values: the bias minus the row's a_{-K} term."""
+    pe = perturb(build_encoding(tiny_config("shaw", {"max_relative_position": 4})), std=1.0)
+    q = torch.randn(2, 4, 6, 8)
+    gap = torch.tensor([0, 1, 2, 4, 5, 6, 7, 8, 9, 10])
+    assert pe.bias_band(q, gap[-6:], gap) is None
+    assert pe.bias_band(q, torch.arange(6).expand(2, 4, 6), torch.arange(6).expand(2, 4, 6)) is None
+    for pos in (torch.arange(20) + 3, torch.arange(20) + 0.5):
+        band = pe.bias_band(q, pos[-6:], pos)
+        bias = pe.bias(q, q, pos[-6:], pos)  # (2, 4, 6, 20): query i is key 14 + i
+        for i, c in ((0, 0), (3, 2), (5, 3)):
+            j = 14 + i - 3 + c
+            want = bias[..., i, j] - bias[..., i, 0]  # key 0 is more than K back: a_{-K}
+            torch.testing.assert_close(band[..., i, c], want)
+
+
+@pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
 def test_gradients_reach_every_parameter(encoding, kwargs):
     torch.manual_seed(0)
     m = GPT(tiny_config(encoding, kwargs)).train()  # GPT-2 init: the state training starts from
