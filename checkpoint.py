@@ -12,6 +12,7 @@ A checkpoint is a dict:
                    the generator of training windows; restoring them makes resume exact
 """
 
+import ctypes
 import os
 import shutil
 from contextlib import nullcontext
@@ -114,6 +115,20 @@ def set_tf32(on):
     """TF32 for float32 matmuls and convolutions on CUDA (10-bit mantissa inputs, much faster)."""
     torch.backends.cuda.matmul.allow_tf32 = on
     torch.backends.cudnn.allow_tf32 = on
+
+
+def keep_freed_memory():
+    """For CPU runs, on Linux (glibc): keep freed blocks of up to 32 MB in the process for the next
+    tensor, instead of giving them back to the system and faulting fresh zeroed pages in again.
+    The attention blocks of a bias encoding allocate several (B, H, block, T) tensors per layer:
+    measured on CPU, T5's and Shaw's training steps ~2% closer to NoPE's, RoPE's ~1%. Up to
+    1 GB of freed memory stays with the process. Returns whether glibc took the settings."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (macOS, musl): that allocator as it is
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):

@@ -375,6 +375,12 @@ def causal_attention(
     if exact:
         ct = compute_dtype(q.dtype)
         q, k, v = q.to(ct), k.to(ct), v.to(ct)
+    path = "scores" if special else "sdpa"
+    if not special and q.device.type == "cpu" and torch.is_grad_enabled() and pe.has_bias:
+        learns = pos.requires_grad or any(p.requires_grad for p in pe.parameters())
+        path = "written" if learns else path
+    if path == "written":  # the blocks' matmuls then view q, k, v as (B*H)-batches, no copies
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # (T5, Shaw: 1-2% of a step)
     out = []
     # a loop over the number of blocks, not range(start, T, block): under torch.compile with
     # dynamic shapes the latter fixes T, and every evaluation length would compile anew
@@ -385,42 +391,41 @@ def causal_attention(
         q_b, k_b, v_b = q[:, :, t0 - start : t1 - start], k[:, :, :t1], v[:, :, :t1]
         mask = causal_mask(t0, t1, q.device)
         with no_autocast(q.device.type) if exact else nullcontext():
-            y = _attend_block(q_b, k_b, v_b, pos_q, pos_k, mask, pe, special, scale, dropout_p)
+            y = _attend_block(q_b, k_b, v_b, pos_q, pos_k, mask, pe, path, scale, dropout_p)
         out.append(y.to(out_dtype))
     return torch.cat(out, dim=2)
 
 
-def _attend_block(q, k, v, pos_q, pos_k, mask, pe, special, scale, dropout_p):
+def _attend_block(q, k, v, pos_q, pos_k, mask, pe, path, scale, dropout_p):
     """Attention of one query block: q (B, H, Tq, d) at positions pos_q over keys k, v at pos_k;
-    mask (Tq, Tk) says which keys each query may see."""
+    mask (Tq, Tk) says which keys each query may see. path: "scores" (pe.scores, explicit),
+    "sdpa", or "written": softmax(q k^T * scale + bias) v written out here. On CPU a bias that
+    learns (a table, vectors, a learned clock) would send SDPA down its math path, which also
+    checks every row for being all -inf and copies strided inputs; the same math written out
+    (adding in place: autograd keeps the inputs of a product, not its output) is faster.
+    bench.py: T5's training step 1.14 -> 1.10x NoPE's, Shaw's 1.25 -> 1.21x, 1.11x with its
+    band (Encoding.bias_band)."""
     ct = compute_dtype(q.dtype)
-    if special:
+    if path == "scores":
         att = pe.scores(q, k, pos_q, pos_k).to(ct).masked_fill(~mask, float("-inf"))
     else:
-        eager_cpu_grad = q.device.type == "cpu" and torch.is_grad_enabled()
-        eager_cpu_grad = eager_cpu_grad and not torch.compiler.is_compiling()
-        band = pe.bias_band(q, pos_q, pos_k) if pe.has_bias and eager_cpu_grad else None
+        written, band = path == "written", None
+        if written and not torch.compiler.is_compiling():
+            band = pe.bias_band(q, pos_q, pos_k)
         bias = pe.bias(q, k, pos_q, pos_k) if pe.has_bias and band is None else None
         if pe.has_rotate:
             ref = pos_q[..., :1]
             q, k = pe.rotate(q, k, pos_q - ref, pos_k - ref)
-        if bias is None and band is None:
+        if not written or (bias is None and band is None):  # (bias() may return None)
+            if bias is not None:  # SDPA refuses an attn_mask together with is_causal
+                mask = bias.to(ct).masked_fill(~mask, float("-inf")).to(q.dtype)
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale
             )
-        if band is None and not (bias.requires_grad and q.device.type == "cpu"):
-            bias = bias.to(ct).masked_fill(~mask, float("-inf"))  # SDPA refuses mask + is_causal
-            return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p, scale=scale
-            )
-        # a mask that needs a gradient sends CPU SDPA down its math path, which also checks each
-        # row for being all -inf and copies strided inputs: the same math written out (adding in
-        # place: autograd keeps the inputs of a product, not its output) is faster. bench.py:
-        # T5's training step 1.14 -> 1.10x NoPE's; Shaw's 1.25 -> 1.21x, and with its band 1.11x.
-        # The causal mask goes in as an additive -inf: masked_fill_ on the logits takes 4x as long
         att = ((q * scale) @ k.mT).to(ct)
         if band is not None:
             att, bias = AddBand.apply(att, band.to(ct)), att.new_zeros(mask.shape)
+        # the causal mask as an additive -inf: masked_fill_ on the logits takes 4x as long
         att.add_(bias.to(ct).masked_fill(~mask, float("-inf")))
     att = F.softmax(att, dim=-1)
     if dropout_p > 0:  # not training=dropout_p > 0: a symbolic bool breaks the graph

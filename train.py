@@ -40,6 +40,7 @@ from checkpoint import (
     autocast,
     checkpoint_path,
     has_cpp_compiler,
+    keep_freed_memory,
     load_checkpoint,
     resolve_device,
     save_checkpoint,
@@ -346,6 +347,8 @@ def main(argv=None):
     batch_rng = np.random.default_rng(c["seed"])
     if device_type == "cuda":
         set_tf32(c["tf32"])
+    elif device_type == "cpu":
+        keep_freed_memory()
     ctx = autocast(device, dtype)
 
     # ---------------------------------------------------------------------- data

@@ -53,7 +53,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 
 import train
-from checkpoint import DTYPES, autocast, has_cpp_compiler, resolve_device, set_tf32
+from checkpoint import (
+    DTYPES,
+    autocast,
+    has_cpp_compiler,
+    keep_freed_memory,
+    resolve_device,
+    set_tf32,
+)
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
 from flex import ATTN_BACKENDS
@@ -512,6 +519,8 @@ def main(argv=None):
     dev = cfg["device"]
     if dev.startswith("cuda"):
         set_tf32(True)  # as train.py with configs/base.py
+    elif dev == "cpu":
+        keep_freed_memory()  # as train.py and eval_lengths.py
     ctx = autocast(dev, cfg["dtype"])
     for note in (cfg["dtype_note"], cfg.get("compile_note"), cfg["peak_note"]):
         if note:
