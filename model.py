@@ -403,8 +403,8 @@ def _attend_block(q, k, v, pos_q, pos_k, mask, pe, path, scale, dropout_p):
     learns (a table, vectors, a learned clock) would send SDPA down its math path, which also
     checks every row for being all -inf and copies strided inputs; the same math written out
     (adding in place: autograd keeps the inputs of a product, not its output) is faster.
-    bench.py: T5's training step 1.14 -> 1.10x NoPE's, Shaw's 1.25 -> 1.21x, 1.11x with its
-    band (Encoding.bias_band)."""
+    bench.py: T5's training step 1.14 -> 1.10x NoPE's, Shaw's 1.25 -> 1.21x (both 1.07-1.08x
+    with Shaw's band, Encoding.bias_band, contiguous blocks and checkpoint.keep_freed_memory)."""
     ct = compute_dtype(q.dtype)
     if path == "scores":
         att = pe.scores(q, k, pos_q, pos_k).to(ct).masked_fill(~mask, float("-inf"))
