@@ -274,10 +274,9 @@ class Generator(Encoding):
             total = total + part * torch.exp(self.decay(i, delta)[:, None, None] * delta)
         return total
 
-    def _rotate_pairs(self, i, x, pos):
-        c, s = (v.to(x.dtype)[..., None] for v in self._angle(i, pos))  # (.., T, count, 1)
-        a, b = x[..., 0], x[..., 1]
-        return torch.stack((a * c - b * s, a * s + b * c), dim=-1)
+    def _rotate_pairs(self, i, x, pos):  # x (.., T, count, size, 2): block c's pairs by omega_c t
+        cos, sin = (v.repeat_interleave(x.size(-2), -1) for v in self._angle(i, pos))
+        return rotate_pairs(x.flatten(-3), cos, sin).unflatten(-1, x.shape[-3:])
 
     def score_mod(self, q, pos):  # nilpotent blocks only (ALiBi): the bias, element-wise
         kinds = {g[0] for g in self.groups}
