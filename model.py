@@ -65,6 +65,19 @@ def relative_distance(pos_q, pos_k):
     return pos_q[..., :, None] - pos_k[..., None, :]
 
 
+def consecutive(pos_q, pos_k):
+    """Whether the keys sit one apart (1-D positions, any start) and the queries are the last of
+    them: key offsets are then distances. Checked on the CPU only, outside a compiled graph
+    (elsewhere the check would wait for the device, or break the graph); False otherwise."""
+    if pos_k.dim() != 1 or pos_q.dim() != 1 or pos_k.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    Tq, Tk = pos_q.size(0), pos_k.size(0)
+    steps = torch.arange(Tk, dtype=pos_k.dtype)
+    return torch.equal(pos_k - pos_k[0], steps) and torch.equal(pos_q, pos_k[Tk - Tq :])
+
+
 def rope_frequencies(dim, base=10000.0, device=None):
     """RoPE's theta_i = base^(-2i/dim) for i = 0 .. dim/2 - 1, in float64 (float32 on mps)."""
     i = torch.arange(0, dim, 2, device=device, dtype=hp_dtype(device or "cpu"))
@@ -409,9 +422,8 @@ def _attend_block(q, k, v, pos_q, pos_k, mask, pe, path, scale, dropout_p):
     if path == "scores":
         att = pe.scores(q, k, pos_q, pos_k).to(ct).masked_fill(~mask, float("-inf"))
     else:
-        written, band = path == "written", None
-        if written and not torch.compiler.is_compiling():
-            band = pe.bias_band(q, pos_q, pos_k)
+        written = path == "written"
+        band = pe.bias_band(q, pos_q, pos_k) if written else None
         bias = pe.bias(q, k, pos_q, pos_k) if pe.has_bias and band is None else None
         if pe.has_rotate:
             ref = pos_q[..., :1]

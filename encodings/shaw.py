@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, compute_dtype, relative_distance
+from model import Encoding, compute_dtype, consecutive, relative_distance
 
 
 def relative_logits(x, rel):
@@ -53,12 +53,10 @@ class Shaw(Encoding):
     def bias_band(self, q, pos_q, pos_k):
         """At consecutive positions every key K or more steps back gets a_{-K}: subtracting
         q_i . a_{-K} / sqrt(d) from query i's row leaves a bias on its K nearest keys only."""
-        Tk = pos_k.size(-1)
-        steps = torch.arange(Tk, device=pos_k.device, dtype=pos_k.dtype)
-        if pos_k.dim() != 1 or not torch.equal(pos_k - pos_k[0], steps):
+        if not consecutive(pos_q, pos_k):
             return None  # gaps, real times or a clock per head: the general bias()
         rel_logits = self.rel_logits(q)  # columns: distances -K .. 0
-        width = min(self.K, Tk)
+        width = min(self.K, pos_k.size(-1))
         return rel_logits[..., self.K + 1 - width :] - rel_logits[..., :1]
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention

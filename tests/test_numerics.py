@@ -1,10 +1,13 @@
 """Precision and compilation: what the GPU paths (bf16/fp16 autocast, TF32 matmuls,
 torch.compile) rely on, checked on CPU with the same math."""
 
+import sys
+
 import pytest
 import torch
 from helpers import ENCODING_CASES, ENCODING_IDS, EmulateTF32, round_to_tf32
 
+import model
 from model import GPT, Encoding, GPTConfig, available_encodings, build_encoding, causal_attention
 
 H, D = 4, 32
@@ -42,10 +45,20 @@ def test_half_precision_attention_is_finite_and_close(name, kwargs, dtype):
     assert (out.double() - ref).abs().max() < tol
 
 
+@pytest.fixture
+def as_on_a_gpu(monkeypatch):
+    """Paths a GPU never takes switched off: model.consecutive is False off the CPU (Shaw's band,
+    Transformer-XL's relative shift), and TF32 exists only on a GPU."""
+    for module in list(sys.modules.values()):
+        if getattr(module, "consecutive", None) is model.consecutive:
+            monkeypatch.setattr(module, "consecutive", lambda pos_q, pos_k: False)
+
+
 def relative_error(got, ref, where=...):
     return ((got.double() - ref)[where].norm() / ref[where].norm()).item()
 
 
+@pytest.mark.usefixtures("as_on_a_gpu")
 @pytest.mark.parametrize("name, kwargs", CASES, ids=IDS)
 def test_tf32_logits_match_float64(name, kwargs):
     """The logits the fast path forms (rotate() at block-relative times, q.k, plus bias(): what
@@ -70,6 +83,7 @@ def test_tf32_logits_match_float64(name, kwargs):
     assert relative_error(got, ref, (..., own_block)) < 1e-3
 
 
+@pytest.mark.usefixtures("as_on_a_gpu")
 @pytest.mark.parametrize("name, kwargs", CASES, ids=IDS)
 def test_tf32_attention_adds_no_error_beyond_input_rounding(name, kwargs):
     """Attention of inputs already in TF32 (as a TF32 projection's rounding leaves them), under

@@ -14,6 +14,7 @@ test_numerics.py.
 """
 
 import math
+import sys
 
 import pytest
 import torch
@@ -193,13 +194,14 @@ def test_xl_parameters_per_layer():
 
 @pytest.mark.parametrize("name", ["xl", "tener"])
 def test_no_tensor_of_pairs_by_channels(name):
-    """The bias of T queries and keys never holds a (T, T, D) tensor: the largest is the bias."""
+    """The bias of T queries and keys never holds a (T, T, D) tensor: the largest is the bias,
+    plus a column for the relative shift at consecutive positions."""
     B, T = 1, 256
     pe = build_encoding(config(name))
     q, k = (torch.randn(B, H, T, HEAD) for _ in range(2))
     with torch.no_grad(), MaxStorage() as rec:
         pe.bias(q, k, torch.arange(T), torch.arange(T))
-    assert rec.largest <= B * H * T * T, f"{rec.op} made {rec.largest} elements"
+    assert rec.largest <= B * H * T * (T + 1), f"{rec.op} made {rec.largest} elements"
 
 
 def test_options():
@@ -210,3 +212,31 @@ def test_options():
         build_encoding(config("xl", n_head=3, n_embd=9))
     with pytest.raises(ValueError, match="even head dimension"):
         build_encoding(config("tener", n_head=4, n_embd=36))
+
+
+@pytest.mark.parametrize("name", ["xl", "tener"])
+def test_relative_shift_at_consecutive_positions(name, monkeypatch):
+    """At consecutive positions (on the CPU) the position terms come from the authors' relative
+    shift, not angle addition: the naive formula on every key a query sees, for the sequence and
+    for a query block (the last 4 queries), in float32 and to float64 rounding in float64."""
+    xl = sys.modules[model.encoding_class("xl").__module__]
+
+    def no_angle_addition(*args):
+        raise AssertionError("consecutive positions took the general path")
+
+    monkeypatch.setattr(xl, "sinusoid_logits", no_angle_addition)
+    pe = perturbed(name)
+    pos = torch.arange(10) + 60_000
+    q, k = tensors(10)
+    logits = naive_logits(q, k, pos, pos, pe.u.detach(), pe.v.detach(), projection(pe))
+    expected = expected_bias(logits, q, k)
+    seen = torch.ones(10, 10, dtype=torch.bool).tril()  # the rest is masked by attention
+    with torch.no_grad():
+        got = pe.bias(q, k, pos, pos)
+        torch.testing.assert_close(
+            got.double()[..., seen], expected[..., seen], rtol=1e-5, atol=2e-5
+        )
+        got64 = pe.double().bias(q.double(), k.double(), pos, pos)
+        torch.testing.assert_close(got64[..., seen], expected[..., seen], rtol=1e-10, atol=1e-10)
+        block = pe.bias(q[:, :, -4:].double(), k.double(), pos[-4:], pos)
+        torch.testing.assert_close(block[..., seen[-4:]], expected[:, :, -4:][..., seen[-4:]])
