@@ -49,6 +49,8 @@ def test_half_precision_attention_is_finite_and_close(name, kwargs, dtype):
 def as_on_a_gpu(monkeypatch):
     """Paths a GPU never takes switched off: model.consecutive is False off the CPU (Shaw's band,
     Transformer-XL's relative shift), and TF32 exists only on a GPU."""
+    for name in available_encodings():  # loaded on demand: load them all before patching
+        model.encoding_class(name)
     for module in list(sys.modules.values()):
         if getattr(module, "consecutive", None) is model.consecutive:
             monkeypatch.setattr(module, "consecutive", lambda pos_q, pos_k: False)
