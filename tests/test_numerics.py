@@ -51,8 +51,9 @@ def as_on_a_gpu(monkeypatch):
     Transformer-XL's relative shift), and TF32 exists only on a GPU."""
     for name in available_encodings():  # loaded on demand: load them all before patching
         model.encoding_class(name)
+    consecutive = model.consecutive
     for module in list(sys.modules.values()):
-        if getattr(module, "consecutive", None) is model.consecutive:
+        if getattr(module, "consecutive", None) is consecutive:
             monkeypatch.setattr(module, "consecutive", lambda pos_q, pos_k: False)
 
 
