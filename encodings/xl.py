@@ -53,7 +53,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from model import (
     Encoding,
@@ -89,15 +88,16 @@ def shifted_logits(p, W_R, Tk):
     of the Tk keys: (B, H, Tq, Tk), arbitrary finite values at keys after the query (attention
     masks them). The authors' relative shift: R for the Tk distances, projected once into head
     space (E_r = W_R R_r, (H, d, Tk)), so a logit costs d multiply-adds, not D; then row i of
-    Y = p E (distances Tk - 1 .. 0) padded to Tk + 1 columns, read from column Tq - 1 - i on, is
-    one contiguous slice of the flattened Y: the distances of query i to keys 0, 1, ... in order."""
+    Y = p E (distances Tk - 1 .. 0, then -1 as padding), read from column Tq - 1 - i on, is one
+    contiguous slice of the flattened Y: the distances of query i to keys 0, 1, ... in order."""
     ct, dt = compute_dtype(p.dtype), hp_dtype(p.device)
     D = p.size(-1) if W_R is None else W_R.size(-1)
-    distance = torch.arange(Tk - 1, -1, -1, device=p.device, dtype=dt)
-    angle = distance[:, None] * rope_frequencies(D, device=p.device)  # (Tk, D/2), in dt
+    # distances Tk - 1 .. 0, and -1: a key after the query, whose column pads each row
+    distance = torch.arange(Tk - 1, -2, -1, device=p.device, dtype=dt)
+    angle = distance[:, None] * rope_frequencies(D, device=p.device)  # (Tk + 1, D/2), in dt
     R = torch.cat((angle.sin(), angle.cos()), dim=-1).to(ct)  # R_r, sines then cosines
-    E = R.mT if W_R is None else torch.einsum("hdc,rc->hdr", W_R.to(ct), R)  # (H|.., d, Tk)
-    Y = F.pad(p @ E, (0, 1)).flatten(-2)  # (B, H, Tq * (Tk + 1))
+    E = R.mT if W_R is None else torch.einsum("hdc,rc->hdr", W_R.to(ct), R)  # (H|.., d, Tk + 1)
+    Y = (p @ E).flatten(-2)  # (B, H, Tq * (Tk + 1))
     Tq = p.size(-2)
     return Y[..., Tq - 1 : Tq - 1 + Tq * Tk].unflatten(-1, (Tq, Tk))
 
