@@ -78,6 +78,19 @@ def consecutive(pos_q, pos_k):
     return torch.equal(pos_k - pos_k[0], steps) and torch.equal(pos_q, pos_k[Tk - Tq :])
 
 
+def toeplitz(f, pos_q, pos_k):
+    """f(t - s) for every query t and key s: (..., Tq, Tk) for an elementwise f of the distances.
+    At consecutive positions (see consecutive) f runs once per distance, Tq + Tk - 1 of them,
+    and query i's row is a window of the result: the same values, without f's work per pair."""
+    if not consecutive(pos_q, pos_k):
+        return f(relative_distance(pos_q, pos_k))
+    Tq, Tk = pos_q.size(-1), pos_k.size(-1)
+    steps = torch.arange(Tq + Tk - 1, dtype=pos_k.dtype)
+    per_distance = f((pos_q[-1] - pos_k[0]) - steps)  # Tk - 1 .. -(Tq - 1): (..., Tq + Tk - 1)
+    # window r holds distances Tk - 1 - r .. -r, the row of query Tq - 1 - r
+    return per_distance.unfold(-1, Tk, 1).flip(-2)
+
+
 def rope_frequencies(dim, base=10000.0, device=None):
     """RoPE's theta_i = base^(-2i/dim) for i = 0 .. dim/2 - 1, in float64 (float32 on mps)."""
     i = torch.arange(0, dim, 2, device=device, dtype=hp_dtype(device or "cpu"))

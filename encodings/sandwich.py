@@ -23,12 +23,13 @@ bias in q's dtype) is small; unshifted, the nearest keys would sit at (d_bar/2) 
 12 heads).
 
 The bias is a cosine sum of t - s, computed in float32 for each (t, s): a shift-invariant bias,
-exact for float positions, and memory O(query block x T) on the blockwise path.
+exact for float positions, and memory O(query block x T) on the blockwise path. At consecutive
+positions on the CPU the sum runs once per distance instead (model.toeplitz): the same values.
 """
 
 import torch
 
-from model import Encoding, relative_distance
+from model import Encoding, toeplitz
 
 
 def sandwich_frequencies(d_bar):
@@ -57,9 +58,10 @@ class Sandwich(Encoding):
         self.register_buffer("scales", torch.tensor(scales), persistent=False)
 
     def bias(self, q, k, pos_q, pos_k):
-        d = relative_distance(pos_q, pos_k).float()  # (Tq, Tk) or (B|1, H|1, Tq, Tk)
+        # (Tq, Tk) or (B|1, H|1, Tq, Tk); at consecutive positions once per distance (CPU)
+        c = toeplitz(lambda d: cosine_sum(d.float(), self.freqs), pos_q, pos_k)
         # scales as (1, H, 1, 1): (1, H, Tq, Tk), or (B|1, H, Tq, Tk) on a clock
-        return self.scales.float()[None, :, None, None] * cosine_sum(d, self.freqs)
+        return self.scales.float()[None, :, None, None] * c
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         scales, t, freqs = self.scales.float(), pos, self.freqs  # t - s in pos's dtype, as bias()

@@ -376,6 +376,31 @@ def test_add_band_equals_a_loop(Tq, Tk, W, band_batch):
     assert torch.autograd.gradcheck(banded, (att, band))
 
 
+@pytest.mark.parametrize("Tq", [1, 5, 12])
+def test_toeplitz_is_f_of_every_distance(Tq):
+    """model.toeplitz: f(t - s) for every query and key, as a loop; at consecutive positions
+    (integer or half-integer offsets) f sees each distance once, a 1-D tensor; with gaps, the
+    (Tq, Tk) distances."""
+    seen = []
+
+    def f(d):
+        seen.append(d.dim())
+        return d.float() ** 2 / 7 - 3 * d.float()
+
+    gaps = torch.tensor([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12, 13])
+    for pos, runs_once in ((torch.arange(12) + 60_000, True), (torch.arange(12) + 0.5, True),
+                           (gaps, False)):  # fmt: skip
+        seen.clear()
+        got = model.toeplitz(f, pos[-Tq:], pos)
+        want = torch.empty(Tq, 12)
+        for i in range(Tq):
+            for j in range(12):
+                d = float(pos[12 - Tq + i]) - float(pos[j])
+                want[i, j] = d**2 / 7 - 3 * d
+        torch.testing.assert_close(got, want)
+        assert seen == ([1] if runs_once else [2])
+
+
 def test_shaw_band_only_at_consecutive_positions():
     """Shaw's band needs key offsets to be distances: consecutive positions (any start, integer
     or float), not gaps or a clock per head. Its values: the bias minus the row's a_{-K} term."""
