@@ -12,15 +12,13 @@ A checkpoint is a dict:
                    the generator of training windows; restoring them makes resume exact
 """
 
-import ctypes
 import os
-import shutil
-from contextlib import nullcontext
 from dataclasses import asdict
 
 import torch
 
 from configurator import UserError
+from runtime import resolve_device
 
 CKPT_NAME = "ckpt.pt"
 
@@ -79,62 +77,10 @@ def variant_label(rope_scaling=None, rope_factor=ROPE_FACTOR, encoding_kwargs=No
     return "custom" if encoding_kwargs else ""
 
 
-def resolve_device(device):
-    """'auto' -> cuda if there is one, else cpu; a device that is not there is a UserError."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("no CUDA device: pass --device=cpu")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise UserError("no MPS device: pass --device=cpu")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
-    return device
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def autocast(device, dtype):
-    """The context a forward pass runs in for `dtype` ("float32", "bfloat16", "float16"):
-    autocast on CUDA, nothing elsewhere (on CPU, bf16 autocast is slower than float32 for these
-    models; the non-orthogonal encodings keep their attention in float32 either way)."""
-    if dtype not in DTYPES:
-        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
-    if torch.device(device).type == "cuda" and dtype != "float32":
-        return torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
-    return nullcontext()
-
-
-def has_cpp_compiler():
-    """torch.compile on CPU (inductor) builds its kernels with a C++ compiler."""
-    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
-
-
-def set_tf32(on):
-    """TF32 for float32 matmuls and convolutions on CUDA (10-bit mantissa inputs, much faster)."""
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.backends.cudnn.allow_tf32 = on
-
-
-def keep_freed_memory():
-    """For CPU runs, on Linux (glibc): keep freed blocks of up to 32 MB in the process for the next
-    tensor, instead of giving them back to the system and faulting fresh zeroed pages in again.
-    The attention blocks of a bias encoding allocate several (B, H, block, T) tensors per layer:
-    measured on CPU, T5's and Shaw's training steps ~2% closer to NoPE's, RoPE's ~1%. Up to
-    1 GB of freed memory stays with the process. Returns whether glibc took the settings."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False  # not glibc (macOS, musl): that allocator as it is
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 1 << 30))
-
-
 def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
     """encoding_kwargs for RoPE context extension at evaluation time ({} when none is asked).
     An encoding takes it by declaring the methods it supports (a `scalings` class attribute)."""
-    from model import available_encodings, encoding_class
+    from encoding import available_encodings, encoding_class
 
     if not rope_scaling:
         return {}
@@ -166,7 +112,7 @@ def load_model(
     changes that keep the weights; an unknown option is a UserError. rope_scaling / rope_factor:
     RoPE context extension (linear, dynamic, yarn, llama3) for rope and damped_rope checkpoints,
     relative to the training length. attn_backend: "auto" (FlexAttention for the bias encodings on
-    CUDA, compiled; SDPA elsewhere), "sdpa" or "flex" (flex.use_flex)."""
+    CUDA, compiled; SDPA elsewhere), "sdpa" or "flex" (attention.use_flex)."""
     from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
 
     device = resolve_device(device)

@@ -16,9 +16,10 @@ import sys
 
 import torch
 
-from checkpoint import ROPE_FACTOR, autocast, load_model, resolve_device
+from checkpoint import ROPE_FACTOR, load_model
 from configurator import UserError, parse_args, run_cli
 from data.prepare import get_tokenizer, load_meta
+from runtime import autocast, resolve_device
 
 DEFAULTS = dict(
     out_dir="",  # the run directory holding ckpt.pt (required)

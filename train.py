@@ -35,27 +35,27 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (
-    DTYPES,
+from checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, saved_config
+from configurator import ConfigError, UserError, load_base, load_config, run_cli
+from data.prepare import ensure_prepared, load_meta, write_json
+from model import GPT, GPTConfig
+from runtime import (
     autocast,
-    checkpoint_path,
+    check_config,
+    flops_per_token,
+    fmt_duration,
     has_cpp_compiler,
-    keep_freed_memory,
-    load_checkpoint,
+    lr_at,
+    max_train_position,
+    peak_tflops,
+    pick_dtype,
     resolve_device,
-    save_checkpoint,
-    saved_config,
     set_tf32,
 )
-from configurator import ConfigError, UserError, load_base, load_config, nearest_hint, run_cli
-from data.prepare import ensure_prepared, load_meta, write_json
-from flex import ATTN_BACKENDS
-from model import GPT, TIMES, GPTConfig, available_encodings, build_encoding, make_clock
 
 # keys that define the model and its data: a resumed run must keep them
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")
 ARCH_KEYS += ("dataset", "time", "time_shared", "train_positions", "max_train_position")
-TRAIN_POSITIONS = ("index", "randomized")
 
 
 class Diverged(Exception):
@@ -66,150 +66,12 @@ class Diverged(Exception):
 # small helpers, used by main() below
 
 
-def check_values(c):
-    """Checks that types alone cannot do. Raises ConfigError with what to change."""
-    if c["init_from"] not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', got '{c['init_from']}'")
-    if c["dtype"] not in ("auto", *DTYPES):
-        raise ConfigError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{c['dtype']}'")
-    for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_iters"):
-        if c[key] < 1:
-            raise ConfigError(f"{key} must be at least 1, got {c[key]}")
-    for key in ("gradient_accumulation_steps", "eval_interval", "log_interval"):
-        if c[key] < 1:
-            raise ConfigError(f"{key} must be at least 1, got {c[key]}")
-    for key in ("max_iters", "warmup_iters", "lr_decay_iters"):
-        if c[key] < 0:
-            raise ConfigError(f"{key} must be >= 0, got {c[key]}")
-    if c["n_embd"] % c["n_head"]:
-        raise ConfigError(f"n_embd ({c['n_embd']}) must be divisible by n_head ({c['n_head']})")
-    if c["peak_tflops"] < 0:
-        raise ConfigError(f"peak_tflops must be >= 0 (0: look the GPU up), got {c['peak_tflops']}")
-    if c["attn_backend"] not in ATTN_BACKENDS:
-        valid = ", ".join(ATTN_BACKENDS)
-        raise ConfigError(f"attn_backend must be one of {valid}; got '{c['attn_backend']}'")
-    if not 0.0 <= c["dropout"] < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {c['dropout']}")
-    names = available_encodings()
-    if c["encoding"] not in names:
-        raise ConfigError(
-            f"unknown encoding '{c['encoding']}'{nearest_hint(c['encoding'], names)}; "
-            f"valid encodings: {', '.join(names)}"
-        )
-    if c["time"] not in TIMES:
-        raise ConfigError(f"time must be one of {', '.join(TIMES)}; got '{c['time']}'")
-    if c["train_positions"] not in TRAIN_POSITIONS:
-        valid = ", ".join(TRAIN_POSITIONS)
-        raise ConfigError(f"train_positions must be one of {valid}; got '{c['train_positions']}'")
-    if c["max_train_position"] and c["train_positions"] != "randomized":
-        raise ConfigError("max_train_position applies only with train_positions='randomized'")
-    if c["max_train_position"] and c["max_train_position"] < c["block_size"]:
-        raise ConfigError(
-            f"max_train_position ({c['max_train_position']}) must be >= block_size "
-            f"({c['block_size']}), or 0 for 8 x block_size"
-        )
-
-
-def max_train_position(c):
-    """The bound of randomized training positions (0 -> 8 x block_size), 0 for index ones."""
-    if c["train_positions"] != "randomized":
-        return 0
-    return c["max_train_position"] or 8 * c["block_size"]
-
-
 def random_positions(rng, rows, T, bound):
     """(rows, T) int64: each row T distinct positions drawn uniformly from [0, bound), sorted
     (Ruoss et al. 2023). Rows are drawn one by one: a (rows, bound) permutation would cost
     memory in the bound."""
     rows = [rng.choice(bound, size=T, replace=False, shuffle=False) for _ in range(rows)]
     return np.sort(np.stack(rows), axis=1).astype(np.int64)
-
-
-def check_encoding(c):
-    """Build the encoding alone and run it once on tiny inputs at the training positions (cheap),
-    so that bad encoding_kwargs fail here, in one line, before any data work -- not as a
-    traceback at the first evaluation. Then its clock (time="learned"), which not every encoding
-    can take."""
-    args = {k: c[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout")}
-    config = GPTConfig(
-        **args, encoding=c["encoding"], encoding_kwargs=c["encoding_kwargs"], time=c["time"],
-        time_shared=c["time_shared"], max_train_position=max_train_position(c),
-    )  # fmt: skip
-    try:
-        pe = build_encoding(config)
-        pos = torch.arange(c["block_size"])
-        if pe.has_embed:  # every position training reaches must have a row
-            pe.embed(torch.arange(max(c["block_size"], config.max_train_position)))
-        pos = pos[-64:]  # the last (at most) 64 training positions: 8 queries, 64 keys
-        k = torch.randn(1, c["n_head"], len(pos), c["n_embd"] // c["n_head"])
-        with torch.no_grad():
-            pe.scores(k[:, :, -8:], k, pos[-8:], pos)
-    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
-        raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e
-    try:
-        make_clock(config, pe)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-
-
-def pick_dtype(dtype, device_type):
-    """(dtype name, note or None). Autocast is only used on CUDA: on CPU bfloat16 autocast is
-    slower than float32 on most machines and buys nothing for these small models."""
-    if device_type != "cuda":
-        note = None if dtype in ("auto", "float32") else f"dtype {dtype} applies on CUDA only"
-        return "float32", note
-    if dtype == "auto":
-        return ("bfloat16" if torch.cuda.is_bf16_supported() else "float32"), None
-    return dtype, None
-
-
-# Dense bf16/fp16 tensor-core peak TFLOPS (no sparsity), found by a substring of
-# torch.cuda.get_device_name: the first match wins, so specific names come before general ones.
-# MFU is quoted against this peak (as PaLM and nanoGPT do), also for float32 (TF32) runs.
-PEAK_TFLOPS = (
-    ("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312),
-    ("L40S", 362), ("L4", 121), ("RTX 4090", 165), ("RTX 3090", 71), ("V100", 125), ("T4", 65),
-)  # fmt: skip
-
-
-def peak_tflops(device, configured=0.0):
-    """(the device's peak TFLOPS or None, a note or None): `configured` if set (--peak_tflops),
-    else from PEAK_TFLOPS for a CUDA device. None for an unknown GPU, and on CPU/MPS."""
-    if configured > 0:
-        return configured, None
-    if not device.startswith("cuda"):
-        return None, None
-    name = torch.cuda.get_device_name(device)
-    for key, tflops in PEAK_TFLOPS:
-        if key in name:
-            return float(tflops), None
-    return None, f"no peak TFLOPS known for {name}: pass --peak_tflops=X to see MFU"
-
-
-def flops_per_token(n_params, n_layer, n_embd, block_size):
-    """Model FLOPs of one training token (forward + backward), the numerator of MFU.
-    Weights: 6N -- each weight is one multiply-add (2 FLOPs) forward and two backward (the
-    gradients of its input and of itself); N = GPT.get_num_params(), whose tied token embedding
-    is the output head's matmul. Attention: in each layer a query at position t meets t keys,
-    and q.k and the weighted sum of v cost 2 * n_embd FLOPs per key each (all heads together):
-    4 * n_embd * t forward. Averaged over t = 1..T, (T + 1)/2 ~ T/2 keys (the causal half), that
-    is 2 * n_embd * T per token, 6 * n_embd * T with the backward. PaLM (appendix B) counts the
-    full T x T square, 12 * n_layer * n_embd * T; a causal flash kernel skips the masked half."""
-    return 6 * n_params + 6 * n_layer * n_embd * block_size
-
-
-def lr_at(it, c, lr_decay_iters):
-    """Linear warmup from ~0 to learning_rate over warmup_iters, then a cosine down to min_lr at
-    lr_decay_iters, then min_lr (nanoGPT's schedule)."""
-    if not c["decay_lr"]:
-        return c["learning_rate"]
-    if it < c["warmup_iters"]:
-        return c["learning_rate"] * (it + 1) / (c["warmup_iters"] + 1)
-    if it > lr_decay_iters:
-        return c["min_lr"]
-    ratio = (it - c["warmup_iters"]) / max(1, lr_decay_iters - c["warmup_iters"])
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
-    return c["min_lr"] + coeff * (c["learning_rate"] - c["min_lr"])
 
 
 def rng_states(batch_rng, device):
@@ -258,15 +120,6 @@ def truncate_log(path, last_iter):
     os.replace(path + ".tmp", path)
 
 
-def fmt_duration(seconds):
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
 # -----------------------------------------------------------------------------
 
 
@@ -276,8 +129,7 @@ def main(argv=None):
         sys.stdout.reconfigure(line_buffering=True)
     # -------------------------------------------------------------------- config
     c = load_config(argv, saved_config=saved_config)
-    check_values(c)
-    check_encoding(c)
+    check_config(c)
     out_dir = c["out_dir"]
     ckpt_file = checkpoint_path(out_dir)
     ckpt = None
@@ -347,8 +199,6 @@ def main(argv=None):
     batch_rng = np.random.default_rng(c["seed"])
     if device_type == "cuda":
         set_tf32(c["tf32"])
-    elif device_type == "cpu":
-        keep_freed_memory()
     ctx = autocast(device, dtype)
 
     # ---------------------------------------------------------------------- data

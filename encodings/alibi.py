@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from model import Encoding, relative_distance
+from encoding import Encoding, relative_distance
 
 
 def alibi_slopes(n_head):

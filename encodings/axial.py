@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding
+from encoding import Encoding
 
 from .learned import Learned
 

@@ -48,7 +48,8 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, causal_mask, compute_dtype, no_autocast
+from attention import causal_mask, no_autocast
+from encoding import Encoding, compute_dtype
 
 
 def gates(q, k):

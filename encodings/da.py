@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import Encoding, compute_dtype, relative_distance
+from encoding import Encoding, compute_dtype, relative_distance
 
 
 class DA(Encoding):

@@ -45,7 +45,7 @@ rounded once where attention adds it.
 import torch
 import torch.nn as nn
 
-from model import Encoding, relative_distance
+from encoding import Encoding, relative_distance
 
 EPS = 1e-6  # the authors' guard in the normaliser
 

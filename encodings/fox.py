@@ -15,7 +15,7 @@ w ~ N(0, 0.02), b = 0, so f starts near 1/2 (delta = ln 2). One gate per layer a
 
 import math
 
-from model import Encoding, relative_distance
+from encoding import Encoding, relative_distance
 
 
 class FoX(Encoding):

@@ -40,7 +40,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import (
+from encoding import (
     Encoding,
     bounded_decay,
     bounded_decay_raw,

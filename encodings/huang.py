@@ -38,7 +38,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, compute_dtype, relative_distance
+from encoding import Encoding, compute_dtype, relative_distance
 
 from .shaw import relative_logits
 

@@ -26,7 +26,7 @@ Distances are t - s clamped at 0 (the future is masked anyway), as the authors' 
 import torch
 import torch.nn as nn
 
-from model import Encoding, relative_distance
+from encoding import Encoding, relative_distance
 
 VARIANTS = ("log", "power")
 EPS, MAX_POWER = 0.01, 2.0  # the authors' bounds: r1, r2 >= 0.01; the power r2 <= 2

@@ -10,7 +10,7 @@ randomized): it raises a clear error instead.
 import torch
 import torch.nn as nn
 
-from model import Encoding
+from encoding import Encoding
 
 
 class Learned(Encoding):

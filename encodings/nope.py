@@ -8,7 +8,7 @@ Positional Information"; Kazemnejad et al. 2023, "The Impact of Positional Encod
 Generalization in Transformers"). Every hook keeps its do-nothing default.
 """
 
-from model import Encoding
+from encoding import Encoding
 
 
 class NoPE(Encoding):

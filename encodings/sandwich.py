@@ -23,13 +23,12 @@ bias in q's dtype) is small; unshifted, the nearest keys would sit at (d_bar/2) 
 12 heads).
 
 The bias is a cosine sum of t - s, computed in float32 for each (t, s): a shift-invariant bias,
-exact for float positions, and memory O(query block x T) on the blockwise path. At consecutive
-positions on the CPU the sum runs once per distance instead (model.toeplitz): the same values.
+exact for float positions, and memory O(query block x T) on the blockwise path.
 """
 
 import torch
 
-from model import Encoding, toeplitz
+from encoding import Encoding, relative_distance
 
 
 def sandwich_frequencies(d_bar):
@@ -58,8 +57,7 @@ class Sandwich(Encoding):
         self.register_buffer("scales", torch.tensor(scales), persistent=False)
 
     def bias(self, q, k, pos_q, pos_k):
-        # (Tq, Tk) or (B|1, H|1, Tq, Tk); at consecutive positions once per distance (CPU)
-        c = toeplitz(lambda d: cosine_sum(d.float(), self.freqs), pos_q, pos_k)
+        c = cosine_sum(relative_distance(pos_q, pos_k).float(), self.freqs)  # (B|1, H|1,) Tq, Tk
         # scales as (1, H, 1, 1): (1, H, Tq, Tk), or (B|1, H, Tq, Tk) on a clock
         return self.scales.float()[None, :, None, None] * c
 

@@ -7,11 +7,9 @@ with learned vectors a of size d (head dim), shared by the heads of a layer, one
 The paper has 2K + 1 of them; under a causal mask only j - i in [-K, 0] ever occurs, so we keep
 those K + 1. Its value-side term a^V did not help in the paper and is left out. The relative
 logits are computed efficiently: q . a^T is (B, H, T, K + 1), then gathered by clipped distance
-into (B, H, T, T) -- never a (T, T, d) tensor. In CPU training at consecutive positions not even
-that: every key K or more steps back gets q . a_{-K}, a constant per query that softmax ignores,
-so attention adds only the band of the K nearest keys (bias_band, model.AddBand). Real-valued
-distances (float times, a learned clock) are rounded to the nearest integer (halves to even,
-torch.round) before clipping, so a learned clock gets no gradient.
+into (B, H, T, T) -- never a (T, T, d) tensor. Real-valued distances (float times) are rounded
+to the nearest integer (halves to even, torch.round) before clipping, so a learned clock would
+get no gradient.
 """
 
 import math
@@ -19,7 +17,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, compute_dtype, consecutive, relative_distance
+from encoding import Encoding, compute_dtype, relative_distance
 
 
 def relative_logits(x, rel):
@@ -49,15 +47,6 @@ class Shaw(Encoding):
         index = offset.clamp(-self.K, 0) + self.K
         B, H, Tq, _ = rel_logits.shape
         return rel_logits.gather(-1, index.expand(B, H, Tq, index.size(-1)))
-
-    def bias_band(self, q, pos_q, pos_k):
-        """At consecutive positions every key K or more steps back gets a_{-K}: subtracting
-        q_i . a_{-K} / sqrt(d) from query i's row leaves a bias on its K nearest keys only."""
-        if not consecutive(pos_q, pos_k):
-            return None  # gaps, real times or a clock per head: the general bias()
-        rel_logits = self.rel_logits(q)  # columns: distances -K .. 0
-        width = min(self.K, pos_k.size(-1))
-        return rel_logits[..., self.K + 1 - width :] - rel_logits[..., :1]
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         rel_logits = self.rel_logits(q)  # (B, H, T, K + 1)

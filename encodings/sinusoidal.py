@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from model import Encoding, hp_dtype
+from encoding import Encoding, hp_dtype
 
 TOKEN_RMS = 0.02 * math.sqrt(2)  # P's RMS is 1/sqrt(2): this scale makes it 0.02, as the tokens'
 

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding, relative_distance
+from encoding import Encoding, relative_distance
 
 
 def t5_bucket(n, num_buckets=32, max_distance=128):

@@ -36,7 +36,7 @@ import math
 import torch
 import torch.nn as nn
 
-from model import Encoding
+from encoding import Encoding
 
 from .xl import relative_bias
 

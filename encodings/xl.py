@@ -38,8 +38,7 @@ float times) and never builds a (Tq, Tk, D) tensor; times are measured from the 
 query so that angles stay small. The cost: D multiply-adds per logit, in float32 (TF32 on a GPU
 that allows it; bf16 rounds these logits too coarsely, see relative_bias), where the authors'
 relative shift (q . W_R R_r over the distances r, shifted into place) needs d: n_head times the
-content term's work. The shift holds only for consecutive positions; there, on the CPU, it is what
-runs (shifted_logits; the check would wait for a GPU).
+content term's work, but holds only for consecutive integer positions.
 
 bias() returns these terms minus, for each query, their largest value over the keys it sees: a
 constant per softmax row, which changes no attention weight, so scores() are the logits above up
@@ -54,15 +53,8 @@ import math
 import torch
 import torch.nn as nn
 
-from model import (
-    Encoding,
-    causal_mask,
-    compute_dtype,
-    consecutive,
-    hp_dtype,
-    no_autocast,
-    rope_frequencies,
-)
+from attention import causal_mask, no_autocast
+from encoding import Encoding, compute_dtype, hp_dtype, rope_frequencies
 
 
 def sinusoid_logits(p, pos_q, pos_k):
@@ -83,25 +75,6 @@ def sinusoid_logits(p, pos_q, pos_k):
     return rotated @ unit.mT
 
 
-def shifted_logits(p, W_R, Tk):
-    """p_t . W_R R_{t-s} (W_R None: p_t . R_{t-s}) at consecutive positions, queries the last Tq
-    of the Tk keys: (B, H, Tq, Tk), arbitrary finite values at keys after the query (attention
-    masks them). The authors' relative shift: R for the Tk distances, projected once into head
-    space (E_r = W_R R_r, (H, d, Tk)), so a logit costs d multiply-adds, not D; then row i of
-    Y = p E (distances Tk - 1 .. 0, then -1 as padding), read from column Tq - 1 - i on, is one
-    contiguous slice of the flattened Y: the distances of query i to keys 0, 1, ... in order."""
-    ct, dt = compute_dtype(p.dtype), hp_dtype(p.device)
-    D = p.size(-1) if W_R is None else W_R.size(-1)
-    # distances Tk - 1 .. 0, and -1: a key after the query, whose column pads each row
-    distance = torch.arange(Tk - 1, -2, -1, device=p.device, dtype=dt)
-    angle = distance[:, None] * rope_frequencies(D, device=p.device)  # (Tk + 1, D/2), in dt
-    R = torch.cat((angle.sin(), angle.cos()), dim=-1).to(ct)  # R_r, sines then cosines
-    E = R.mT if W_R is None else torch.einsum("hdc,rc->hdr", W_R.to(ct), R)  # (H|.., d, Tk + 1)
-    Y = (p @ E).flatten(-2)  # (B, H, Tq * (Tk + 1))
-    Tq = p.size(-2)
-    return Y[..., Tq - 1 : Tq - 1 + Tq * Tk].unflatten(-1, (Tq, Tk))
-
-
 def relative_bias(q, k, u, v, W_R, pos_q, pos_k):
     """The logits' position terms (q_t . W_R R_{t-s} + u . k_s + v . W_R R_{t-s}) / sqrt(d),
     (B, H, Tq, Tk), for q (B, H, Tq, d), k (B, H, Tk, d), u, v (H, d) and W_R (H, d, D); W_R None:
@@ -111,12 +84,9 @@ def relative_bias(q, k, u, v, W_R, pos_q, pos_k):
     with no_autocast(q.device.type):
         ct = compute_dtype(q.dtype)
         p = q.to(ct) + v.to(ct)[:, None]  # (q_t + v) . W_R R = p_t . R with p_t = W_R^T (q_t + v)
-        if consecutive(pos_q, pos_k):  # CPU: 1.49 -> 1.31x NoPE's training step (bench.py)
-            position = shifted_logits(p, W_R, pos_k.size(-1))
-        else:
-            if W_R is not None:
-                p = torch.einsum("bhtd,hdc->bhtc", p, W_R.to(ct))
-            position = sinusoid_logits(p, pos_q, pos_k)
+        if W_R is not None:
+            p = torch.einsum("bhtd,hdc->bhtc", p, W_R.to(ct))
+        position = sinusoid_logits(p, pos_q, pos_k)
         u_k = (k.to(ct) @ u.to(ct)[..., None]).mT  # (B, H, 1, Tk): u_h . k_s
         bias = (position + u_k) / math.sqrt(q.size(-1))
         # minus each query's largest bias over the keys it sees (the queries are the last Tq

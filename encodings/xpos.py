@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from model import (
+from encoding import (
     Encoding,
     compute_dtype,
     hp_dtype,

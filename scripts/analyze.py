@@ -76,10 +76,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.colors import LogNorm
 
-from checkpoint import load_model, resolve_device
+from checkpoint import load_model
 from configurator import UserError, parse_args, run_cli
 from data.prepare import PrepareError, write_json
-from model import hp_dtype
+from encoding import hp_dtype
+from runtime import resolve_device
 from scripts.eval_lengths import load_split, position_edges, windows
 from scripts.plot import colours, log_length_axis, mark_training_lengths, run_label, save
 from scripts.sweep import train_state

@@ -52,19 +52,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch
 
-import train
-from checkpoint import (
-    DTYPES,
-    autocast,
-    has_cpp_compiler,
-    keep_freed_memory,
-    resolve_device,
-    set_tf32,
-)
+import runtime
+from attention import ATTN_BACKENDS
+from clock import TIMES
 from configurator import UserError, nearest_hint, parse_args, run_cli
 from data.prepare import write_json
-from flex import ATTN_BACKENDS
-from model import GPT, TIMES, GPTConfig, available_encodings, build_encoding
+from encoding import available_encodings, build_encoding
+from model import GPT, GPTConfig
+from runtime import DTYPES, autocast, has_cpp_compiler, resolve_device, set_tf32
 
 # defaults, overridable as --key=value; 0 / () / "auto" mean "pick for the device" (see below)
 DEFAULTS = dict(
@@ -89,7 +84,7 @@ DEFAULTS = dict(
     prompt_length=64,  # --generate: length of the random prompt
     uncached=False,  # --generate: also time a full forward per new token, and the speed-up
     relative=False,  # instead: each encoding's training step time over NoPE's (see below)
-    peak_tflops=0.0,  # the device's peak, for MFU; 0: a GPU's from its name (train.PEAK_TFLOPS)
+    peak_tflops=0.0,  # the device's peak, for MFU; 0: a GPU's from its name (runtime.PEAK_TFLOPS)
     json="",  # also write the results as JSON to this path
 )
 
@@ -109,7 +104,7 @@ def pick_dtype(dtype, device_type):
     """(dtype name, note or None), as train.py picks it: autocast on CUDA only."""
     if dtype not in ("auto", *DTYPES):
         raise UserError(f"--dtype must be one of auto, {', '.join(DTYPES)}; got '{dtype}'")
-    return train.pick_dtype(dtype, device_type)
+    return runtime.pick_dtype(dtype, device_type)
 
 
 def settings(argv):
@@ -152,7 +147,7 @@ def settings(argv):
 
     if cfg["peak_tflops"] < 0:
         raise UserError(f"--peak_tflops must be >= 0, got {cfg['peak_tflops']}")
-    cfg["peak_tflops"], cfg["peak_note"] = train.peak_tflops(cfg["device"], cfg["peak_tflops"])
+    cfg["peak_tflops"], cfg["peak_note"] = runtime.peak_tflops(cfg["device"], cfg["peak_tflops"])
     lengths = cfg["eval_lengths"]
     if not lengths:
         mults = (1, 4, 16, 32) if device_type == "cuda" else (1, 4, 16)
@@ -308,11 +303,11 @@ def build_model(name, cfg):
 
 
 def train_mfu(model, cfg, tokens_per_s):
-    """Model FLOPs utilization of training (train.flops_per_token); None without a peak."""
+    """Model FLOPs utilization of training (runtime.flops_per_token); None without a peak."""
     if not cfg["peak_tflops"] or not tokens_per_s:
         return None
     c = model.config
-    flops = train.flops_per_token(model.get_num_params(), c.n_layer, c.n_embd, c.block_size)
+    flops = runtime.flops_per_token(model.get_num_params(), c.n_layer, c.n_embd, c.block_size)
     return flops * tokens_per_s / (cfg["peak_tflops"] * 1e12)
 
 
@@ -519,8 +514,6 @@ def main(argv=None):
     dev = cfg["device"]
     if dev.startswith("cuda"):
         set_tf32(True)  # as train.py with configs/base.py
-    elif dev == "cpu":
-        keep_freed_memory()  # as train.py and eval_lengths.py
     ctx = autocast(dev, cfg["dtype"])
     for note in (cfg["dtype_note"], cfg.get("compile_note"), cfg["peak_note"]):
         if note:

@@ -50,16 +50,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoint import (
-    ROPE_FACTOR,
-    autocast,
-    keep_freed_memory,
-    load_model,
-    resolve_device,
-    variant_label,
-)
+from checkpoint import ROPE_FACTOR, load_model, variant_label
 from configurator import UserError, parse_args, run_cli
 from data.prepare import load_meta, write_json
+from runtime import autocast, resolve_device
 
 # defaults, overridable as --key=value
 DEFAULTS = dict(
@@ -237,8 +231,6 @@ def main(argv=None):
         raise UserError(f"--split must be val or test, got '{cfg['split']}'")
 
     cfg["device"] = resolve_device(cfg["device"])
-    if cfg["device"] == "cpu":
-        keep_freed_memory()
     model, ckpt = load_model(
         cfg["out_dir"],
         device=cfg["device"],

@@ -69,12 +69,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch
 
-import train
-from checkpoint import resolve_device, set_tf32
+import runtime
+from attention import flex_training_note, has_flex_path, use_flex
 from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
-from flex import flex_training_note, has_flex_path, use_flex
 from model import GPT, GPTConfig
+from runtime import resolve_device, set_tf32
 from scripts.bench import cpu_peak_bytes
 
 # preflight's own options; every other --key=value is a config override, as in train.py
@@ -95,7 +95,7 @@ TOLERANCES = {
 }
 # the vocabularies of the datasets data/prepare.py builds on its own, before they are built
 KNOWN_VOCAB = {"demo": 256, "wikitext103": 50257, "wikitext103_bytes": 256}
-DTYPES = train.DTYPES
+DTYPES = runtime.DTYPES
 
 
 # -----------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def vocab_size(c, opt):
 def precision(c, device):
     """(dtype name, compile?, TF32?, precision key of TOLERANCES), by train.py's rules."""
     device_type = device.split(":")[0]
-    dtype, _ = train.pick_dtype(c["dtype"], device_type)
+    dtype, _ = runtime.pick_dtype(c["dtype"], device_type)
     tf32 = device_type == "cuda" and c["tf32"]  # as train.py sets it
     key = "tf32" if dtype == "float32" and tf32 else dtype
     return dtype, c["compile"], tf32, key
@@ -189,7 +189,7 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
 
     def step(i, x, y):
         for group in optimizer.param_groups:
-            group["lr"] = train.lr_at(i, c, lr_decay_iters)
+            group["lr"] = runtime.lr_at(i, c, lr_decay_iters)
         with ctx:
             logits, loss = fwd(x, y)
         scale = scaler.get_scale() if scaler.is_enabled() else None
@@ -251,7 +251,7 @@ def check(c, opt, device, V):
         GPTConfig(
             **model_args, block_size=T, dropout=0.0, encoding_kwargs=c["encoding_kwargs"],
             vocab_size=(V + 63) // 64 * 64,  # padded as train.py pads it
-            attn_backend=c["attn_backend"], max_train_position=train.max_train_position(c),
+            attn_backend=c["attn_backend"], max_train_position=runtime.max_train_position(c),
         )
     )  # fmt: skip
     gen = torch.Generator().manual_seed(c["seed"])
@@ -322,8 +322,7 @@ def main(argv=None):
     setups = {}
     for name, path in setup_files(config_file, names).items():  # every config error before work
         c = load_config([path, *overrides])
-        train.check_values(c)
-        train.check_encoding(c)
+        runtime.check_config(c)
         setups[name] = c, vocab_size(c, opt)
 
     first = next(iter(setups.values()))[0]

@@ -9,7 +9,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from model import available_encodings
+from encoding import available_encodings
 
 
 class MaxStorage(TorchDispatchMode):

@@ -17,7 +17,8 @@ import torch
 from helpers import load_script, write_token_dataset
 
 from configurator import UserError
-from model import GPT, GPTConfig, available_encodings
+from encoding import available_encodings
+from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 an = load_script("analyze")

@@ -11,8 +11,10 @@ import pytest
 import torch
 from helpers import ENCODING_CASES, ENCODING_IDS, MaxStorage
 
-import model
-from model import GPT, GPTConfig, build_encoding, causal_attention
+import clock
+from attention import causal_attention
+from encoding import build_encoding
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -168,22 +170,18 @@ def test_learned_time_starts_as_the_index(name, kwargs):
     missing, unexpected = learned.load_state_dict(index.state_dict(), strict=False)
     assert missing and all(".clock." in key for key in missing) and not unexpected
     idx = torch.randint(0, 64, (2, 20), generator=torch.Generator().manual_seed(8))
-    # without gradients: with them, a bias that has no parameters (ALiBi, Sandwich) needs one on
-    # a learned clock, and model._attend_block then writes the attention out instead of calling
-    # SDPA: the same logits, rounded differently (~3e-6)
     with torch.no_grad():
         expected, got = index(idx)[0], learned(idx)[0]
-    if (name, kwargs) == ("huang", {"method": 3}) or name in ("xl", "tener"):
-        # a clock per head takes the general path, consecutive positions a faster one: Huang's
-        # method 3 the banded sum (keys may lie closer than 1 apart on a clock), Transformer-XL
-        # and TENER the relative shift. The same sums, added in another order
+    if (name, kwargs) == ("huang", {"method": 3}):
+        # a clock per head takes the general path, consecutive positions the banded sum (keys
+        # may lie closer than 1 apart on a clock): the same sums, added in another order
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     else:
         assert torch.equal(got, expected)
     _, loss = learned(idx, idx)
     loss.backward()
     clocks = [block.attn.clock for block in learned.transformer.h]
-    assert all(isinstance(c, model.LearnedClock) for c in clocks)
+    assert all(isinstance(c, clock.LearnedClock) for c in clocks)
     for c in clocks:
         for p in (c.weight, c.bias):
             assert torch.isfinite(p.grad).all() and (p.grad != 0).any()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from configurator import ConfigError, load_base, load_config, parse_args, run_cli
-from model import available_encodings
+from encoding import available_encodings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = dict(lr=6e-4, n=12, flag=True, name="out", kwargs={}, lengths=(), anything=None)

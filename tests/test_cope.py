@@ -15,8 +15,9 @@ import pytest
 import torch
 from helpers import MaxStorage
 
-import model
-from model import GPT, GPTConfig, build_encoding
+import attention
+from encoding import build_encoding
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,7 +183,7 @@ def test_cope_memory_is_a_query_block_times_T():
     pe.e.requires_grad_(True)
     q, k, v = (x.float().requires_grad_() for x in qk(B=B, T=T) + qk(B=B, T=T, seed=2)[:1])
     with MaxStorage() as rec:
-        out = model.causal_attention(q, k, v, torch.arange(T), pe, query_block=block)
+        out = attention.causal_attention(q, k, v, torch.arange(T), pe, query_block=block)
         out.sum().backward()
     assert rec.largest <= B * H * block * T, f"{rec.op} made {rec.largest} elements"
     assert pe.e.grad.abs().sum() > 0 and k.grad.abs().sum() > 0

@@ -13,9 +13,9 @@ import pytest
 import torch
 from helpers import MaxStorage
 
-import flex
-import model
-from model import GPT, GPTConfig, build_encoding
+import attention
+from encoding import Encoding, build_encoding, compute_dtype, rotate_pairs
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -190,7 +190,7 @@ def test_shaw_never_builds_a_T_T_d_tensor():
     pos = torch.arange(T)
     with torch.no_grad(), MaxStorage() as rec:
         pe.bias(q, q, pos, pos)
-        model.causal_attention(q, k, v, pos, pe, query_block=T)
+        attention.causal_attention(q, k, v, pos, pe, query_block=T)
     assert rec.largest < T * T * d // 4, f"{rec.op} made {rec.largest} elements"
 
 
@@ -208,11 +208,11 @@ def test_rotate_pairs_complex_product_is_the_rotation(dtype):
     views = [x[..., 32:64].view(2, 12, 4, 8).transpose(1, 2), x[..., 33:41].unsqueeze(1)]
     for v in views:
         angle = torch.randn(12, 4, generator=g, dtype=torch.float64)
-        ct = model.compute_dtype(dtype)
+        ct = compute_dtype(dtype)
         cos, sin = angle.cos().to(ct), angle.sin().to(ct)
         a, b = v[..., 0::2].to(ct), v[..., 1::2].to(ct)
         ref = torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2).to(dtype)
-        got = model.rotate_pairs(v, cos, sin)
+        got = rotate_pairs(v, cos, sin)
         assert got.dtype == dtype
         tol = 0 if dtype == torch.bfloat16 else 1e-6  # bf16: the same float32 math, rounded
         torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
@@ -314,10 +314,10 @@ def test_damped_rope_against_naive_formula(decay):
     torch.testing.assert_close(pe.scores(q, k, pos, pos).double(), ref, rtol=1e-5, atol=1e-5)
     # the fast path (block-relative times, float32) against float64 attention from the formula
     att = torch.softmax(ref.masked_fill(~causal(T), float("-inf")), -1)
-    out = model.causal_attention(q, k, v, pos, pe, query_block=16)
+    out = attention.causal_attention(q, k, v, pos, pe, query_block=16)
     torch.testing.assert_close(out.double(), att @ v.double(), rtol=1e-5, atol=1e-5)
     # ... and it equals the same attention at positions 0 .. 50 (float32, 1e-4 relative)
-    out0 = model.causal_attention(q, k, v, pos - 60_000, pe, query_block=16)
+    out0 = attention.causal_attention(q, k, v, pos - 60_000, pe, query_block=16)
     assert ((out - out0).abs().max() / out0.abs().max()) < 1e-4
     # rotate()'s dot products equal scores() (small, block-relative times, as attention uses)
     p = torch.arange(T) - 7.0
@@ -337,8 +337,8 @@ def test_damped_rope_without_decay_is_rope():
         torch.testing.assert_close(
             damped.scores(q, k, pos, pos), rope.scores(q, k, pos, pos), rtol=1e-6, atol=1e-6
         )
-        a = model.causal_attention(q, k, v, pos, damped, query_block=16)
-        b = model.causal_attention(q, k, v, pos, rope, query_block=16)
+        a = attention.causal_attention(q, k, v, pos, damped, query_block=16)
+        b = attention.causal_attention(q, k, v, pos, rope, query_block=16)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -475,7 +475,7 @@ def test_kerple_parameters_as_the_authors_code():
     torch.manual_seed(0)
     m = GPT(config("kerple", n_head=64, n_embd=256))
     assert len(m.pe) == 1 and sorted(n for n, _ in m.pe.named_parameters()) == ["0.r1", "0.r2"]
-    assert model.Encoding.decayed_parameters == m.pe[0].decayed_parameters == ()
+    assert Encoding.decayed_parameters == m.pe[0].decayed_parameters == ()
     for variant, (hi1, hi2) in {"log": (2, 1), "power": (1, 2)}.items():
         pe = build_encoding(config("kerple", n_head=64, n_embd=256, variant=variant))
         for p, hi in ((pe.r1, hi1), (pe.r2, hi2)):
@@ -557,8 +557,8 @@ def test_kerple_power_and_sandwich_fast_path_and_flex(name, kwargs):
     for pos in (torch.arange(T) + 1000, torch.arange(T) * 0.37 + 5.1):
         with torch.no_grad():
             att = torch.softmax(pe.scores(q, k, pos, pos).masked_fill(~causal(T), -math.inf), -1)
-            out = model.causal_attention(q, k, v, pos, pe, query_block=16)
+            out = attention.causal_attention(q, k, v, pos, pe, query_block=16)
             torch.testing.assert_close(out, att @ v, rtol=1e-5, atol=1e-5)
-            if flex.FLEX_FORWARD:
-                by_flex = model.causal_attention(q, k, v, pos, pe, backend="flex")
+            if attention.FLEX_FORWARD:
+                by_flex = attention.causal_attention(q, k, v, pos, pe, backend="flex")
                 torch.testing.assert_close(by_flex, out, rtol=1e-5, atol=1e-5)

@@ -9,8 +9,9 @@ import re
 import pytest
 import torch
 
-import model
-from model import GPT, GPTConfig, build_encoding
+import attention
+from encoding import build_encoding
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,7 +97,7 @@ def test_fire_against_naive_formula(case):
     torch.testing.assert_close(got[..., lower], shifted[..., lower], rtol=1e-5, atol=1e-5)
     weights = torch.softmax(expected, dim=-1)
     with torch.no_grad():
-        out = model.causal_attention(q, k, v, pos, pe, query_block=5)
+        out = attention.causal_attention(q, k, v, pos, pe, query_block=5)
     torch.testing.assert_close(out.double(), weights @ v.double(), rtol=1e-5, atol=1e-5)
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import ENCODING_CASES, case_id
 
-import flex
-import model
-from flex import flex_training_note, has_flex_path, use_flex
-from model import GPT, GPTConfig, build_encoding
+import attention
+from attention import flex_training_note, has_flex_path, use_flex
+from encoding import build_encoding
+from model import GPT, GPTConfig
 
 flex_module = pytest.importorskip("torch.nn.attention.flex_attention")
 
@@ -55,9 +55,9 @@ def models(name, kwargs, flex_backend="flex"):
 @pytest.fixture
 def flex_calls(monkeypatch):
     """The calls attention makes to FlexAttention: a test must see that flex really ran."""
-    calls, flex_attention = [], flex.flex_causal_attention
+    calls, flex_attention = [], attention.flex_causal_attention
     monkeypatch.setattr(
-        flex, "flex_causal_attention", lambda *args: calls.append(1) or flex_attention(*args)
+        attention, "flex_causal_attention", lambda *args: calls.append(1) or flex_attention(*args)
     )
     return calls
 
@@ -114,7 +114,7 @@ def test_flex_gradients_equal_sdpa_on_cpu(name, kwargs, flex_calls, monkeypatch)
     if not hasattr(flex_module, "_validate_device"):
         pytest.skip("this torch checks devices elsewhere: the CUDA test covers gradients")
     monkeypatch.setattr(flex_module, "_validate_device", lambda *args: None)
-    monkeypatch.setattr(flex, "use_flex", lambda backend, device_type, grad: backend == "flex")
+    monkeypatch.setattr(attention, "use_flex", lambda backend, device_type, grad: backend == "flex")
     assert_same_gradients(name, kwargs, "cpu", "flex", tol=1e-5)
     assert len(flex_calls) == 2
 
@@ -137,9 +137,9 @@ def test_backend_choice():
     for grad in (False, True):
         assert not use_flex("auto", "cpu", grad) and not use_flex("auto", "mps", grad)
         assert not use_flex("sdpa", "cuda", grad)
-    assert use_flex("auto", "cuda", grad=False) == flex.FLEX_FORWARD
-    assert use_flex("auto", "cuda", grad=True) == flex.FLEX_BACKWARD
-    assert use_flex("flex", "cpu", grad=False) == flex.FLEX_FORWARD
+    assert use_flex("auto", "cuda", grad=False) == attention.FLEX_FORWARD
+    assert use_flex("auto", "cuda", grad=True) == attention.FLEX_BACKWARD
+    assert use_flex("flex", "cpu", grad=False) == attention.FLEX_FORWARD
     assert not use_flex("flex", "cpu", grad=True)
 
 
@@ -162,19 +162,19 @@ def test_training_fallback_notes(monkeypatch, capsys):
     assert note("damped_rope", {}, "auto", dropout=0.1) is None  # logit decay: no score_mod
     assert "dropout=0.1" in note("t5", {}, "auto", dropout=0.1)
     assert "dropout=0.1" in note("damped_rope", {"decay": "weight"}, "auto", dropout=0.1)
-    monkeypatch.setattr(flex, "FLEX_BACKWARD", False)
+    monkeypatch.setattr(attention, "FLEX_BACKWARD", False)
     assert "torch >= 2.6" in note("shaw", {}, "flex")
     assert not use_flex("auto", "cuda", grad=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    model._note_once.cache_clear()
+    attention.note_once.cache_clear()
     GPT(config("shaw", {}, "auto"))  # two layers, each its own encoding: one note
     out = capsys.readouterr().out
     assert out.count("note:") == 1 and "torch >= 2.6" in out
-    model._note_once.cache_clear()
+    attention.note_once.cache_clear()
 
 
 def test_unknown_attn_backend():
-    with pytest.raises(ValueError, match="attn_backend must be one of auto, sdpa, flex, got 'xf'"):
+    with pytest.raises(ValueError, match="attn_backend must be one of auto, sdpa, flex; got .xf."):
         GPT(config("alibi", {}, "xf"))
 
 

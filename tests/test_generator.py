@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from model import GPT, Encoding, GPTConfig, build_encoding
+from encoding import Encoding, build_encoding
+from model import GPT, GPTConfig
 
 H, D = 2, 8  # heads, head dim of the unit tests
 F64 = torch.float64

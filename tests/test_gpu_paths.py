@@ -4,7 +4,7 @@ loss, backward. CPU autocast and CPU inductor run the same dtype rules and the s
 front end (dynamo, AOT autograd, inductor's graph lowering) as CUDA; only the kernels differ.
 
 Inductor takes 10-100 s per model on CPU, so it compiles the first case of each attention path
-(the hooks and kind that decide how model.causal_attention runs an encoding); every other case
+(the hooks and kind that decide how attention.causal_attention runs an encoding); every other case
 runs the same checks under aot_eager: the same dynamo graphs, guards and recompiles, and the
 forward and backward graphs AOT autograd hands to inductor, run without code generation."""
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from helpers import ENCODING_CASES, ENCODING_IDS
 
-from flex import has_flex_path
+from attention import has_flex_path
 from model import GPT, GPTConfig
 
 V, BLOCK = 64, 16

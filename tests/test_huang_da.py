@@ -10,8 +10,10 @@ import pytest
 import torch
 from helpers import MaxStorage
 
-import model
-from model import GPT, GPTConfig, build_encoding
+import attention
+import kv_cache
+from encoding import build_encoding
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -190,7 +192,7 @@ HUANG_DA_IDS = ["m1", "m2", "m3-K5", "m4-K5", "da"]
 @pytest.mark.parametrize("pos", [torch.arange(40) + 1000, FLOAT_40], ids=POSITION_IDS)
 @pytest.mark.parametrize("name, kwargs", HUANG_DA, ids=HUANG_DA_IDS)
 def test_attention_in_query_blocks_equals_softmax_of_scores(name, kwargs, pos):
-    """model.causal_attention in blocks of 16 (explicit path for methods 1-3 and DA, the bias
+    """attention.causal_attention in blocks of 16 (explicit path for methods 1-3 and DA, the bias
     path for method 4) = softmax(scores() + causal mask) @ v over the whole sequence, at offset
     and float positions; and decoding with a KV cache = the full forward."""
     pe = build_encoding(config(name, **kwargs))
@@ -203,12 +205,12 @@ def test_attention_in_query_blocks_equals_softmax_of_scores(name, kwargs, pos):
         att = torch.softmax(pe.scores(q, k, pos, pos).masked_fill(~causal(T), -math.inf), -1)
         ref = att.double() @ v.double()
         for explicit in (False, True):
-            out = model.causal_attention(q, k, v, pos, pe, query_block=16, explicit=explicit)
+            out = attention.causal_attention(q, k, v, pos, pe, query_block=16, explicit=explicit)
             torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-        kv = model.LayerKV()
-        model.causal_attention(q[:, :, :30], k[:, :, :30], v[:, :, :30], pos[:30], pe, kv=kv)
+        kv = kv_cache.LayerKV()
+        attention.causal_attention(q[:, :, :30], k[:, :, :30], v[:, :, :30], pos[:30], pe, kv=kv)
         for t in range(30, T):
-            step = model.causal_attention(q[:, :, t : t + 1], k[:, :, t : t + 1],
+            step = attention.causal_attention(q[:, :, t : t + 1], k[:, :, t : t + 1],
                                           v[:, :, t : t + 1], pos[: t + 1], pe, kv=kv)  # fmt: skip
             torch.testing.assert_close(step.double(), ref[:, :, t : t + 1], rtol=1e-5, atol=1e-5)
 
@@ -240,7 +242,7 @@ def test_huang_method_3_never_builds_a_T_T_d_tensor():
         pe.scores(q, k, pos, pos).sum().backward()
     assert rec.largest <= 2 * T * T, f"{rec.op} made {rec.largest} elements"
     with torch.no_grad(), MaxStorage() as rec:
-        model.causal_attention(q, k, v, pos, pe, query_block=64)
+        attention.causal_attention(q, k, v, pos, pe, query_block=64)
     assert rec.largest <= 2 * 64 * T, f"{rec.op} made {rec.largest} elements"
 
 

@@ -1,4 +1,4 @@
-"""MFU: train.flops_per_token against a count of the model's matmuls by hand, the peak-TFLOPS
+"""MFU: runtime.flops_per_token against a count of the model's matmuls by hand, the peak-TFLOPS
 lookup by GPU name (faked on CPU) or --peak_tflops, and the MFU train.py prints."""
 
 import re
@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_train import run_train, tiny_args, write_corpus
 
-import train
+import runtime
 from model import GPT, GPTConfig
 
 
@@ -24,7 +24,7 @@ def test_flops_per_token_counts_matmuls_and_causal_attention(encoding):
                   if isinstance(x, torch.nn.Linear))  # fmt: skip
     attention = L * sum(2 * 2 * d * t for t in range(1, T + 1)) / T
     by_hand = 3 * (linears + attention)
-    got = train.flops_per_token(m.get_num_params(), L, d, T)
+    got = runtime.flops_per_token(m.get_num_params(), L, d, T)
     # what 6N adds (LayerNorm weights) and T/2 for (T + 1)/2 keys: well under 1%
     assert got == pytest.approx(by_hand, rel=0.01)
     palm = got + 6 * L * d * T  # the full T x T square: not what a causal kernel computes
@@ -45,15 +45,15 @@ def test_flops_per_token_counts_matmuls_and_causal_attention(encoding):
 )
 def test_peak_from_the_device_name(monkeypatch, name, tflops):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
-    assert train.peak_tflops("cuda:0") == (tflops, None)
-    assert train.peak_tflops("cuda:0", 100.0) == (100.0, None)  # --peak_tflops wins
+    assert runtime.peak_tflops("cuda:0") == (tflops, None)
+    assert runtime.peak_tflops("cuda:0", 100.0) == (100.0, None)  # --peak_tflops wins
 
 
 def test_unknown_gpu_has_no_peak_and_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU 9000")
-    peak, note = train.peak_tflops("cuda")
+    peak, note = runtime.peak_tflops("cuda")
     assert peak is None and "Some GPU 9000" in note and "--peak_tflops" in note
-    assert train.peak_tflops("cpu") == (None, None)  # no table for CPUs, and nothing to say
+    assert runtime.peak_tflops("cpu") == (None, None)  # no table for CPUs, and nothing to say
 
 
 def test_progress_line_shows_mfu(tmp_path, capsys, one_thread):
@@ -68,7 +68,7 @@ def test_progress_line_shows_mfu(tmp_path, capsys, one_thread):
     tok_s = float(re.search(r"\| ([\d,]+) tok/s \|", line).group(1).replace(",", ""))
     mfu = float(re.search(r"\| MFU ([\d.]+)% \| ETA", line).group(1))
     m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=256, bias=False))
-    flops = train.flops_per_token(m.get_num_params(), 1, 32, 32)
+    flops = runtime.flops_per_token(m.get_num_params(), 1, 32, 32)
     assert mfu == pytest.approx(100 * flops * tok_s / 1e9, rel=0.01, abs=0.06)
     assert "note: no peak" not in out
     assert run_train(argv[:-1] + ["--peak_tflops=-1"]) == 2

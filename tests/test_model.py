@@ -24,8 +24,10 @@ from helpers import ENCODING_CASES, MaxStorage, case_id
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-import model
-from model import GPT, GPTConfig, available_encodings, build_encoding
+import attention
+import kv_cache
+from encoding import Encoding, available_encodings, build_encoding
+from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 ENCODINGS = available_encodings()
@@ -163,7 +165,7 @@ def test_available_encodings():
 def test_build_encoding_is_fresh(encoding):
     cfg = tiny_config(encoding)
     a, b = build_encoding(cfg), build_encoding(cfg)
-    assert isinstance(a, model.Encoding) and type(a) is type(b)
+    assert isinstance(a, Encoding) and type(a) is type(b)
     assert a is not b
     pa, pb = list(a.parameters()), list(b.parameters())
     assert all(x is not y for x, y in zip(pa, pb, strict=True))
@@ -197,7 +199,8 @@ def test_encodings_stdlib_name_trap():
 import codecs, sys, sysconfig
 from pathlib import Path
 import model
-from model import GPT, GPTConfig, available_encodings
+from encoding import available_encodings
+from model import GPT, GPTConfig
 for name in available_encodings():
     GPT(GPTConfig(vocab_size=8, n_layer=1, n_head=2, n_embd=8, block_size=8, encoding=name))
 assert "abc".encode("utf-8") == b"abc"
@@ -309,7 +312,7 @@ def test_fast_path_equals_explicit_path(encoding, kwargs):
 @pytest.mark.parametrize("query_block", [16, 50, 512])
 @pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
 def test_causal_attention_matches_scores(encoding, kwargs, query_block):
-    """model.causal_attention (fast and explicit) == softmax(pe.scores + causal mask) @ v."""
+    """attention.causal_attention (fast and explicit) == softmax(pe.scores + causal mask) @ v."""
     cfg = tiny_config(encoding, kwargs)
     torch.manual_seed(0)
     pe = perturb(build_encoding(cfg), std=1.0)
@@ -320,16 +323,15 @@ def test_causal_attention_matches_scores(encoding, kwargs, query_block):
         pos = torch.arange(T)
     ref = reference_attention(q, k, v, pos, pe)
     for explicit in (False, True):
-        out = model.causal_attention(q, k, v, pos, pe, 0.0, query_block, explicit)
+        out = attention.causal_attention(q, k, v, pos, pe, 0.0, query_block, explicit)
         assert out.dtype == torch.float32
         torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
 def test_training_gradients_equal_reference(encoding, kwargs):
-    """What causal_attention passes back in training on CPU (the written-out attention of a learned
-    bias, Shaw's band, the fused kernel, ...) == the gradients of the float64 reference, for q, k,
-    v and every parameter of the encoding: at consecutive positions and with gaps."""
+    """What causal_attention passes back in training == the gradients of the float64 reference,
+    for q, k, v and every parameter of the encoding: at consecutive positions and with gaps."""
     cfg = tiny_config(encoding, kwargs)
     torch.manual_seed(0)
     pe = perturb(build_encoding(cfg), std=1.0)
@@ -340,7 +342,7 @@ def test_training_gradients_equal_reference(encoding, kwargs):
     gaps = 3 + torch.cumsum(torch.randint(1, 4, (T,), generator=g), 0)
     inputs = [q, k, v, *pe.parameters()]
     for pos in (torch.arange(T) + 5, gaps) if pe.max_len is None else (torch.arange(T),):
-        out = model.causal_attention(q, k, v, pos, pe, 0.0, query_block=16)
+        out = attention.causal_attention(q, k, v, pos, pe, 0.0, query_block=16)
         got = torch.autograd.grad((out * cotangent).sum(), inputs, allow_unused=True)
         ref = reference_attention(q, k, v, pos, pe)
         want = torch.autograd.grad((ref * cotangent).sum(), inputs, allow_unused=True)
@@ -348,74 +350,6 @@ def test_training_gradients_equal_reference(encoding, kwargs):
             assert (g is None) == (w is None)
             if g is not None:
                 torch.testing.assert_close(g.double(), w.double(), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize(
-    ("Tq", "Tk", "W"), [(5, 5, 3), (5, 12, 4), (1, 9, 4), (4, 4, 4), (3, 10, 1), (7, 9, 9)]
-)
-@pytest.mark.parametrize("band_batch", [2, 1])
-def test_add_band_equals_a_loop(Tq, Tk, W, band_batch):
-    """model.AddBand puts band[..., i, c] at key Tk - Tq + i - (W - 1) + c of query i (keys before
-    0 dropped), in place; what it writes beyond the causal diagonal is left to the mask. Its
-    gradient (gradcheck, float64) includes a band broadcast over the batch."""
-    g = torch.Generator().manual_seed(0)
-    att = torch.randn(2, 3, Tq, Tk, dtype=torch.float64, generator=g, requires_grad=True)
-    band = torch.randn(band_batch, 3, Tq, W, dtype=torch.float64, generator=g, requires_grad=True)
-    want = att.detach().clone()
-    for i in range(Tq):
-        for c in range(W):
-            j = Tk - Tq + i - (W - 1) + c
-            if j >= 0:
-                want[..., i, j] += band[..., i, c].detach()
-    visible = torch.ones(Tq, Tk, dtype=torch.bool).tril(Tk - Tq)
-
-    def banded(att, band):  # on a copy: AddBand works in place
-        return model.AddBand.apply(att * 1.0, band).masked_fill(~visible, 0.0)
-
-    torch.testing.assert_close(banded(att, band), want.masked_fill(~visible, 0.0))
-    assert torch.autograd.gradcheck(banded, (att, band))
-
-
-@pytest.mark.parametrize("Tq", [1, 5, 12])
-def test_toeplitz_is_f_of_every_distance(Tq):
-    """model.toeplitz: f(t - s) for every query and key, as a loop; at consecutive positions
-    (integer or half-integer offsets) f sees each distance once, a 1-D tensor; with gaps, the
-    (Tq, Tk) distances."""
-    seen = []
-
-    def f(d):
-        seen.append(d.dim())
-        return d.float() ** 2 / 7 - 3 * d.float()
-
-    gaps = torch.tensor([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12, 13])
-    for pos, runs_once in ((torch.arange(12) + 60_000, True), (torch.arange(12) + 0.5, True),
-                           (gaps, False)):  # fmt: skip
-        seen.clear()
-        got = model.toeplitz(f, pos[-Tq:], pos)
-        want = torch.empty(Tq, 12)
-        for i in range(Tq):
-            for j in range(12):
-                d = float(pos[12 - Tq + i]) - float(pos[j])
-                want[i, j] = d**2 / 7 - 3 * d
-        torch.testing.assert_close(got, want)
-        assert seen == ([1] if runs_once else [2])
-
-
-def test_shaw_band_only_at_consecutive_positions():
-    """Shaw's band needs key offsets to be distances: consecutive positions (any start, integer
-    or float), not gaps or a clock per head. Its values: the bias minus the row's a_{-K} term."""
-    pe = perturb(build_encoding(tiny_config("shaw", {"max_relative_position": 4})), std=1.0)
-    q = torch.randn(2, 4, 6, 8)
-    gap = torch.tensor([0, 1, 2, 4, 5, 6, 7, 8, 9, 10])
-    assert pe.bias_band(q, gap[-6:], gap) is None
-    assert pe.bias_band(q, torch.arange(6).expand(2, 4, 6), torch.arange(6).expand(2, 4, 6)) is None
-    for pos in (torch.arange(20) + 3, torch.arange(20) + 0.5):
-        band = pe.bias_band(q, pos[-6:], pos)
-        bias = pe.bias(q, q, pos[-6:], pos)  # (2, 4, 6, 20): query i is key 14 + i
-        for i, c in ((0, 0), (3, 2), (5, 3)):
-            j = 14 + i - 3 + c
-            want = bias[..., i, j] - bias[..., i, 0]  # key 0 is more than K back: a_{-K}
-            torch.testing.assert_close(band[..., i, c], want)
 
 
 @pytest.mark.parametrize(("encoding", "kwargs"), VARIANT_PARAMS)
@@ -488,13 +422,13 @@ def test_kv_cache_decoding_equals_full_forward(encoding, kwargs):
     m = tiny_model(encoding, kwargs, block_size=block, attn_block_size=8)
     n = 4 * block if m.max_len is None else m.max_len
     seq = tokens(2, n)
-    cache = model.KVCache(m.config.n_layer)
+    cache = kv_cache.KVCache(m.config.n_layer)
     with torch.no_grad():
         m(seq[:, :5], cache=cache)
         for t in range(6, n + 1):
             got = m(seq[:, t - 1 : t], cache=cache)[0][:, -1]
             if m.pe[0].context_dependent:  # generate() rebuilds the cache: so does the check
-                cache = model.KVCache(m.config.n_layer)
+                cache = kv_cache.KVCache(m.config.n_layer)
                 got = m(seq[:, :t], cache=cache)[0][:, -1]
             expected = m(seq[:, :t])[0][:, -1]
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -520,7 +454,7 @@ def test_blockwise_attn_mask_size(monkeypatch):
         calls.append((q.size(2), None if attn_mask is None else tuple(attn_mask.shape)))
         return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
 
-    monkeypatch.setattr(model.F, "scaled_dot_product_attention", recorder)
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", recorder)
     torch.manual_seed(0)
     m = GPT(tiny_config("alibi", n_layer=1, attn_block_size=block)).eval()
     with torch.no_grad():

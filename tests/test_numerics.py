@@ -1,14 +1,13 @@
 """Precision and compilation: what the GPU paths (bf16/fp16 autocast, TF32 matmuls,
 torch.compile) rely on, checked on CPU with the same math."""
 
-import sys
-
 import pytest
 import torch
 from helpers import ENCODING_CASES, ENCODING_IDS, EmulateTF32, round_to_tf32
 
-import model
-from model import GPT, Encoding, GPTConfig, available_encodings, build_encoding, causal_attention
+from attention import causal_attention
+from encoding import Encoding, available_encodings, build_encoding
+from model import GPT, GPTConfig
 
 H, D = 4, 32
 CASES = [(n, k) for n, k in ENCODING_CASES if n != "learned"]  # learned: no rows past 64
@@ -45,23 +44,10 @@ def test_half_precision_attention_is_finite_and_close(name, kwargs, dtype):
     assert (out.double() - ref).abs().max() < tol
 
 
-@pytest.fixture
-def as_on_a_gpu(monkeypatch):
-    """Paths a GPU never takes switched off: model.consecutive is False off the CPU (Shaw's band,
-    Transformer-XL's relative shift), and TF32 exists only on a GPU."""
-    for name in available_encodings():  # loaded on demand: load them all before patching
-        model.encoding_class(name)
-    consecutive = model.consecutive
-    for module in list(sys.modules.values()):
-        if getattr(module, "consecutive", None) is consecutive:
-            monkeypatch.setattr(module, "consecutive", lambda pos_q, pos_k: False)
-
-
 def relative_error(got, ref, where=...):
     return ((got.double() - ref)[where].norm() / ref[where].norm()).item()
 
 
-@pytest.mark.usefixtures("as_on_a_gpu")
 @pytest.mark.parametrize("name, kwargs", CASES, ids=IDS)
 def test_tf32_logits_match_float64(name, kwargs):
     """The logits the fast path forms (rotate() at block-relative times, q.k, plus bias(): what
@@ -86,7 +72,6 @@ def test_tf32_logits_match_float64(name, kwargs):
     assert relative_error(got, ref, (..., own_block)) < 1e-3
 
 
-@pytest.mark.usefixtures("as_on_a_gpu")
 @pytest.mark.parametrize("name, kwargs", CASES, ids=IDS)
 def test_tf32_attention_adds_no_error_beyond_input_rounding(name, kwargs):
     """Attention of inputs already in TF32 (as a TF32 projection's rounding leaves them), under

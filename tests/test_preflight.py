@@ -11,9 +11,9 @@ import pytest
 import torch
 from helpers import load_script
 
-import flex
+import attention
 from configurator import run_cli
-from model import encoding_class
+from encoding import encoding_class
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = "configs/demo/base.py"
@@ -92,8 +92,8 @@ def test_flex_is_compared_with_sdpa(monkeypatch, capsys):
     assert "| sdpa " in ok and "@32" in ok
 
     # a defect of the FlexAttention kernel only (5% off) FAILs against the SDPA reference
-    original = flex.flex_causal_attention
-    monkeypatch.setattr(flex, "flex_causal_attention", lambda *a: original(*a) * 1.05)
+    original = attention.flex_causal_attention
+    monkeypatch.setattr(attention, "flex_causal_attention", lambda *a: original(*a) * 1.05)
     assert pf.main([DEMO, "--encodings=alibi", "--attn_backend=flex", *TINY]) == 1
     (fail,) = lines(capsys.readouterr().out, "FAIL alibi")
     assert "logits drift" in fail and "at length 32" in fail

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from model import GPT, GPTConfig, build_encoding, encoding_class
+from encoding import build_encoding, encoding_class
+from model import GPT, GPTConfig
 
 # the formulas live with the encoding that owns them (damped_rope imports them from there)
 scaled_rope_frequencies = importlib.import_module(

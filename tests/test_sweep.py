@@ -16,7 +16,7 @@ import torch
 from helpers import load_script, write_token_dataset
 
 from configurator import load_config
-from model import available_encodings
+from encoding import available_encodings
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 32

@@ -10,8 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model
-from model import GPT, GPTConfig, LearnedClock, build_encoding, causal_attention
+import kv_cache
+from attention import causal_attention
+from clock import LearnedClock
+from encoding import build_encoding
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,7 +161,7 @@ def test_learned_time_decodes_with_a_cache(shared):
         for c in clocks:
             c.weight.normal_(0, 0.5)
     seq = torch.randint(0, 64, (2, 40))
-    cache = model.KVCache(m.config.n_layer)
+    cache = kv_cache.KVCache(m.config.n_layer)
     with torch.no_grad():
         m(seq[:, :5], cache=cache)
         for t in range(6, 41):
@@ -194,12 +197,17 @@ def test_clock_under_bf16_autocast_keeps_float32_steps():
     assert F.softplus(clock.bias).eq(1.0).all()
 
 
-def test_model_flushes_denormals():
+def test_cpu_runs_flush_denormals():
     """FoX's and ALiBi's far-out probabilities fall below 2^-126; x86 matmuls on such denormals
-    ran ~100x slower (FoX trained at 2.1x NoPE's step time, 1.2x with them flushed)."""
+    ran ~100x slower. Every script resolves its device through runtime.resolve_device, which
+    flushes them on CPU; importing the model alone changes nothing process-wide."""
     if not torch.set_flush_denormal(True):
         pytest.skip("this CPU cannot flush denormals")
-    code = "import torch, model; print(torch.tensor([1e-40]).mul(1.0).item())"
+    torch.set_flush_denormal(False)
+    code = (
+        "import torch, model, runtime; x = torch.tensor([1e-40]); print(x.mul(1.0).item());"
+        " runtime.resolve_device('cpu'); print(x.mul(1.0).item())"
+    )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-    assert out.stdout.strip() == "0.0", out.stderr
+    assert out.stdout.split() == [str(torch.tensor([1e-40]).item()), "0.0"], out.stderr

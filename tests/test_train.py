@@ -399,30 +399,3 @@ def test_compile_on_cpu_without_a_compiler_runs_eager(data_dir, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "needs a C++ compiler (g++); none found: running eager" in printed
     assert "device cpu, float32, eager;" in printed
-
-
-KEPT = """
-import ctypes, torch
-from checkpoint import keep_freed_memory
-fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
-class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in fields]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
-assert keep_freed_memory()
-mapped = libc.mallinfo2().hblkhd
-x = torch.ones(4 << 20)  # 16 MB
-print(libc.mallinfo2().hblkhd - mapped)  # bytes of fresh mmap: none
-del x
-print(libc.mallinfo2().fordblks)  # bytes freed and kept by the process
-"""
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
-def test_cpu_runs_keep_freed_memory():
-    """checkpoint.keep_freed_memory (train.py, eval_lengths.py, bench.py on CPU): a 16 MB tensor
-    comes out of the heap, not a fresh mmap, and stays with the process once freed (glibc's
-    default maps such blocks and hands them back: page faults on every new one)."""
-    out = subprocess.run([sys.executable, "-c", KEPT], cwd=REPO, capture_output=True, text=True)
-    fresh, kept = map(int, out.stdout.split())
-    assert fresh == 0 and kept >= 16 << 20, out.stderr

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import model
+import attention
 from configurator import exec_config_file, load_base
-from model import GPT, Encoding, GPTConfig, build_encoding
+from encoding import Encoding, build_encoding
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
@@ -87,7 +88,9 @@ def test_xpos_against_naive_formula(where):
     torch.testing.assert_close(fast32[..., lower], ref[..., lower], rtol=1e-5, atol=1e-5)
     # attention in float32 with query blocks of 3 (two block boundaries) against the formula
     att = torch.softmax(ref.masked_fill(~lower, float("-inf")), -1) @ v
-    out = model.causal_attention(q.float(), k.float(), v.float(), pos.float(), pe, query_block=3)
+    out = attention.causal_attention(
+        q.float(), k.float(), v.float(), pos.float(), pe, query_block=3
+    )
     assert out.isfinite().all()
     torch.testing.assert_close(out.double(), att, rtol=1e-5, atol=1e-5)
 
@@ -99,8 +102,8 @@ def test_xpos_far_out_stays_finite_and_exact():
     pe = build_encoding(config("xpos"))
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 2, 300, 8, generator=g) for _ in range(3))
-    near = model.causal_attention(q, k, v, torch.arange(300), pe, query_block=64)
-    far = model.causal_attention(q, k, v, torch.arange(300) + 60_000, pe, query_block=64)
+    near = attention.causal_attention(q, k, v, torch.arange(300), pe, query_block=64)
+    far = attention.causal_attention(q, k, v, torch.arange(300) + 60_000, pe, query_block=64)
     assert far.isfinite().all()
     torch.testing.assert_close(far, near, rtol=1e-5, atol=1e-5)
 
@@ -206,7 +209,7 @@ def test_prope_against_naive_formula(p, where):
     # stores cos/sin in float32: 1e-6)
     assert torch.equal(q_r[..., 2 * m :], q[..., 2 * m :])
     torch.testing.assert_close(q_r @ k_r.mT / 4, ref, rtol=1e-6, atol=1e-6)
-    out = model.causal_attention(q.float(), k.float(), v.float(), pos.float(), pe)
+    out = attention.causal_attention(q.float(), k.float(), v.float(), pos.float(), pe)
     att = torch.softmax(ref.masked_fill(~causal(7), float("-inf")), -1) @ v
     torch.testing.assert_close(out.double(), att, rtol=1e-5, atol=1e-5)
 

@@ -1,0 +1,202 @@
+"""
+What train.py, the scripts and preflight share about running a model on a device: the device and
+its precision, the training config's model, FLOPs per token and MFU, the learning-rate schedule.
+"""
+
+import math
+import os
+import shutil
+from contextlib import nullcontext
+
+import torch
+
+from configurator import ConfigError, UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device):
+    """'auto' -> cuda if there is one, else cpu; a device that is not there is a UserError. On CPU
+    denormals are flushed to zero: a softmax over strongly decayed logits (FoX, ALiBi far out)
+    makes probabilities below 2^-126, and x86 matmuls that touch them run ~100x slower (a
+    (32, 128, 256) @ (256, 64) bmm: 154 ms against 1.6 ms). Only values below 1.2e-38 change."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("no CUDA device: pass --device=cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("no MPS device: pass --device=cpu")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
+    if device == "cpu":
+        torch.set_flush_denormal(True)
+    return device
+
+
+def pick_dtype(dtype, device_type):
+    """(dtype name, note or None). Autocast is used on CUDA only: on CPU bf16 autocast is slower
+    than float32 on most machines and buys nothing for small models."""
+    if dtype not in ("auto", *DTYPES):
+        raise UserError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{dtype}'")
+    if device_type != "cuda":
+        note = None if dtype in ("auto", "float32") else f"dtype {dtype} applies on CUDA only"
+        return "float32", note
+    if dtype == "auto":
+        return ("bfloat16" if torch.cuda.is_bf16_supported() else "float32"), None
+    return dtype, None
+
+
+def autocast(device, dtype):
+    """The context a forward pass runs in for `dtype`: autocast on CUDA, nothing elsewhere (the
+    non-orthogonal encodings keep their attention in float32 either way)."""
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    if torch.device(device).type == "cuda" and dtype != "float32":
+        return torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
+    return nullcontext()
+
+
+def set_tf32(on):
+    """TF32 for float32 matmuls and convolutions on CUDA (10-bit mantissa inputs, much faster)."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def has_cpp_compiler():
+    """torch.compile on CPU (inductor) builds its kernels with a C++ compiler."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
+
+
+# -----------------------------------------------------------------------------
+# the model of a training config
+
+
+TRAIN_POSITIONS = ("index", "randomized")
+
+
+def check_config(c):
+    """Every rule on a training config that its types cannot say, as a ConfigError saying what to
+    change: the training keys here, the model's through GPTConfig and a tiny run of the encoding."""
+    if c["init_from"] not in ("scratch", "resume"):
+        raise ConfigError(f"init_from must be 'scratch' or 'resume', got '{c['init_from']}'")
+    if c["dtype"] not in ("auto", *DTYPES):
+        raise ConfigError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{c['dtype']}'")
+    for key in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval"):
+        if c[key] < 1:
+            raise ConfigError(f"{key} must be at least 1, got {c[key]}")
+    if c["log_interval"] < 1:
+        raise ConfigError(f"log_interval must be at least 1, got {c['log_interval']}")
+    for key in ("max_iters", "warmup_iters", "lr_decay_iters"):
+        if c[key] < 0:
+            raise ConfigError(f"{key} must be >= 0, got {c[key]}")
+    if c["peak_tflops"] < 0:
+        raise ConfigError(f"peak_tflops must be >= 0 (0: look the GPU up), got {c['peak_tflops']}")
+    if c["train_positions"] not in TRAIN_POSITIONS:
+        valid = ", ".join(TRAIN_POSITIONS)
+        raise ConfigError(f"train_positions must be one of {valid}; got '{c['train_positions']}'")
+    if c["max_train_position"] and c["train_positions"] != "randomized":
+        raise ConfigError("max_train_position applies only with train_positions='randomized'")
+    check_model(c)
+
+
+def max_train_position(c):
+    """The bound of randomized training positions (0 -> 8 x block_size), 0 for index ones."""
+    if c["train_positions"] != "randomized":
+        return 0
+    return c["max_train_position"] or 8 * c["block_size"]
+
+
+def gpt_config(c, vocab_size=256):
+    """The GPTConfig of training config c; its rules (GPTConfig.__post_init__) as ConfigErrors."""
+    from model import GPTConfig
+
+    keys = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "encoding")
+    keys += ("encoding_kwargs", "attn_backend", "time", "time_shared")
+    try:
+        return GPTConfig(
+            **{k: c[k] for k in keys},
+            vocab_size=vocab_size,
+            max_train_position=max_train_position(c),
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def check_model(c):
+    """Build the encoding of config c alone and run it once on tiny inputs (cheap), so that bad
+    encoding_kwargs fail in one line before any data work, then its clock (time="learned")."""
+    from clock import make_clock
+    from encoding import build_encoding
+
+    config = gpt_config(c)
+    try:
+        pe = build_encoding(config)
+        if pe.has_embed:  # every position training reaches must have a row
+            pe.embed(torch.arange(max(c["block_size"], config.max_train_position)))
+        pos = torch.arange(c["block_size"])[-64:]  # 8 queries over the last (at most) 64 keys
+        k = torch.randn(1, c["n_head"], len(pos), c["n_embd"] // c["n_head"])
+        with torch.no_grad():
+            pe.scores(k[:, :, -8:], k, pos[-8:], pos)
+        make_clock(config, pe)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
+        raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e
+
+
+# -----------------------------------------------------------------------------
+# FLOPs, MFU, schedule
+
+# Dense bf16/fp16 tensor-core peak TFLOPS (no sparsity), found by a substring of the device name:
+# the first match wins, so specific names come before general ones. MFU is quoted against it (as
+# PaLM and nanoGPT do), also for float32 (TF32) runs.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312),
+    ("L40S", 362), ("L4", 121), ("RTX 4090", 165), ("RTX 3090", 71), ("V100", 125), ("T4", 65),
+)  # fmt: skip
+
+
+def peak_tflops(device, configured=0.0):
+    """(peak TFLOPS or None, note or None): `configured` if set (--peak_tflops), else from
+    PEAK_TFLOPS for a CUDA device; None for an unknown GPU and on CPU/MPS."""
+    if configured > 0:
+        return configured, None
+    if not device.startswith("cuda"):
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_TFLOPS:
+        if key in name:
+            return float(tflops), None
+    return None, f"no peak TFLOPS known for {name}: pass --peak_tflops=X to see MFU"
+
+
+def flops_per_token(n_params, n_layer, n_embd, block_size):
+    """Model FLOPs of one training token, forward + backward. Weights: 6N (a multiply-add per
+    weight forward, two backward). Attention: a query at t meets t keys, and q.k and the sum
+    over v cost 2 * n_embd FLOPs per key each: 4 * n_embd * t forward, on average over t ~ T/2
+    keys (the causal half) 2 * n_embd * T per token, 6 * n_embd * T with the backward. PaLM
+    (appendix B) counts the full square, 12 * n_layer * n_embd * T; a causal flash kernel skips
+    the masked half."""
+    return 6 * n_params + 6 * n_layer * n_embd * block_size
+
+
+def lr_at(it, c, lr_decay_iters):
+    """Linear warmup from ~0 to learning_rate over warmup_iters, then a cosine down to min_lr at
+    lr_decay_iters, then min_lr (nanoGPT's schedule)."""
+    if not c["decay_lr"]:
+        return c["learning_rate"]
+    if it < c["warmup_iters"]:
+        return c["learning_rate"] * (it + 1) / (c["warmup_iters"] + 1)
+    if it > lr_decay_iters:
+        return c["min_lr"]
+    ratio = (it - c["warmup_iters"]) / max(1, lr_decay_iters - c["warmup_iters"])
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return c["min_lr"] + coeff * (c["learning_rate"] - c["min_lr"])
+
+
+def fmt_duration(seconds):
+    """12s, 3m05s, 2h07m."""
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
