@@ -65,8 +65,20 @@ def has_flex_path(pe):
     return pe.score_mod(torch.zeros(1, pe.n_head, 1, pe.head_dim), torch.zeros(1)) is not None
 
 
-def route(pe, pos, backend, device_type, grad, dropout_p=0.0, explicit=False, decoding=False):
-    """Which route attention takes for encoding pe (see the module docstring)."""
+def route(
+    pe,
+    pos,
+    backend,
+    device_type,
+    grad,
+    dropout_p=0.0,
+    explicit=False,
+    decoding=False,
+    compiled=None,
+):
+    """Which route attention takes for encoding pe (see the module docstring). compiled: inside
+    torch.compile (default: whether it is tracing now)."""
+    compiled = torch.compiler.is_compiling() if compiled is None else compiled
     if explicit or pe.explicit:
         return "scores"
     if pe.orthogonal and not pe.has_bias:
@@ -74,6 +86,7 @@ def route(pe, pos, backend, device_type, grad, dropout_p=0.0, explicit=False, de
     # flex: 1-D positions (score_mods index a position vector), no attention dropout (flex has
     # none), not decoding (one query row needs no block mask)
     flex = pe.orthogonal and pos.dim() == 1 and dropout_p == 0 and not decoding
+    flex = flex and not (grad and compiled and not pe.compiled_flex_grad)
     if flex and use_flex(backend, device_type, grad) and has_flex_path(pe):
         return "flex"
     return "blocks"
@@ -89,10 +102,10 @@ def flex_training_note(config, pe):
             f"torch {torch.__version__} cannot take gradients through a FlexAttention score_mod's"
             " tables (needs torch >= 2.6): on CUDA, training attention runs on SDPA"
         )
-    if config.dropout > 0:
+    if config.attn_dropout > 0:
         return (
-            f"FlexAttention has no attention dropout: with dropout={config.dropout}, training"
-            " attention runs on SDPA (evaluation uses FlexAttention on CUDA)"
+            f"FlexAttention has no attention dropout: with attn_dropout={config.attn_dropout},"
+            " training attention runs on SDPA (evaluation uses FlexAttention on CUDA)"
         )
     return None
 

@@ -1,5 +1,6 @@
 """
-Checkpoints: out_dir/ckpt.pt, written atomically and read with weights_only=True.
+Checkpoints: out_dir/ckpt.pt, written atomically and read with weights_only=True (a checkpoint
+is data: loading it must not run code).
 
 A checkpoint is a dict:
     model          state_dict of the plain GPT (never the torch.compile or DDP wrapper)
@@ -13,8 +14,10 @@ A checkpoint is a dict:
 """
 
 import os
+import random
 from dataclasses import asdict
 
+import numpy as np
 import torch
 
 from configurator import UserError
@@ -28,16 +31,14 @@ def checkpoint_path(out_dir):
 
 
 def save_checkpoint(out_dir, ckpt):
-    """Write ckpt to out_dir/ckpt.pt atomically: a temporary file is written and fsynced, then
-    renamed over the old one, so a crash or SIGKILL at any moment leaves either the previous
-    checkpoint or the new one, never half a file."""
+    """Write ckpt to a temporary file, fsync it, rename it over ckpt.pt: a crash or SIGKILL at
+    any moment leaves the previous checkpoint or the new one, never half a file."""
     path = checkpoint_path(out_dir)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with open(path + ".tmp", "wb") as f:
         torch.save(ckpt, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(path + ".tmp", path)
 
 
 def load_checkpoint(out_dir, map_location="cpu", mmap=False):
@@ -45,11 +46,9 @@ def load_checkpoint(out_dir, map_location="cpu", mmap=False):
     mmap=True maps tensors from the file lazily: cheap when only the config is needed."""
     path = checkpoint_path(out_dir)
     if not os.path.isfile(path):
-        raise UserError(
-            f"no checkpoint at {path} (train one with: python train.py CONFIG --out_dir={out_dir})"
-        )
+        hint = f"train one with: python train.py CONFIG --out_dir={out_dir}"
+        raise UserError(f"no checkpoint at {path} ({hint})")
     try:
-        # weights_only: a checkpoint is data; loading it must not run code
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise UserError(f"could not read {path}: {type(e).__name__}: {e}") from e
@@ -58,7 +57,31 @@ def load_checkpoint(out_dir, map_location="cpu", mmap=False):
 def saved_config(out_dir):
     """The training config stored in out_dir's checkpoint ({} if none): what `train.py
     --init_from=resume` without a config file starts from (configurator.load_config)."""
-    return load_checkpoint(out_dir, map_location="cpu", mmap=True).get("config", {})
+    return load_checkpoint(out_dir, mmap=True).get("config", {})
+
+
+def rng_states(batch_rng, device):
+    """Every random state in the process, in types torch.load(weights_only=True) accepts. Of CUDA
+    only the device in use: a resume may see fewer GPUs than the run that saved it."""
+    np_state = np.random.get_state()
+    cuda = torch.cuda.get_rng_state(device) if device.startswith("cuda") else None
+    return dict(torch=torch.get_rng_state(), cuda=cuda, python=random.getstate(),
+                numpy=(np_state[0], np_state[1].tolist(), *np_state[2:]),
+                batch=batch_rng.bit_generator.state)  # fmt: skip
+
+
+def set_rng_states(rng, batch_rng, device):
+    torch.set_rng_state(rng["torch"].cpu())
+    cuda = rng["cuda"]
+    if device.startswith("cuda") and cuda is not None and len(cuda) > 0:
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: a state per GPU visible then
+            i = torch.device(device).index
+            i = torch.cuda.current_device() if i is None else i
+            cuda = cuda[i] if i < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda.cpu(), device)
+    np.random.set_state(tuple(rng["numpy"]))
+    random.setstate(rng["python"])
+    batch_rng.bit_generator.state = rng["batch"]
 
 
 def model_args(model):
@@ -111,23 +134,17 @@ def load_model(
     encoding_kwargs_override: options merged into the saved encoding_kwargs, for evaluation-time
     changes that keep the weights; an unknown option is a UserError. rope_scaling / rope_factor:
     RoPE context extension (linear, dynamic, yarn, llama3) for rope and damped_rope checkpoints,
-    relative to the training length. attn_backend: "auto" (FlexAttention for the bias encodings on
-    CUDA, compiled; SDPA elsewhere), "sdpa" or "flex" (attention.use_flex)."""
-    from model import GPT, GPTConfig  # here, so that configurator/train import order stays free
+    relative to the training length. attn_backend: as GPTConfig.attn_backend."""
+    from model import GPT, GPTConfig  # here: reading a checkpoint needs no model code
 
     device = resolve_device(device)
-    ckpt = load_checkpoint(out_dir, map_location="cpu")
-    args = dict(ckpt["model_args"])
-    override = dict(encoding_kwargs_override or {})
-    override.update(rope_scaling_kwargs(args["encoding"], rope_scaling, rope_factor))
-    if override:
-        args["encoding_kwargs"] = {**args.get("encoding_kwargs", {}), **override}
-    args["attn_backend"] = attn_backend
+    ckpt = load_checkpoint(out_dir)
+    args = dict(ckpt["model_args"], attn_backend=attn_backend)
+    scaling = rope_scaling_kwargs(args["encoding"], rope_scaling, rope_factor)
+    args["encoding_kwargs"] = args["encoding_kwargs"] | (encoding_kwargs_override or {}) | scaling
     try:
         model = GPT(GPTConfig(**args))
     except ValueError as e:  # unknown encoding or option: the model's message says which
         raise UserError(str(e)) from e
     model.load_state_dict(ckpt["model"])
-    model.to(device)
-    model.eval()
-    return model, ckpt
+    return model.to(device).eval(), ckpt

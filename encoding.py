@@ -69,6 +69,12 @@ def pair_products(q, k):
     return qa * ka + qb * kb, qa * kb - qb * ka
 
 
+def decay_query_block(rate):
+    """The largest query block over which a decay e^{rate * t} (rate the fastest, >= 0) stays far
+    from float32's overflow at e^88; None without decay."""
+    return max(1, int(60.0 / rate)) if rate > 0 else None
+
+
 def bounded_decay(raw, max_alpha):
     """A learnable decay alpha = -max_alpha * sigmoid(raw) in (-max_alpha, 0): smooth, so the
     gradient never vanishes at the bound as a clamp's would."""
@@ -108,6 +114,10 @@ class Encoding(nn.Module):
       time, clock_init -- "learned": always runs on a LearnedClock made with clock_init (FoX).
       rounds_distances -- t - s is rounded to buckets (T5, Shaw): a learned clock would get no
                     gradient, so it is refused.
+      compiled_flex_grad -- False when score_mod captures tensors computed in the graph (KERPLE's
+                    clamped r1, r2, FIRE's MLP output, Shaw's q.a): compiled FlexAttention drops
+                    their gradient (torch 2.13, tests/test_flex.py), so compiled training takes
+                    SDPA blocks.
     """
 
     per_layer = False
@@ -122,6 +132,7 @@ class Encoding(nn.Module):
     time = None
     clock_init = {}
     rounds_distances = False
+    compiled_flex_grad = True
 
     def __init__(self, config):
         super().__init__()

@@ -29,7 +29,8 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-    dropout: float = 0.0
+    dropout: float = 0.0  # residual and embedding dropout
+    attn_dropout: float = 0.0  # attention-probability dropout (FlexAttention has none)
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2
     encoding: str = "rope"  # a file name in encodings/
     encoding_kwargs: dict = field(default_factory=dict)  # that encoding's options
@@ -47,8 +48,9 @@ class GPTConfig:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for key in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         choices = {"attn_backend": ATTN_BACKENDS, "time": TIMES}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
@@ -81,7 +83,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.attn_dropout = config.attn_dropout
         self.query_block = config.attn_block_size
         self.backend = config.attn_backend
         self.clock = None  # a LearnedClock of this layer's own (GPT sets it)
@@ -96,7 +98,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if self.inspect is not None:
             self.inspect(q, k, pos, pe)
-        dropout_p = self.dropout if self.training else 0.0
+        dropout_p = self.attn_dropout if self.training else 0.0
         y = causal_attention(
             q, k, v, pos, pe, dropout_p, self.query_block, explicit, self.backend, kv
         )

@@ -110,7 +110,8 @@ def gpt_config(c, vocab_size=256):
     """The GPTConfig of training config c; its rules (GPTConfig.__post_init__) as ConfigErrors."""
     from model import GPTConfig
 
-    keys = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "encoding")
+    keys = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "attn_dropout")
+    keys += ("encoding",)
     keys += ("encoding_kwargs", "attn_backend", "time", "time_shared")
     try:
         return GPTConfig(

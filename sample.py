@@ -5,10 +5,8 @@ Generate text from a trained checkpoint.
     python sample.py --out_dir=out/demo/alibi --start="The function" --num_samples=3 --top_k=50
     python sample.py --out_dir=out/wikitext103/rope --start=FILE:prompt.txt --max_new_tokens=2000
 
-Generation runs past block_size for every encoding that allows it (all but learned absolute
-positions, whose context is cropped to the last block_size tokens), with a KV cache: each new
-token costs one position's forward over the context (model.GPT.generate). Text is decoded with
-the tokenizer of the dataset the model was trained on.
+Generation runs past block_size for every encoding but learned absolute positions (cropped to
+their table), with a KV cache (model.GPT.generate); text is decoded with the run's tokenizer.
 """
 
 import os
@@ -43,12 +41,9 @@ def main(argv=None):
     cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
     if not cfg["out_dir"]:
         raise UserError("pass --out_dir=DIR, the run directory that holds ckpt.pt")
-    if cfg["num_samples"] < 1 or cfg["max_new_tokens"] < 0:
-        raise UserError("--num_samples must be >= 1 and --max_new_tokens >= 0")
-    if cfg["temperature"] < 0:
-        raise UserError("--temperature must be >= 0 (0 decodes greedily)")
-    if cfg["top_k"] < 0:
-        raise UserError("--top_k must be >= 0 (0 keeps every token)")
+    for key, low in (("num_samples", 1), ("max_new_tokens", 0), ("temperature", 0), ("top_k", 0)):
+        if cfg[key] < low:
+            raise UserError(f"--{key} must be >= {low}, got {cfg[key]}")
     device = resolve_device(cfg["device"])
     ctx = autocast(device, cfg["dtype"])
 
@@ -63,14 +58,9 @@ def main(argv=None):
         except UnicodeDecodeError as e:
             raise UserError(f"--start=FILE:{path}: not UTF-8 text ({e.reason})") from e
 
-    model, ckpt = load_model(
-        cfg["out_dir"],
-        device,
-        cfg["encoding_kwargs"] or None,
-        rope_scaling=cfg["rope_scaling"] or None,
-        rope_factor=cfg["rope_factor"],
-    )
-    # the tokenizer is recorded in the checkpoint; older ones only name their dataset
+    kwargs, scaling = cfg["encoding_kwargs"] or None, cfg["rope_scaling"] or None
+    model, ckpt = load_model(cfg["out_dir"], device, kwargs, scaling, cfg["rope_factor"])
+    # the checkpoint names its tokenizer, or else its dataset (whose meta.json does)
     tokenizer_name = ckpt.get("tokenizer")
     if tokenizer_name is None:
         tc = ckpt["config"]
@@ -80,15 +70,10 @@ def main(argv=None):
     if not ids:
         raise UserError("--start encodes to no tokens: give some text (the default is '\\n')")
     if model.max_len is not None and len(ids) + cfg["max_new_tokens"] > model.max_len:
-        print(
-            f"note: encoding {model.config.encoding} has positions up to {model.max_len}; "
-            "generation sees only the last that many tokens",
-            file=sys.stderr,
-        )
+        note = f"positions up to {model.max_len}; generation sees only the last that many tokens"
+        print(f"note: encoding {model.config.encoding} has {note}", file=sys.stderr)
 
-    torch.manual_seed(cfg["seed"])
-    if device.startswith("cuda"):
-        torch.cuda.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg["seed"])  # every device's generator
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
     for i in range(cfg["num_samples"]):
         with ctx:

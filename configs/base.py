@@ -1,31 +1,12 @@
-# Defaults for every run, and the schema of valid config keys: a key is valid if and only if this
-# file assigns it, and its value here fixes the key's type (int is accepted where a float is
-# expected). Encoding files (configs/rope.py, ...) change a few lines on top of this one.
+# Defaults for every run, and the schema of config keys: a key is valid if and only if this file
+# assigns it, and its value here fixes the key's type (an int is accepted for a float). Encoding
+# files (configs/rope.py, ...) change a few lines on top of it.
 #
-# Sized for WikiText-103 on one A100/H100-class GPU, so that a sweep of all 8 encodings fits in
-# one night:
-#
-#   model   GPT-2 small: 12 layers, 768 wide, 12 heads, no biases, vocab 50257 padded to 50304.
-#           N = 123.6M parameters (85.0M in the blocks + 38.6M tied token embedding/output head),
-#           plus the encoding's own few (learned absolute: +0.4M; ALiBi, RoPE, NoPE: none).
-#   batch   16 windows x 512 tokens x 4 accumulation steps = 32,768 tokens per iteration;
-#           10,000 iterations = 328M tokens, about 2.8 passes over WikiText-103's ~120M tokens.
-#   FLOPs   6N + 6 * n_layer * n_embd * block_size = 742M + 28M = 0.77 GFLOP per token
-#           (forward + backward; the second term is attention counted causally: a query meets
-#           T/2 keys on average, half of PaLM appendix B's 12 * n_layer * n_embd * T, which
-#           counts the masked half too; derived in train.flops_per_token, the MFU train.py logs).
-#   speed   A100 (312 bf16 TFLOPS) at 40% MFU: 125 TFLOPS / 0.77 GFLOP = ~162k tokens/s,
-#           i.e. ~0.20 s per iteration and ~34 min per run. H100 SXM (989 TFLOPS) at 30-40%:
-#           ~385k-515k tokens/s, ~11-14 min per run. These are the fused (flash) attention
-#           encodings (NoPE, RoPE, sinusoidal, learned); encodings with an additive bias (ALiBi,
-#           T5, Shaw) or a decay (damped RoPE) run attention with an explicit mask and are
-#           slower, up to ~2x (the ALiBi paper measured T5 at half of sinusoidal's speed).
-#           The 10-run WikiText-103 sweep: ~9 h on an A100, ~4 h on an H100.
-#   length  block_size = 512, the ALiBi paper's training length, so our extrapolation curves
-#           line up with its tables (evaluate at 512 ... 16k with scripts/eval_lengths.py).
-#
-# The same file runs on a laptop (device "auto" picks the CPU) but takes days there: use
-# configs/demo/*.py for CPU-sized runs.
+# Sized for WikiText-103 on one A100/H100-class GPU: GPT-2 small (N = 124M parameters), 16 x 512
+# tokens x 4 steps = 32,768 tokens per iteration, 10,000 iterations = 328M tokens (~2.8 passes),
+# 6N + 6 * n_layer * n_embd * block_size = 0.77 GFLOP per token: ~34 min per run at 40% MFU of an
+# A100 (bias and decay encodings up to ~2x slower). block_size 512 is the ALiBi paper's training
+# length. On a CPU use configs/demo/*.py.
 
 # I/O
 out_dir = "out/wikitext103/base"  # run directory: ckpt.pt, log.jsonl, config.json
@@ -53,17 +34,19 @@ encoding_kwargs = {}  # that encoding's options, e.g. {"base": 10000.0} for rope
 n_layer = 12
 n_head = 12
 n_embd = 768
-dropout = 0.1  # ~2.8 passes over a 120M-token corpus: a little dropout curbs late overfitting
+dropout = 0.1  # residual and embedding dropout: ~2.8 passes over 120M tokens overfit a little
+# dropout of attention probabilities. 0: FlexAttention has none, so with it on, the bias encodings
+# would train through SDPA's query blocks on CUDA instead (slower, and not what preflight checks)
+attn_dropout = 0.0
 bias = False  # biases in Linears and LayerNorms (False: slightly faster, as good)
-# "index": attention reads token indices; "learned": a learned clock per layer and head that
-# relative encodings run on (not absolute ones, NoPE or CoPE). README, "Time from the data"
+# "index": positions are token indices; "learned": a learned clock per layer and head, for the
+# relative encodings (docs/time.md)
 time = "index"
 time_shared = False  # time="learned": one clock for all layers (from the embeddings), not one each
-# "index": training positions 0 .. T-1; "randomized": each training sequence gets sorted distinct
-# positions drawn from [0, max_train_position) (Ruoss et al. 2023); evaluation always uses 0 .. T-1
+# "index": training positions 0 .. T-1; "randomized": sorted distinct positions drawn from
+# [0, max_train_position) per training sequence (Ruoss et al. 2023); evaluation uses 0 .. T-1
 train_positions = "index"
-# randomized positions' bound, >= block_size (0: 8 x block_size); learned tables get that many rows
-max_train_position = 0
+max_train_position = 0  # >= block_size (0: 8 x block_size); learned tables get that many rows
 
 # AdamW
 learning_rate = 6e-4  # peak learning rate
@@ -81,15 +64,12 @@ min_lr = 6e-5  # ~learning_rate / 10 (Chinchilla)
 
 # system
 device = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", "mps"
-# "auto": bfloat16 autocast on GPUs that support it, else float32. Also "float32", "bfloat16",
-# "float16" (with a grad scaler). CPU runs always train in float32.
+# "auto": bfloat16 autocast on GPUs that support it, else float32 (always on CPU); also "float32",
+# "bfloat16", "float16" (with a grad scaler)
 dtype = "auto"
-# CUDA: TF32 for what runs in float32 (10-bit mantissa matmul inputs, much faster). False where an
-# encoding amplifies the rounding of q and k (configs/generator_jordan.py)
-tf32 = True
-# attention kernel for the bias encodings (ALiBi, T5, KERPLE, ...): "auto" trains them through
-# FlexAttention on CUDA (scripts/preflight.py compares it with SDPA), SDPA elsewhere; "sdpa" always
-# SDPA; "flex" FlexAttention wherever it runs
+tf32 = True  # CUDA matmuls in TF32; False where an encoding amplifies q, k rounding (Jordan blocks)
+# attention of the bias encodings (ALiBi, T5, ...): "auto" FlexAttention on CUDA, SDPA elsewhere;
+# "sdpa"; "flex" wherever it runs
 attn_backend = "auto"
 compile = True  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler); MPS: eager
 seed = 1337

@@ -1,5 +1,5 @@
 # The generator family A(t) = exp(tL) (encodings/generator.py). Without blocks it is all rotations,
-# i.e. RoPE; edit the blocks to build your own (see the README, "The generator view").
+# i.e. RoPE; edit the blocks to build your own (docs/generator.md).
 encoding = "generator"
 encoding_kwargs = {
     "blocks": [

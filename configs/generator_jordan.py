@@ -10,9 +10,7 @@ encoding_kwargs = {
     ]
 }
 out_dir = "out/wikitext103/generator_jordan"
-# Jordan logits grow like t^3 e^{lam t} and amplify any rounding of q and k: in
-# scripts/preflight.py bfloat16 moved the logits 0.7 (relative, GPT-2 width) and TF32 0.08 (demo,
-# 4x length) away from float32. Train in float32 without TF32 (slower on a GPU), so that the
-# numbers mean what they say.
+# Jordan logits grow like t^3 e^{lam t} and amplify any rounding of q and k (bfloat16 and TF32
+# move them far from float32, scripts/preflight.py): train in float32 without TF32.
 dtype = "float32"
 tf32 = False

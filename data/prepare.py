@@ -5,29 +5,24 @@ Prepare token datasets for nanoPE: text in, flat arrays of token ids out.
     python data/prepare.py wikitext103                 # WikiText-103 (raw), GPT-2 BPE
     python data/prepare.py text --input PATH --name NAME [--tokenizer bytes|gpt2]
 
-Every source writes DATA_DIR/NAME/{train,val,test}.bin (token ids, uint16 when the vocabulary
-fits, else uint32) and then meta.json, which records the tokenizer and these counts per split:
-- tokens: token ids in the .bin file; bytes: UTF-8 bytes of the split's raw text.
-- words: whitespace-separated words of that text, len(text.split()).
-- lines: its lines, blank ones included; a line ends at "\\n", and a last line without "\\n"
-  counts too. WikiText-103: one per row of the hub's dataset, i.e. one per line of the file.
-- word_level_tokens = words + lines: the denominator of word-level perplexity. It is what
-  fairseq scores on a word-level file (preprocess appends an end-of-sentence token to every
-  line read, blank lines included; eval_lm scores every token), the convention of the ALiBi
-  paper's WikiText-103 numbers: 217,646 validation = 213,886 words + 3,760 lines, 245,569 test
-  = 241,211 words + 4,358 lines.
-meta.json is written last, so its presence means the dataset is complete. train.py and the eval
-scripts use load_meta / ensure_prepared / get_tokenizer from here.
+Each writes DATA_DIR/NAME/{train,val,test}.bin (uint16 token ids, uint32 past 65536), then
+meta.json (last: it means "complete"): the tokenizer and, per split, tokens, bytes, words
+(len(text.split())), lines (blank ones included) and word_level_tokens = words + lines, the
+denominator of word-level perplexity as fairseq counts it (an end-of-sentence per line).
 """
 
 import argparse
 import ast
+import contextlib
 import glob
+import io
+import itertools
 import json
 import os
 import socket
 import sys
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import numpy as np
@@ -37,12 +32,11 @@ SPLITS = ("train", "val", "test")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")  # what `text --input FOLDER` picks up
 CHUNK_CHARS = 1 << 20  # tokenize ~1M characters at a time: bounded memory, threads stay busy
 WIKITEXT_ENV = "NANOPE_WIKITEXT_PATH"  # a local copy of the dataset's parquet files
-
-# the command that builds each dataset we know how to build on our own
-KNOWN = {
-    "demo": "python data/prepare.py demo",
-    "wikitext103": "python data/prepare.py wikitext103",
-    "wikitext103_bytes": "python data/prepare.py wikitext103 --tokenizer bytes",
+WIKITEXT_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # ours -> the hub's
+KNOWN = {  # the arguments of `python data/prepare.py` that build the datasets we can build alone
+    "demo": "demo",
+    "wikitext103": "wikitext103",
+    "wikitext103_bytes": "wikitext103 --tokenizer bytes",
 }
 
 
@@ -50,42 +44,25 @@ class PrepareError(Exception):
     """A problem the user can fix; the CLI prints the one-line message, no traceback."""
 
 
-# -----------------------------------------------------------------------------
-# tokenizers
-
-
 class ByteTokenizer:
     """UTF-8 bytes as tokens: vocab 256, needs nothing downloaded, bits/byte comes for free."""
 
-    name = "bytes"
-    vocab_size = 256
-    eot_token = None
+    name, vocab_size, eot_token = "bytes", 256, None
 
     def encode(self, text):
         return list(text.encode("utf-8"))
 
-    def encode_batch(self, texts):
-        return [self.encode(t) for t in texts]
-
-    def decode(self, ids):
-        # a window of tokens may start or end inside a multi-byte character
+    def decode(self, ids):  # a window may start or end inside a multi-byte character
         return bytes(ids).decode("utf-8", errors="replace")
 
 
 class TiktokenTokenizer:
     """A tiktoken Encoding (GPT-2 BPE). Special tokens are never parsed out of the text."""
 
-    def __init__(self, enc, name=None):
-        self.enc = enc
-        self.name = name or enc.name
-        self.vocab_size = enc.n_vocab
+    def __init__(self, enc):
+        self.enc, self.name, self.vocab_size = enc, enc.name, enc.n_vocab
         self.eot_token = enc.eot_token if "<|endoftext|>" in enc.special_tokens_set else None
-
-    def encode(self, text):
-        return self.enc.encode_ordinary(text)
-
-    def encode_batch(self, texts):
-        return self.enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+        self.encode = enc.encode_ordinary
 
     def decode(self, ids):
         return self.enc.decode(list(ids), errors="replace")
@@ -99,28 +76,31 @@ def get_tokenizer(name):
     try:
         import tiktoken
 
-        enc = tiktoken.get_encoding("gpt2")
-    except (ImportError, OSError, ValueError) as e:
-        # OSError covers requests' ConnectionError; ValueError is tiktoken's hash mismatch
+        return TiktokenTokenizer(tiktoken.get_encoding("gpt2"))
+    except (ImportError, OSError, ValueError) as e:  # OSError: no network; ValueError: bad hash
         raise PrepareError(
-            f"could not load the GPT-2 BPE vocabulary through tiktoken, which downloads it on "
-            f"first use ({type(e).__name__}: {_first_line(e)}). Without network use "
-            f"`python data/prepare.py demo`, or the byte tokenizer (`python data/prepare.py "
-            f"text --input PATH --name NAME --tokenizer bytes`, `python data/prepare.py "
-            f"wikitext103 --tokenizer bytes`), or copy tiktoken's cache from a machine with "
-            f"network and point TIKTOKEN_CACHE_DIR at it"
+            f"could not load the GPT-2 BPE vocabulary, which tiktoken downloads on first use "
+            f"({type(e).__name__}: {_first_line(e)}). Without network use `python data/prepare.py"
+            f" demo`, or --tokenizer bytes (with `text` or `wikitext103`), or point"
+            f" TIKTOKEN_CACHE_DIR at tiktoken's cache copied from a machine with network"
         ) from e
-    return TiktokenTokenizer(enc, "gpt2")
 
 
-def _first_line(e, limit=160):
-    lines = str(e).strip().splitlines()
-    line = lines[0] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+def _first_line(e):  # of an exception's message, at most 160 characters
+    return (str(e).strip().splitlines() or [""])[0][:160]
 
 
-# -----------------------------------------------------------------------------
-# writing token files
+@contextlib.contextmanager
+def _atomic(path, mode="w", **kwargs):  # written under a temporary name: complete or absent
+    with open(path + ".tmp", mode, **kwargs) as f:
+        yield f
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path, obj, indent=2):
+    """Write obj as JSON atomically: every script writes its JSON through this."""
+    with _atomic(path) as f:
+        f.write(json.dumps(obj, indent=indent) + "\n")
 
 
 def token_dtype(vocab_size):
@@ -128,188 +108,105 @@ def token_dtype(vocab_size):
 
 
 def write_tokens(path, chunks, vocab_size):
-    """Stream sequences of token ids to a flat binary file; returns the number of tokens.
-    Written under a temporary name and renamed, so `path` is either complete or absent."""
-    dtype = token_dtype(vocab_size)
-    n = 0
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    """Stream sequences of token ids to a flat binary file; returns the number of tokens."""
+    n, dtype = 0, token_dtype(vocab_size)
+    with _atomic(path, "wb") as f:
         for ids in chunks:
             arr = np.asarray(ids, dtype=np.int64)
             if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
                 raise ValueError(f"token id out of range for vocab_size {vocab_size}")
             arr.astype(dtype).tofile(f)
             n += arr.size
-    os.replace(tmp, path)
     return n
 
 
-def write_json(path, obj, indent=2):
-    """Write obj as JSON atomically (temporary file, then rename): an interrupted write never
-    leaves a broken file. Every script writes its JSON through this."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _safe_cut(tail, nxt):
-    """Can we tokenize ...tail | nxt... in two calls and get the tokens of one call?
-    BPE never merges across the pre-tokenizer's pieces, so we only need a place where GPT-2's
-    split regex breaks anyway: before " X" (one space, then non-space: the space belongs to X),
-    or between "a\\n" and "X" (a lone newline). Python's isspace is a superset of the regex's
-    \\s, so these tests are conservative."""
-    if nxt[:1] == " " and nxt[1:2] and not nxt[1].isspace():
-        return True
-    lone_newline = tail[-1:] == "\n" and tail[-2:-1] and not tail[-2].isspace()
-    return bool(lone_newline and nxt[:1] and not nxt[0].isspace())
-
-
 def iter_chunks(pieces, chunk_chars=CHUNK_CHARS):
-    """Regroup an iterable of strings (lines, dataset rows) into ~chunk_chars strings whose
-    concatenation is the same text, cut only where tokenizing the parts separately gives the
-    same tokens as tokenizing the whole."""
+    """Regroup strings (lines, rows) into ~chunk_chars strings of the same text, cut only where the
+    parts give the tokens of the whole: BPE never merges across GPT-2's pre-tokenizer pieces,
+    which break before " X" and after a lone "\\n" (str.isspace: a superset of the regex's \\s)."""
     buf, size, tail = [], 0, ""
-    for p in pieces:
-        if not p:
-            continue
-        if size >= chunk_chars and _safe_cut(tail, p):
+    for p in filter(None, pieces):
+        space_word = p[:1] == " " and p[1:2] and not p[1].isspace()
+        newline = tail[-1:] == "\n" and tail[-2:-1] and not tail[-2].isspace()
+        if size >= chunk_chars and (space_word or (newline and not p[0].isspace())):
             yield "".join(buf)
             buf, size = [], 0
         buf.append(p)
-        size += len(p)
-        tail = (tail + p)[-2:]
+        size, tail = size + len(p), (tail + p)[-2:]
     if buf:
         yield "".join(buf)
 
 
-class TextStats:
-    """Bytes, whitespace-separated words and lines of a text seen one line at a time: each
-    update() is one line (a blank line may come as "", like the hub's WikiText rows). A word cut
-    in two by a piece boundary counts once, so words and bytes equal those of the joined text."""
+def write_split(path, lines, tokenizer):
+    """Tokenize a text given line by line (a blank line may be "", as the hub's WikiText rows)
+    into path; returns its counts."""
+    n = dict(tokens=0, bytes=0, words=0, lines=0)
 
-    def __init__(self):
-        self.bytes = 0
-        self.words = 0
-        self.lines = 0
-        self.in_word = False  # did the text so far end inside a word?
+    def count(line):  # a line holds whole words: words add up line by line
+        n["lines"] += 1
+        n["bytes"] += len(line.encode("utf-8"))
+        n["words"] += len(line.split())
+        return line
 
-    def update(self, p):
-        self.lines += 1
-        if not p:
-            return p
-        self.bytes += len(p.encode("utf-8"))
-        self.words += len(p.split()) - (self.in_word and not p[0].isspace())
-        self.in_word = not p[-1].isspace()
-        return p
-
-
-def write_split(path, pieces, tokenizer, chunk_chars=CHUNK_CHARS, batch=None):
-    """Tokenize the text given as pieces, one per line, into path; returns its counts."""
-    stats = TextStats()
-    batch = batch or 2 * (os.cpu_count() or 1)
-
-    def token_chunks():
-        todo = []
-        for chunk in iter_chunks((stats.update(p) for p in pieces), chunk_chars):
-            todo.append(chunk)
-            if len(todo) == batch:
-                yield from tokenizer.encode_batch(todo)
-                todo = []
-        if todo:
-            yield from tokenizer.encode_batch(todo)
-
-    tokens = write_tokens(path, token_chunks(), tokenizer.vocab_size)
-    return {
-        "tokens": tokens,
-        "bytes": stats.bytes,
-        "words": stats.words,
-        "lines": stats.lines,
-        "word_level_tokens": stats.words + stats.lines,  # + one end-of-sentence per line
-    }
+    threads = os.cpu_count() or 1  # tiktoken releases the GIL
+    chunks = iter_chunks(map(count, lines))
+    batches = iter(lambda: list(itertools.islice(chunks, 2 * threads)), [])  # bounded memory
+    with ThreadPoolExecutor(threads) as pool:
+        ids = (ids for b in batches for ids in pool.map(tokenizer.encode, b))
+        n["tokens"] = write_tokens(path, ids, tokenizer.vocab_size)
+    return n | {"word_level_tokens": n["words"] + n["lines"]}  # + one </s> per line
 
 
-def write_dataset(out_dir, name, source, tokenizer, split_pieces):
-    """split_pieces: {"train": iterable of str, "val": ..., "test": ...}. Returns meta."""
+def write_dataset(out_dir, name, source, tokenizer, split_lines):
+    """split_lines: {"train": iterable of lines, "val": ..., "test": ...}. Returns meta."""
     os.makedirs(out_dir, exist_ok=True)
     meta_path = os.path.join(out_dir, "meta.json")
     if os.path.exists(meta_path):
         os.remove(meta_path)  # a rebuild interrupted halfway must not look complete
-    splits = {}
+    meta = dict(name=name, source=source, tokenizer=tokenizer.name, vocab_size=tokenizer.vocab_size)
+    meta["dtype"] = token_dtype(tokenizer.vocab_size).name
+    meta["eot_token"] = tokenizer.eot_token  # recorded for reference; never inserted in the data
+    meta["splits"] = {}
     for split in SPLITS:
         print(f"tokenizing {name}/{split} with {tokenizer.name} ...")
         path = os.path.join(out_dir, f"{split}.bin")
-        splits[split] = write_split(path, split_pieces[split], tokenizer)
-    meta = {
-        "name": name,
-        "source": source,
-        "tokenizer": tokenizer.name,
-        "vocab_size": tokenizer.vocab_size,
-        "dtype": token_dtype(tokenizer.vocab_size).name,
-        "eot_token": tokenizer.eot_token,  # recorded for reference; never inserted in the data
-        "splits": splits,
-    }
+        meta["splits"][split] = write_split(path, split_lines[split], tokenizer)
     write_json(meta_path, meta)
-    print_summary(out_dir, meta)
-    return meta
-
-
-def print_summary(out_dir, meta):
     print(f"wrote {out_dir}/{{train,val,test}}.bin + meta.json")
     print(f"  tokenizer {meta['tokenizer']}, vocab {meta['vocab_size']}, dtype {meta['dtype']}")
     for split, s in meta["splits"].items():
         counts = f"{s['tokens']:>13,} tokens {s['bytes']:>13,} bytes {s['words']:>12,} words"
         print(f"  {split:5s} {counts} {s['word_level_tokens']:>12,} word-level tokens")
+    return meta
 
 
 # -----------------------------------------------------------------------------
-# splitting one text into train / val / test
-
-
-def _cut_point(text, target):
-    """First newline in the next 1% of the text after target, else the first whitespace there,
-    else target itself: no word (and no line, where possible) is cut in two."""
-    window = max(1, len(text) // 100)
-    for sep in ("\n", " "):
-        i = text.find(sep, target, target + window)
-        if i != -1:
-            return i + 1
-    return target
-
-
+# sources: any text file or folder, the offline demo corpus, WikiText-103
 def split_text(text):
-    """Deterministic split by contiguous text: the last 5% of characters -> test, the 5% before
-    that -> val, the rest -> train (each cut moved to a line boundary just after it)."""
-    a = _cut_point(text, int(len(text) * 0.90))
-    b = max(a, _cut_point(text, int(len(text) * 0.95)))
+    """The last 5% of characters -> test, the 5% before -> val, the rest -> train; each cut just
+    after the next newline (else space) within 1% of the text: no word, and no line if possible,
+    is cut in two."""
+
+    def cut(target):
+        for sep in ("\n", " "):
+            i = text.find(sep, target, target + max(1, len(text) // 100))
+            if i != -1:
+                return i + 1
+        return target
+
+    a = cut(int(len(text) * 0.90))
+    b = max(a, cut(int(len(text) * 0.95)))
     parts = {"train": text[:a], "val": text[a:b], "test": text[b:]}
-    empty = [k for k, v in parts.items() if not v.strip()]
-    if empty:
-        raise PrepareError(
-            f"text too small to split ({len(text):,} characters): the {', '.join(empty)} "
-            f"split would be empty; give at least a few kilobytes of text"
-        )
+    if empty := [k for k, v in parts.items() if not v.strip()]:
+        what = f"text too small to split ({len(text):,} characters): the {', '.join(empty)} split"
+        raise PrepareError(f"{what} would be empty; give at least a few kilobytes of text")
     return parts
 
 
 def _lines(text):
-    """text cut after every "\\n", as a file is read line by line (str.splitlines would also cut
-    at \\f, \\x1c, \\u2028, ..., which fairseq's readline keeps inside the line)."""
-    lines = [line + "\n" for line in text.split("\n")]
-    lines[-1] = lines[-1][:-1]  # what follows the last "\n": a last line without one, or ""
-    return lines if lines[-1] else lines[:-1]
-
-
-# -----------------------------------------------------------------------------
-# source: any text file or folder
+    """text cut after every "\\n", as a file is read (str.splitlines would also cut at \\f,
+    \\u2028, ..., which fairseq's readline keeps inside the line)."""
+    return list(io.StringIO(text, newline="\n"))
 
 
 def read_text_input(input_path):
@@ -321,18 +218,14 @@ def read_text_input(input_path):
         files = []
         for root, dirs, names in os.walk(input_path):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
-            files += [
-                os.path.join(root, n)
-                for n in names
-                if n.lower().endswith(TEXT_SUFFIXES) and not n.startswith(".")
-            ]
-        files.sort(key=lambda p: os.path.relpath(p, input_path).replace(os.sep, "/"))
+            names = [n for n in names if n.lower().endswith(TEXT_SUFFIXES) and n[0] != "."]
+            files += [os.path.join(root, n) for n in names]
         if not files:
             raise PrepareError(f"no {'/'.join(TEXT_SUFFIXES)} files found under {input_path}")
     else:
         raise PrepareError(f"input not found: {input_path}")
     parts = []
-    for path in files:
+    for path in sorted(files, key=lambda p: os.path.relpath(p, input_path).replace(os.sep, "/")):
         try:
             with open(path, encoding="utf-8") as f:
                 t = f.read()
@@ -343,21 +236,17 @@ def read_text_input(input_path):
     return "".join(parts)
 
 
-def prepare_text(input_path, name, tokenizer="bytes", data_dir=None):
+def prepare_text(input_path, name, tokenizer="bytes", data_dir=DATA_DIR):
     if not name or name != os.path.basename(name) or name.startswith("."):
         raise PrepareError(f"--name must be a plain folder name, got {name!r}")
     tok = get_tokenizer(tokenizer)  # fail before reading a big input
     parts = split_text(read_text_input(input_path))
-    out_dir = os.path.join(data_dir or DATA_DIR, name)
-    return write_dataset(out_dir, name, "text", tok, {k: _lines(v) for k, v in parts.items()})
+    pieces = {k: _lines(v) for k, v in parts.items()}
+    return write_dataset(os.path.join(data_dir, name), name, "text", tok, pieces)
 
 
-# -----------------------------------------------------------------------------
-# source: the offline demo corpus, built from documentation that ships with Python
-
-# Standard-library modules whose docstrings we use: pure-Python files present in every CPython
-# install (no tkinter, no OS-specific modules). Read with ast, never imported: no side effects,
-# nothing from the machine (paths, addresses, installed packages) gets into the text.
+# The demo corpus: the docs of pure-Python standard-library modules in every CPython install,
+# read with ast and never imported (no side effects; no paths or addresses get into the text).
 DEMO_MODULES = """
 _pydecimal abc argparse asyncio.base_events asyncio.events asyncio.streams asyncio.tasks base64
 bisect bz2 calendar cmd code codecs codeop collections colorsys concurrent.futures configparser
@@ -375,22 +264,13 @@ webbrowser xml.dom.minidom xml.etree.ElementTree xmlrpc.client xmlrpc.server zip
 """.split()
 
 
-def _module_file(stdlib, module):
-    base = os.path.join(stdlib, *module.split("."))
-    for path in (base + ".py", os.path.join(base, "__init__.py")):
-        if os.path.isfile(path):
-            return path
-    return None  # moved or removed in this Python version: the text is per Python version
-
-
 def _docstrings(node, prefix):
     """(qualified name, docstring) of the public classes and functions under node, in order."""
     for child in node.body:
         if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             if child.name.startswith("_"):
                 continue
-            name = f"{prefix}.{child.name}"
-            doc = ast.get_docstring(child)
+            name, doc = f"{prefix}.{child.name}", ast.get_docstring(child)
             if doc:
                 yield name, doc
             if isinstance(child, ast.ClassDef):
@@ -405,200 +285,133 @@ def demo_text():
     parts = [f"{k}\n\n{topics[k].strip()}\n\n" for k in sorted(topics)]
     stdlib = sysconfig.get_paths()["stdlib"]
     for module in DEMO_MODULES:
-        path = _module_file(stdlib, module)
-        if path is None:
+        base = os.path.join(stdlib, *module.split("."))
+        paths = [p for p in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(p)]
+        if not paths:  # moved or removed in this Python version
             continue
-        with open(path, encoding="utf-8") as f:
+        with open(paths[0], encoding="utf-8") as f:
             tree = ast.parse(f.read())
-        doc = ast.get_docstring(tree)
-        if doc:
-            parts.append(f"{module}\n\n{doc}\n\n")
-        parts += [f"{name}\n\n{doc}\n\n" for name, doc in _docstrings(tree, module)]
+        docs = [(module, ast.get_docstring(tree))] + list(_docstrings(tree, module))
+        parts += [f"{name}\n\n{doc}\n\n" for name, doc in docs if doc]
     return "".join(parts)
 
 
-def prepare_demo(data_dir=None):
-    out_dir = os.path.join(data_dir or DATA_DIR, "demo")
-    text = demo_text()
+def prepare_demo(data_dir=DATA_DIR):
+    out_dir, text = os.path.join(data_dir, "demo"), demo_text()
     os.makedirs(out_dir, exist_ok=True)
-    write_text(os.path.join(out_dir, "input.txt"), text)  # so users can read what it learns
+    with _atomic(os.path.join(out_dir, "input.txt"), encoding="utf-8", newline="") as f:
+        f.write(text)  # so users can read what it learns
     print(f"demo corpus: {len(text.encode('utf-8')):,} bytes of Python's own documentation")
-    parts = split_text(text)
-    tok = get_tokenizer("bytes")
-    return write_dataset(out_dir, "demo", "demo", tok, {k: _lines(v) for k, v in parts.items()})
-
-
-# -----------------------------------------------------------------------------
-# source: WikiText-103 (raw) through Hugging Face `datasets`
-
-WIKITEXT_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # ours -> the hub's
-
-
-def _wikitext_failed(what):
-    return PrepareError(
-        f"could not load WikiText-103 ({what}). Alternatives: `python data/prepare.py demo` "
-        f"(offline corpus); `python data/prepare.py text --input DIR --name NAME` on local raw "
-        f"files; {WIKITEXT_ENV}=DIR pointing at a local copy of the dataset's parquet files; or "
-        f"run once on a machine with network (or with a populated Hugging Face cache, HF_HOME)"
-    )
-
-
-def _hub_reachable(timeout=5.0):
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _load_wikitext_parquet(path):
-    """A local copy of the hub's files: PATH/wikitext-103-raw-v1/{train,validation,test}-*.parquet
-    (PATH may also be the wikitext-103-raw-v1 folder itself)."""
-    import datasets
-
-    sub = os.path.join(path, "wikitext-103-raw-v1")
-    folder = sub if os.path.isdir(sub) else path
-    files = {}
-    for split in WIKITEXT_SPLITS.values():
-        files[split] = sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet")))
-        if not files[split]:
-            raise PrepareError(f"{WIKITEXT_ENV}: no {split}-*.parquet files in {folder}")
-    print(f"loading WikiText-103 from local parquet files in {folder}")
-    return datasets.load_dataset("parquet", data_files=files)
-
-
-def _load_wikitext_hub():
-    # Without network `datasets` retries for ~25 s before failing. If the hub is unreachable,
-    # go offline at once: a copy in the local Hugging Face cache still loads. (The env vars are
-    # read when datasets is first imported, which is why it is imported only here.)
-    if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
-        print("the Hugging Face hub is unreachable: looking in the local cache only")
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-    import datasets
-
-    print("loading Salesforce/wikitext (wikitext-103-raw-v1) with datasets")
-    return datasets.load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1")
+    pieces = {k: _lines(v) for k, v in split_text(text).items()}
+    return write_dataset(out_dir, "demo", "demo", ByteTokenizer(), pieces)
 
 
 def load_wikitext():
-    """The dataset with splits train/validation/test and a `text` column: from the directory in
-    $NANOPE_WIKITEXT_PATH if set, else from the Hugging Face hub (or its local cache)."""
+    """The dataset (train/validation/test, a `text` column) from the hub or its local cache, or
+    from parquet files: $NANOPE_WIKITEXT_PATH[/wikitext-103-raw-v1]/{split}-*.parquet."""
+    path = os.environ.get(WIKITEXT_ENV)
     try:
-        if os.environ.get(WIKITEXT_ENV):
-            return _load_wikitext_parquet(os.environ[WIKITEXT_ENV])
-        return _load_wikitext_hub()
-    except ImportError as e:
-        raise _wikitext_failed(f"`datasets` is not installed: {e}") from e
-    except (OSError, ValueError) as e:
-        # connection errors, offline mode and missing files are all OSErrors in datasets and
-        # huggingface_hub; a bad config or corrupt file shows up as ValueError
-        raise _wikitext_failed(f"{type(e).__name__}: {_first_line(e)}") from e
+        # offline, `datasets` retries for ~25 s: if the hub is unreachable go offline at once (a
+        # cached copy still loads); datasets reads these variables on import, hence before it
+        if not path and not os.environ.get("HF_HUB_OFFLINE"):
+            url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+            port = url.port or (443 if url.scheme == "https" else 80)
+            try:
+                socket.create_connection((url.hostname, port), timeout=5.0).close()
+            except OSError:
+                print("the Hugging Face hub is unreachable: looking in the local cache only")
+                os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+        import datasets
+
+        if not path:
+            print("loading Salesforce/wikitext (wikitext-103-raw-v1) with datasets")
+            return datasets.load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1")
+        folder = os.path.join(path, "wikitext-103-raw-v1")
+        folder = folder if os.path.isdir(folder) else path
+        splits = WIKITEXT_SPLITS.values()
+        files = {s: sorted(glob.glob(os.path.join(folder, f"{s}-*.parquet"))) for s in splits}
+        if missing := [s for s, found in files.items() if not found]:
+            raise PrepareError(f"{WIKITEXT_ENV}: no {missing[0]}-*.parquet files in {folder}")
+        print(f"loading WikiText-103 from local parquet files in {folder}")
+        return datasets.load_dataset("parquet", data_files=files)
+    except (ImportError, OSError, ValueError) as e:  # no network, offline, missing or bad files
+        raise PrepareError(
+            f"could not load WikiText-103 ({type(e).__name__}: {_first_line(e)}). Alternatives:"
+            f" `python data/prepare.py demo` (offline corpus); `python data/prepare.py text --input"
+            f" DIR --name NAME` on local raw files; {WIKITEXT_ENV}=DIR, a local copy of the"
+            f" dataset's parquet files; or a machine with network (or a filled HF_HOME cache)"
+        ) from e
 
 
-def _rows(split, batch_size=10_000):
-    """The `text` rows of a split, a few thousand at a time (a datasets.Dataset is on disk)."""
-    if hasattr(split, "iter"):
-        for b in split.iter(batch_size=batch_size):
-            yield from b["text"]
-    else:
-        yield from split["text"]
-
-
-def prepare_wikitext103(data_dir=None, dataset_loader=None, tokenizer="gpt2"):
-    """WikiText-103 (raw). A split's text is its rows joined as they are: each row is one line
-    of the raw file with its "\\n", except that the hub stores a blank line as "" (its " \\n" is
-    dropped). dataset_loader() -> {"train"|"validation"|"test": rows with a "text" column}
-    replaces the download (default: load_wikitext).
-    lines = rows, blank ones included, so word_level_tokens = words + rows is fairseq's count on
-    the word-level release (the raw one differs only in keeping the words that became <unk>):
-    validation 217,646 = 213,886 + 3,760 rows, test 245,569 = 241,211 + 4,358 rows."""
+def prepare_wikitext103(data_dir=DATA_DIR, dataset_loader=load_wikitext, tokenizer="gpt2"):
+    """WikiText-103 (raw): a row is a line of the raw file (a blank line ""), so word_level_tokens
+    is fairseq's count on the word-level release. dataset_loader: what load_wikitext returns."""
     tok = get_tokenizer(tokenizer)  # fail before a long download, not after it
-    ds = (dataset_loader or load_wikitext)()
+    ds = dataset_loader()
+
+    def rows(split):  # a few thousand at a time: a datasets.Dataset lives on disk
+        batches = split.iter(batch_size=10_000) if hasattr(split, "iter") else [split]
+        return (row for b in batches for row in b["text"])
+
     name = "wikitext103" if tokenizer == "gpt2" else f"wikitext103_{tokenizer}"
-    out_dir = os.path.join(data_dir or DATA_DIR, name)
-    pieces = {ours: _rows(ds[theirs]) for ours, theirs in WIKITEXT_SPLITS.items()}
-    return write_dataset(out_dir, name, "wikitext103", tok, pieces)
+    pieces = {ours: rows(ds[theirs]) for ours, theirs in WIKITEXT_SPLITS.items()}
+    return write_dataset(os.path.join(data_dir, name), name, "wikitext103", tok, pieces)
 
 
 # -----------------------------------------------------------------------------
-# what train.py and the eval scripts call
-
-
-def _prepare_command(dataset_dir):
-    dataset_dir = os.path.abspath(dataset_dir)
-    name, data_dir = os.path.basename(dataset_dir), os.path.dirname(dataset_dir)
-    cmd = KNOWN.get(name, f"python data/prepare.py text --input PATH --name {name}")
-    if data_dir != DATA_DIR:
-        cmd += f" --data_dir {data_dir}"
-    return cmd
-
-
+# what train.py and the eval scripts call, and the command line
 def load_meta(dataset_dir):
-    path = os.path.join(dataset_dir, "meta.json")
-    if not os.path.isfile(path):
-        raise PrepareError(
-            f"dataset not found at {dataset_dir}: run `{_prepare_command(dataset_dir)}`"
-        )
-    with open(path) as f:
+    """meta.json of a complete dataset; else an error naming the command that builds it."""
+    data_dir, name = os.path.split(os.path.abspath(dataset_dir))
+    cmd = "python data/prepare.py " + KNOWN.get(name, f"text --input PATH --name {name}")
+    cmd += f" --data_dir {data_dir}" if data_dir != DATA_DIR else ""
+    if not os.path.isfile(os.path.join(dataset_dir, "meta.json")):
+        raise PrepareError(f"dataset not found at {dataset_dir}: run `{cmd}`")
+    with open(os.path.join(dataset_dir, "meta.json")) as f:
         meta = json.load(f)
     missing = [s for s in SPLITS if not os.path.isfile(os.path.join(dataset_dir, f"{s}.bin"))]
     if missing:
-        raise PrepareError(
-            f"dataset at {dataset_dir} is incomplete (no {', '.join(missing)}.bin): "
-            f"run `{_prepare_command(dataset_dir)}` again"
-        )
+        what = f"incomplete (no {', '.join(missing)}.bin)"
+        raise PrepareError(f"dataset at {dataset_dir} is {what}: run `{cmd}` again")
     return meta
 
 
-def ensure_prepared(name, data_dir=None):
+def ensure_prepared(name, data_dir=DATA_DIR):
     """meta of data_dir/name, building it first if it is missing and we know how."""
-    dataset_dir = os.path.join(data_dir or DATA_DIR, name)
+    dataset_dir = os.path.join(data_dir, name)
     if not os.path.isfile(os.path.join(dataset_dir, "meta.json")) and name in KNOWN:
-        print(f"dataset {name!r} not found at {dataset_dir}: preparing it ({KNOWN[name]})")
-        if name == "demo":
-            prepare_demo(data_dir)
-        else:
-            prepare_wikitext103(data_dir, tokenizer="gpt2" if name == "wikitext103" else "bytes")
+        argv = KNOWN[name].split() + ["--data_dir", data_dir]
+        print(f"dataset {name!r} not found at {dataset_dir}: preparing it ({' '.join(argv)})")
+        run(argv)
     return load_meta(dataset_dir)
 
 
-# -----------------------------------------------------------------------------
-# command line
+def run(argv=None):
+    """What `python data/prepare.py ARGV` does, errors raised: returns the dataset's meta."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
+    sub = parser.add_subparsers(dest="source", required=True)
+    demo = sub.add_parser("demo", help="offline corpus from Python's own docs, bytes tokenizer")
+    demo.set_defaults(run=lambda a: prepare_demo(a.data_dir))
+    h = f"WikiText-103 raw via Hugging Face datasets (or local parquet files: ${WIKITEXT_ENV})"
+    wiki = sub.add_parser("wikitext103", help=h, description=h)
+    h = "gpt2 writes data/wikitext103/, bytes writes data/wikitext103_bytes/"
+    wiki.add_argument("--tokenizer", choices=["gpt2", "bytes"], default="gpt2", help=h)
+    wiki.set_defaults(run=lambda a: prepare_wikitext103(a.data_dir, tokenizer=a.tokenizer))
+    text = sub.add_parser("text", help="any text file, or a folder of .txt/.md/.rst files")
+    text.add_argument("--input", required=True, help="a file, or a folder searched recursively")
+    text.add_argument("--name", required=True, help="dataset name: writes DATA_DIR/NAME/")
+    text.add_argument("--tokenizer", choices=["bytes", "gpt2"], default="bytes")
+    text.set_defaults(run=lambda a: prepare_text(a.input, a.name, a.tokenizer, a.data_dir))
+    for p in (demo, wiki, text):
+        p.add_argument("--data_dir", default=DATA_DIR, help="where NAME/ goes (default: data/)")
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="source", required=True)
-    dd = dict(default=DATA_DIR, help="where DATA_DIR/NAME/ goes (default: the repo's data/)")
-    p = sub.add_parser("demo", help="offline corpus from Python's own docs, bytes tokenizer")
-    p.add_argument("--data_dir", **dd)
-    h = f"WikiText-103 raw via Hugging Face datasets (or local parquet files: ${WIKITEXT_ENV})"
-    p = sub.add_parser("wikitext103", help=h, description=h)
-    p.add_argument(
-        "--tokenizer",
-        choices=["gpt2", "bytes"],
-        default="gpt2",
-        help="gpt2 writes data/wikitext103/, bytes writes data/wikitext103_bytes/",
-    )
-    p.add_argument("--data_dir", **dd)
-    p = sub.add_parser("text", help="any text file, or a folder of .txt/.md/.rst files")
-    p.add_argument("--input", required=True, help="a file, or a folder searched recursively")
-    p.add_argument("--name", required=True, help="dataset name: writes DATA_DIR/NAME/")
-    p.add_argument("--tokenizer", choices=["bytes", "gpt2"], default="bytes")
-    p.add_argument("--data_dir", **dd)
-    args = parser.parse_args(argv)
     try:
-        if args.source == "demo":
-            prepare_demo(args.data_dir)
-        elif args.source == "wikitext103":
-            prepare_wikitext103(args.data_dir, tokenizer=args.tokenizer)
-        else:
-            prepare_text(args.input, args.name, args.tokenizer, args.data_dir)
+        run(argv)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

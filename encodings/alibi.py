@@ -1,11 +1,8 @@
-"""ALiBi (Press, Smith, Lewis 2022, "Train Short, Test Long: Attention with Linear Biases Enables
-Input Length Extrapolation"): no position embedding; each head penalises distance linearly,
-
-    logit(t, s) = q_t . k_s / sqrt(d) - m_h (t - s)
-
-with fixed slopes m_h. For H a power of two they are geometric, starting at and with ratio
-2^(-8/H) (H = 8: 1/2, 1/4, ..., 1/256). Otherwise, with c the largest power of two below H: the
-c slopes for c heads, then every other slope of the 2c-head sequence, the first H - c of them.
+"""ALiBi (Press, Smith, Lewis 2022, "Train Short, Test Long"): no position embedding; each head
+penalises distance linearly, logit(t, s) = q_t . k_s / sqrt(d) - m_h (t - s), with fixed slopes
+m_h: for H a power of two geometric, starting at and with ratio 2^(-8/H); otherwise, with c the
+largest power of two below H, the c slopes for c heads, then the first H - c of every other slope
+of the 2c-head sequence.
 """
 
 import math
@@ -34,9 +31,8 @@ class ALiBi(Encoding):
         self.register_buffer("slopes", torch.tensor(alibi_slopes(config.n_head)), persistent=False)
 
     def bias(self, q, k, pos_q, pos_k):
-        dist = relative_distance(pos_q, pos_k).float()  # t - s: (Tq, Tk) or (B|1, H|1, Tq, Tk)
-        # slopes as (1, H, 1, 1): (1, H, Tq, Tk) for positions (T,), (B|1, H, Tq, Tk) for clocks
-        return -(self.slopes.float()[None, :, None, None] * dist)
+        dist = relative_distance(pos_q, pos_k).float()  # (Tq, Tk) or (B|1, H|1, Tq, Tk)
+        return -(self.slopes.float()[None, :, None, None] * dist)  # (1|B, H, Tq, Tk)
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
         slopes, t = self.slopes.float(), pos  # t - s in pos's dtype, then float32, as bias()

@@ -1,25 +1,12 @@
-"""Damped RoPE: a rotation and a decay per head (the seeds' group-theory post; the decay of RetNet,
-Sun et al. 2023, "Retentive Network"; Mamba-3's complex decays):
+"""Damped RoPE: a rotation and a decay per head (the group-theory view; RetNet, Sun et al. 2023):
 
     logit(t, s) = e^{alpha_h (t - s)} q_t^T R(omega (s - t)) k_s / sqrt(d),   alpha_h <= 0
 
-This is q^T A(t - s) k for A(t) = exp(tL), a generator L with eigenvalues alpha_h +- i omega_j
-(R's sign follows RoPE, so alpha = 0 gives back `rope` exactly). Defaults: RetNet's decays
-gamma_h = 1 - 2^(-5-h), alpha_h = ln gamma_h (half-lives 22 .. 2839 tokens for 8 heads), and
-RoPE's frequencies omega_j = base^(-2j/d) (RetNet's 1/10000^linspace(0,1,d/2) is nearly the same).
-
-decay="logit" (default) is the faithful form above: a decayed logit tends to 0, so far keys are
-pulled toward uniform weight, not suppressed. decay="weight" instead adds alpha_h (t - s) to the
-logit, multiplying the attention *weight* by gamma^(t - s): RoPE plus an ALiBi-like slope.
-
-The logit form is applied as a rotation with scale: q' = e^{alpha t} R(omega t) q, k' =
-e^{-alpha s} R(omega s) k. Attention feeds block-relative times (t - t0, s - t0), so the factors
-stay bounded; max_query_block keeps |alpha| * block below 60 so nothing overflows in float32/bf16.
-learn_alpha / learn_omega make them trainable (alpha = -max_alpha sigmoid(raw): smooth, in
-(-max_alpha, 0)).
-scaling / factor / original_length extend the rotation's context at evaluation time exactly as in
-`rope` (linear, dynamic, yarn, llama3): each omega_j is multiplied by the ratio by which the method
-changes RoPE's theta_j.
+q^T exp((t - s) L) k, L with eigenvalues alpha_h +- i omega_j; alpha = 0 is `rope`. Defaults:
+RetNet's alpha_h = ln(1 - 2^(-5-h)), RoPE's omega_j. decay="logit": the form above (far logits
+tend to 0, pulling far keys toward uniform weight), as q e^{alpha t}, k e^{-alpha s} on
+block-relative times; decay="weight" adds alpha_h (t - s) to the logit (RoPE plus ALiBi-like
+slopes). learn_alpha / learn_omega train them; scaling, factor, original_length: as in `rope`.
 """
 
 import math
@@ -32,6 +19,7 @@ from encoding import (
     bounded_decay,
     bounded_decay_raw,
     compute_dtype,
+    decay_query_block,
     hp_dtype,
     pair_products,
     relative_distance,
@@ -78,6 +66,7 @@ class DampedRoPE(Encoding):
         self.original_length = original_length or config.block_size
         self.context_dependent = scaling == "dynamic"  # its base follows the context length
         self.orthogonal = decay == "weight"  # pure rotation + bias: no scaled q/k
+        self.compiled_flex_grad = not learn_alpha  # alpha is computed from alpha_raw (encoding.py)
         alpha = torch.log(torch.tensor(gammas, dtype=torch.float64))
         if learn_alpha:
             self.alpha_raw = nn.Parameter(bounded_decay_raw(alpha, max_alpha).float())
@@ -85,8 +74,7 @@ class DampedRoPE(Encoding):
         else:
             self.register_buffer("alpha_fixed", alpha.float(), persistent=False)
             worst = float(-alpha.min())
-        # the largest query block for which e^{|alpha| * block} stays far from float32 overflow
-        self.max_query_block = max(1, int(60.0 / worst)) if worst > 0 else None
+        self.max_query_block = decay_query_block(worst)
         omega = rope_frequencies(self.head_dim, base).float()[None]  # (1, d/2)
         if learn_omega:
             self.omega = nn.Parameter(omega.repeat(self.n_head, 1))  # (H, d/2)
@@ -103,8 +91,7 @@ class DampedRoPE(Encoding):
         """The rotation frequencies (H|1, d/2) after context extension, and the q/k scale."""
         if self.scaling is None:
             return self.omega.to(dtype), 1.0
-        # computed on omega's device: a CPU table copied over would cost a copy per layer per step
-        dev = self.omega.device
+        dev = self.omega.device  # computed there: no copy per layer and step
         args = (self.head_dim, self.base)
         theta, scale = scaled_rope_frequencies(
             *args, self.scaling, self.factor, self.original_length, self.context_len, device=dev
@@ -117,8 +104,7 @@ class DampedRoPE(Encoding):
         t = pos.to(ct)  # (T,), or a clock (B|1, H|1, T)
         omega, scale = self.omegas(ct)
         angle = t[..., :, None] * omega[:, None, :]  # (H|1, T, d/2), or (B|1, H, T, d/2)
-        # scale and decay go into the (H, T, d/2) factors, not over x: one pass over (B, H, T, d)
-        # instead of three (damped RoPE's training step 6% faster on CPU, bench.py)
+        # scale and decay go into the (H, T, d/2) factors: one pass over x (B, H, T, d), not three
         r = torch.full((1, 1, 1), scale, dtype=ct, device=x.device)
         if self.decay == "logit":  # alpha (H, 1) against t: (H, T), or (B|1, H, T) on a clock
             r = r * torch.exp(sign * self.alpha().to(ct)[:, None] * t)[..., None]

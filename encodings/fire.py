@@ -1,45 +1,13 @@
-"""FIRE (Li, You, Guruganesh, Ainslie, Ontanon, Zaheer, Sanghai, Yang, Kumar, Bhojanapalli 2023,
-"Functional Interpolation for Relative Positions Improves Long Context Transformers", ICLR 2024,
-arXiv 2310.04418): a small learned function of the distance, normalised by the query's position,
-added to the logits:
+"""FIRE (Li et al. 2023, "Functional Interpolation for Relative Positions Improves Long Context
+Transformers"): a learned function of the distance, normalised by the query's position:
 
-    logit(i, j) = q_i . k_j / sqrt(d) + f_theta( psi(i - j) / psi(max(i, L)) )_h
-    psi(x)      = log(c x + 1)
-    f_theta(x)  = W2 relu(W1 x + b1),   W1, b1 in R^width, W2 in R^{H x width}
+    logit(i, j) = q_i . k_j / sqrt(d) + f( psi(i - j) / psi(max(i, L)) )_h
+    psi(x) = log(c x + 1),   f(x) = W2 relu(W1 x + b1),   W1, b1 in R^width, W2 in R^{H x width}
 
-one output per head h; c > 0 and the threshold L are learned. "Progressive interpolation": the
-input lies in [0, 1] for every causal pair at every length, so a longer sequence asks f for no
-input it has not seen; only its spacing gets finer. Not shift invariant, by design: the same
-distance gets a different bias at a different query position i once i > L.
-
-Choices the paper leaves to its code follow the reference PyTorch module that accompanies it
-(reproduced in several repositories, e.g. mcleish7/arithmetic, cramming/architectures/
-embeddings.py: width 32, init_c 0.1, init_L 512, eps 1e-6):
-- f_theta: one hidden layer of `mlp_width` = 32 units, ReLU, PyTorch's default Linear init;
-- c starts at `init_c` = 0.1 and enters as |c| (psi(x) = log(|c x| + 1): any sign is valid);
-- L = |L_multiplier| * init_L: the code learns a multiplier (init 1) of a fixed `init_L` = 512,
-  a relative learning rate for L, used as a threshold max(i, L) on the query position;
-- the normalisation exactly: psi(i - j) / (psi(max(i, L)) + eps), eps = 1e-6 (a guard for c->0);
-- one FIRE per layer (the module sits in each attention layer): per_layer = True;
-- distances i - j < 0 (future keys, masked anyway) are clamped to 0 here; the code takes |i - j|.
-Two differences that change no attention weight, as softmax ignores a constant per head and
-query: the output layer has no bias b2 (the code's nn.Linear has one, whose exact gradient is
-0), and the bias is f(x) - f(0), 0 at i = j (as Sandwich's). Both keep the bias and its
-gradients free of a large common offset, which bf16 attention rounds: with f(x) alone the
-gradients of b1 and W2 were off by 7% and 2.4% under bf16 autocast, with f(x) - f(0) by under 1%
-(measured as tests/test_gpu_paths.py does).
-Not weight-decayed (nanoPE's rule for positional parameters).
-With the default init_L = 512 and training at 512 tokens (configs/fire.py) the normaliser starts
-as the constant psi(L) for every training position and the inputs cover [0, 1); past L it grows
-with i.
-
-The MLP runs one hidden unit at a time, elementwise on the (Tq, Tk) inputs, in float32: no
-(Tq, Tk, width) tensor at evaluation, so memory stays O(heads x query block x T) as the other
-biases'. In training, autograd keeps every unit's ReLU output for the backward pass: width
-(Tq, Tk) tensors per block and layer (9 MB at T = 256), not batch-sized. The same function
-serves FlexAttention's score_mod, and torch.compile can fuse the whole loop (it is all
-elementwise). Autocast never touches it (no matmul): the bias is computed in float32, and
-rounded once where attention adds it.
+The input lies in [0, 1] at every length; not shift invariant past L. As the paper's reference
+module: width 32, |c| from 0.1, L = |L_multiplier| init_L, normaliser + 1e-6, one per layer.
+Softmax ignores a constant per query, so there is no output bias b2 and the bias is f(x) - f(0):
+no large common offset for bf16 attention to round into the gradients.
 """
 
 import torch
@@ -51,8 +19,7 @@ EPS = 1e-6  # the authors' guard in the normaliser
 
 
 def mlp(x, w1, b1, w2):
-    """sum_u w2[u] relu(w1[u] x + b1[u]): f_theta on a tensor of inputs x, one hidden unit at a
-    time (w2[u] broadcasts against x to give the heads' outputs)."""
+    """f(x) = sum_u w2[u] relu(w1[u] x + b1[u]), one hidden unit at a time (w2[u] broadcasts)."""
     out = 0.0
     for u in range(len(w1)):
         out = out + w2[u] * torch.relu(x * w1[u] + b1[u])
@@ -60,12 +27,12 @@ def mlp(x, w1, b1, w2):
 
 
 def normalized_distance(d, i, c, L):
-    """psi(d) / (psi(max(i, L)) + eps), psi(x) = log(c x + 1), for distances d >= 0 and query
-    positions i (broadcast against each other)."""
+    """psi(d) / (psi(max(i, L)) + eps), psi(x) = log(c x + 1), for distances d >= 0."""
     return torch.log1p(c * d) / (torch.log1p(c * torch.maximum(i, L)) + EPS)
 
 
 class Fire(Encoding):
+    compiled_flex_grad = False  # score_mod captures tensors computed in the graph (encoding.py)
     per_layer = True
     shift_invariant = False  # the bias depends on the query position i, not on i - j alone
 
@@ -77,20 +44,18 @@ class Fire(Encoding):
             if not (isinstance(value, int | float) and value > 0):
                 raise ValueError(f"fire {name} must be a positive number, got {value!r}")
         self.fc1 = nn.Linear(1, mlp_width)  # PyTorch's default init, as the authors'
-        self.fc2 = nn.Linear(mlp_width, config.n_head, bias=False)  # see the docstring
+        self.fc2 = nn.Linear(mlp_width, config.n_head, bias=False)  # no b2: docstring
         self.c = nn.Parameter(torch.tensor(float(init_c)))
         self.L_multiplier = nn.Parameter(torch.tensor(1.0))
         self.init_L = float(init_L)
 
     def weights(self):
-        """(w1, b1, w2) of f_theta in float32: w1, b1 (width,), w2 (width, H): row u holds unit
-        u's weight into each head."""
+        """(w1, b1, w2) of f in float32: w1, b1 (width,), w2 (width, H)."""
         return self.fc1.weight[:, 0].float(), self.fc1.bias.float(), self.fc2.weight.t().float()
 
     def c_and_L(self):
-        """(|c|, L = |L_multiplier| init_L) as one float32 tensor of two. One 1-D tensor, indexed
-        inside score_mod: FlexAttention's eager backward differentiates that, not a captured 0-d
-        tensor (a vmap error on CPU)."""
+        """(|c|, L = |L_multiplier| init_L) as one 1-D float32 tensor: FlexAttention's eager
+        backward differentiates indexing into it, not a captured 0-d tensor."""
         return torch.stack((self.c, self.L_multiplier * self.init_L)).float().abs()
 
     def bias(self, q, k, pos_q, pos_k):

@@ -1,13 +1,11 @@
 """The generator family: every linear, translation-invariant, continuous positional encoding
-(the seeds' group-theory post; GRAPE, Zhang et al. 2025). Such an encoding satisfies
-F(t)^T G(s) = A(t - s) with A(t) = exp(tL) for a generator L, and we apply it as
+(the group-theory view; GRAPE, Zhang et al. 2025) has F(t)^T G(s) = A(t - s), A(t) = exp(tL):
 
     q'_t = A(t)^T q_t,   k'_s = A(-s) k_s   =>   logit(t, s) = q_t^T A(t - s) k_s / sqrt(d).
 
 L is block-diagonal; `blocks` lists its blocks in channel order, each a dict with a `type`, a
-`count` (how many such blocks) and the type's parameters. Per head parameters (alpha, lam, slope)
-take a scalar or a list of n_head values; `learnable=True` trains them (alpha, lam stay <= 0).
-One block may give count="rest": as many blocks as fill the head's remaining channels.
+`count` ("rest": as many as fill the head) and the type's parameters. Per-head parameters (alpha,
+lam, slope) take a scalar or n_head values; `learnable=True` trains them (alpha, lam stay <= 0).
 
   type           channels   A(t) of one block
   zero           1          1                                         (NoPE channels)
@@ -19,20 +17,10 @@ One block may give count="rest": as many blocks as fill the head's remaining cha
   nilpotent      0          [[1, t], [0, 1]] on two virtual coordinates q_aug = (1, 0),
                             k_aug = (0, -slope sqrt(d)): adds -slope (t - s) to the logit (ALiBi)
 
-R(-omega t) follows RoPE's sign, so `rotation` blocks with the default frequencies are exactly
-`rope`, `damped` blocks are `damped_rope`, `zero` blocks are `nope`. Defaults: omega_j =
-base^(-2j / (2 count)) over a group's blocks (RoPE's schedule), alpha = RetNet's ln(1 - 2^(-5-h)),
-lam = 0, slope = ALiBi's slopes. Without `blocks` the generator is all rotations, i.e. RoPE.
-Every block has a closed-form exponential. How it is applied keeps every logit exact in float32,
-also when the GPU rounds matmul inputs to TF32's 10 bits:
-- zero, decay, rotation, damped transform q and k (rotate()); attention feeds block-relative
-  times, so the decays stay bounded far from the origin;
-- jordan, damped_jordan and nilpotent are polynomial in t - s, and are added as a bias computed
-  in t - s itself (bias()): sum_p (t - s)^p / p! * sum_i q_i k_{i+p}. Applied to q and k
-  separately, as A(t)^T q and A(-s) k, the same logit would be the difference of terms of size
-  t^3/6 and s^3/6, which TF32 rounding (or float32, far out) turns into noise. Their channels are
-  zeros in the rotated q and k, and no coordinates are appended, so the head dimension is kept.
-Positions may be float times.
+Defaults make `rotation` exactly `rope`, `damped` `damped_rope`, `zero` `nope` (omega_j =
+base^(-2j / (2 count)), RetNet's alpha, lam = 0, ALiBi's slopes; no `blocks`: RoPE). The
+polynomial blocks are a bias computed in t - s, sum_p (t - s)^p / p! sum_i q_i k_{i+p}: applied
+to q and k the logit would be a difference of terms of size t^3/6, which TF32 rounds to noise.
 """
 
 import math
@@ -45,6 +33,7 @@ from encoding import (
     bounded_decay,
     bounded_decay_raw,
     compute_dtype,
+    decay_query_block,
     hp_dtype,
     pair_products,
     relative_distance,
@@ -56,15 +45,9 @@ from .alibi import alibi_slopes
 from .damped_rope import retnet_gammas
 
 # channels one block of each type takes from q and k (None: depends on `size`)
-BLOCK_TYPES = {
-    "zero": 1,
-    "decay": 1,
-    "rotation": 2,
-    "damped": 2,
-    "jordan": None,
-    "damped_jordan": None,
-    "nilpotent": 0,
-}
+BLOCK_TYPES = dict(
+    zero=1, decay=1, rotation=2, damped=2, jordan=None, damped_jordan=None, nilpotent=0
+)
 BIAS_TYPES = {"jordan", "damped_jordan", "nilpotent"}  # applied in t - s, by bias()
 BLOCK_KEYS = {"type", "count", "alpha", "omega", "lam", "size", "slope", "learnable"}
 
@@ -85,9 +68,8 @@ def poly_matrix(t, m):
 
 
 def poly_logits(q, k, delta):
-    """sum over Jordan blocks of q^T P(t - s) k with P = exp((t - s) N), for q, k of shape
-    (B, H, T, count, size, pair) and delta (Tq, Tk) = t - s: sum_p (t - s)^p / p! * S_p, where
-    S_p = sum_i q_i . k_{i+p} is one matmul over the blocks' shifted channels."""
+    """sum over blocks of q^T exp((t - s) N) k = sum_p (t - s)^p / p! S_p, q, k (B, H, T, count,
+    size, pair), delta = t - s; S_p = sum_i q_i . k_{i+p} is one matmul."""
     size = q.size(-2)
     out, power = 0.0, torch.ones_like(delta)
     for p in range(size):
@@ -106,7 +88,7 @@ def rotation_matrix(phi):
 class Generator(Encoding):
     def __init__(self, config, blocks=None, base=10000.0, max_alpha=0.1):
         super().__init__(config)
-        d, H = self.head_dim, self.n_head
+        d = self.head_dim
         blocks = blocks if blocks is not None else [dict(type="rotation", count=d // 2)]
         self.groups = []  # (type, first channel, last channel + 1, count, size)
         self._fixed = {}  # fixed block parameters, float64, by name (moved at first use)
@@ -114,56 +96,10 @@ class Generator(Encoding):
         worst_decay, start = 0.0, 0
         for i, spec in enumerate(blocks):
             spec = dict(spec)
-            kind = spec.get("type")
-            if kind not in BLOCK_TYPES:
-                raise ValueError(
-                    f"generator block {i}: type {kind!r} is not one of {list(BLOCK_TYPES)}"
-                )
-            unknown = set(spec) - BLOCK_KEYS
-            if unknown:
-                raise ValueError(
-                    f"generator block {i}: unknown keys {sorted(unknown)};"
-                    f" valid: {sorted(BLOCK_KEYS)}"
-                )
-            size, width = int(spec.get("size", 2)), block_width(spec)
-            count = spec.get("count", 1)
-            if count == "rest":  # as many blocks as fill the channels the others leave
-                others = sum(
-                    int(b.get("count", 1)) * block_width(b)
-                    for j, b in enumerate(blocks)
-                    if j != i and b.get("count", 1) != "rest"
-                )
-                count = (d - others) // max(width, 1)
-                if count < 0:
-                    raise ValueError(
-                        f"generator blocks need {others} channels but the head dimension is"
-                        f" only {d}"
-                    )
-            count = int(count)
+            kind, count, size, width = self._check_block(i, spec, blocks)
             if count == 0:  # e.g. count="rest" with nothing left: the block is absent
                 continue
-            learn = bool(spec.get("learnable", False))
-            if kind in ("rotation", "damped", "damped_jordan"):
-                omega = spec.get("omega")
-                omega = rope_frequencies(2 * count, base) if omega is None else omega
-                omega = torch.as_tensor(omega, dtype=torch.float64)
-                if omega.ndim > 1 or omega.numel() not in (1, count):
-                    raise ValueError(
-                        f"generator block {i}: give one omega or {count} (one per block)"
-                    )
-                self._param(i, "omega", omega.expand(count), learn)
-            if kind in ("decay", "damped", "damped_jordan", "jordan"):
-                name = "lam" if kind == "jordan" else "alpha"
-                default = 0.0 if kind == "jordan" else [math.log(g) for g in retnet_gammas(H)]
-                value = self._per_head(spec.get(name, default), f"block {i} {name}")
-                if (value > 0).any():
-                    raise ValueError(f"generator block {i}: {name} must be <= 0 (a decay)")
-                self._decay_param(i, value, learn)
-                if kind in ("decay", "damped"):  # applied to q and k: bound the query block
-                    worst_decay = max(worst_decay, max_alpha if learn else float(-value.min()))
-            if kind == "nilpotent":
-                slope = self._per_head(spec.get("slope", alibi_slopes(H)), f"block {i} slope")
-                self._param(i, "slope", slope, learn)
+            worst_decay = max(worst_decay, self._add_parameters(i, spec, kind, count, base))
             self.groups.append((kind, start, start + count * width, count, size))
             start += count * width
         if start != d:
@@ -175,15 +111,65 @@ class Generator(Encoding):
             )
         kinds = {g[0] for g in self.groups}
         self.orthogonal = kinds <= {"zero", "rotation", "nilpotent"}
-        self.max_query_block = max(1, int(60.0 / worst_decay)) if worst_decay > 0 else None
+        self.max_query_block = decay_query_block(worst_decay)
         self.has_rotate = bool(kinds - {"zero", "nilpotent"})
         self.has_bias = bool(kinds & BIAS_TYPES)
+
+    def _check_block(self, i, spec, blocks):
+        """Block spec i checked: its type, count (resolving "rest"), size and channels per block."""
+        kind = spec.get("type")
+        if kind not in BLOCK_TYPES:
+            raise ValueError(
+                f"generator block {i}: type {kind!r} is not one of {list(BLOCK_TYPES)}"
+            )
+        unknown = set(spec) - BLOCK_KEYS
+        if unknown:
+            raise ValueError(
+                f"generator block {i}: unknown keys {sorted(unknown)}; valid: {sorted(BLOCK_KEYS)}"
+            )
+        size, width, count = int(spec.get("size", 2)), block_width(spec), spec.get("count", 1)
+        if count == "rest":  # as many blocks as fill the channels the others leave
+            fixed = [b for j, b in enumerate(blocks) if j != i and b.get("count", 1) != "rest"]
+            others = sum(int(b.get("count", 1)) * block_width(b) for b in fixed)
+            count = (self.head_dim - others) // max(width, 1)
+            if count < 0:
+                raise ValueError(
+                    f"generator blocks need {others} channels but the head dimension is"
+                    f" only {self.head_dim}"
+                )
+        return kind, int(count), size, width
+
+    def _add_parameters(self, i, spec, kind, count, base):
+        """Block i's omega, decay and slope; returns its largest decay of q and k (0: none)."""
+        g, learn, worst = len(self.groups), bool(spec.get("learnable", False)), 0.0
+        if learn:  # score_mod would capture slopes computed in the graph (encoding.py)
+            self.compiled_flex_grad = False
+        if kind in ("rotation", "damped", "damped_jordan"):
+            omega = spec.get("omega")
+            omega = rope_frequencies(2 * count, base) if omega is None else omega
+            omega = torch.as_tensor(omega, dtype=torch.float64)
+            if omega.ndim > 1 or omega.numel() not in (1, count):
+                raise ValueError(f"generator block {i}: give one omega or {count} (one per block)")
+            self._param(g, "omega", omega.expand(count), learn)
+        if kind in ("decay", "damped", "damped_jordan", "jordan"):
+            name = "lam" if kind == "jordan" else "alpha"
+            default = 0.0 if kind == "jordan" else [math.log(x) for x in retnet_gammas(self.n_head)]
+            value = self._per_head(spec.get(name, default), f"block {i} {name}")
+            if (value > 0).any():
+                raise ValueError(f"generator block {i}: {name} must be <= 0 (a decay)")
+            raw = bounded_decay_raw(value, self.max_alpha) if learn else value  # in (-max_alpha, 0)
+            self._param(g, "decay", raw, learn)
+            if kind in ("decay", "damped"):  # applied to q and k, not in t - s
+                worst = self.max_alpha if learn else float(-value.min())
+        if kind == "nilpotent":
+            slope = self._per_head(spec.get("slope", alibi_slopes(self.n_head)), f"block {i} slope")
+            self._param(g, "slope", slope, learn)
+        return worst
 
     # --- parameters: buffers when fixed, nn.Parameters when learnable
     def _per_head(self, value, what):
         v = torch.as_tensor(value, dtype=torch.float64)
-        if v.ndim == 0:
-            v = v.expand(self.n_head)
+        v = v.expand(self.n_head) if v.ndim == 0 else v
         if v.shape != (self.n_head,):
             raise ValueError(f"generator {what}: give one value or {self.n_head} (one per head)")
         return v.clone()
@@ -208,18 +194,10 @@ class Generator(Encoding):
         return self._fixed[key]
 
     def _angle(self, i, pos):
-        """(T, count) rotation angles omega t in float64 -- in float32 they would be off by ~t *
-        6e-8 rad, 4e-3 at t = 60,000 -- returned as cos, sin in the compute dtype. A clock
-        (B|1, H|1, T) gives (B|1, H|1, T, count)."""
+        """cos, sin of the (T, count) angles omega t ((B|1, H|1, T, count) on a clock), computed in
+        float64: float32 would be off by ~t * 6e-8 rad."""
         angle = pos.to(hp_dtype(pos.device))[..., None] * self.get(i, "omega", pos)
         return angle.cos(), angle.sin()
-
-    def _decay_param(self, i, value, learn):
-        if learn:  # a smooth bound keeps it in (-max_alpha, 0)
-            raw = bounded_decay_raw(value, self.max_alpha)
-            self.register_parameter(f"g{i}_decay", nn.Parameter(raw.float()))
-        else:
-            self._fixed[f"g{i}_decay"] = value.clone()
 
     def decay(self, i, like):
         """Block i's decay rates alpha (or lam) per head, (H,), all <= 0."""
@@ -231,6 +209,8 @@ class Generator(Encoding):
     # --- the fast path, part 1: q' = A(t)^T q, k' = A(-s) k for the zero, decay and rotation blocks
     def _transform(self, i, x, pos, query):
         kind = self.groups[i][0]
+        if kind in BIAS_TYPES:  # their logits come from bias(): zeros here
+            return torch.zeros_like(x)
         if kind in ("rotation", "damped"):
             cos, sin = self._angle(i, pos)
             x = rotate_pairs(x, cos.to(x.dtype), sin.to(x.dtype))
@@ -242,14 +222,9 @@ class Generator(Encoding):
     def rotate(self, q, k, pos_q, pos_k):
         ct = compute_dtype(q.dtype)
         qs, ks = [], []
-        for i, (kind, c0, c1, _, _) in enumerate(self.groups):
-            qg, kg = q[..., c0:c1].to(ct), k[..., c0:c1].to(ct)
-            if kind in BIAS_TYPES:  # their logits come from bias(): zeros here
-                qg, kg = torch.zeros_like(qg), torch.zeros_like(kg)
-            else:
-                qg, kg = self._transform(i, qg, pos_q, True), self._transform(i, kg, pos_k, False)
-            qs.append(qg)
-            ks.append(kg)
+        for i, (_, c0, c1, _, _) in enumerate(self.groups):
+            qs.append(self._transform(i, q[..., c0:c1].to(ct), pos_q, True))
+            ks.append(self._transform(i, k[..., c0:c1].to(ct), pos_k, False))
         return torch.cat(qs, -1).to(q.dtype), torch.cat(ks, -1).to(k.dtype)
 
     # --- the fast path, part 2: the polynomial blocks, as a bias computed in t - s
@@ -259,8 +234,7 @@ class Generator(Encoding):
         delta = relative_distance(pos_q, pos_k).to(ct).clamp(min=0)  # (B|1, H|1,) Tq, Tk
         total = 0.0
         for i, (kind, c0, c1, count, size) in enumerate(self.groups):
-            if kind == "nilpotent":  # slopes (1, H, 1, 1): a 4-D bias as ALiBi's, whatever delta's
-                # shape (SDPA takes a 3-D (H, Tq, Tk) mask down a path 10x slower on CPU)
+            if kind == "nilpotent":  # (1, H, 1, 1) slopes: a 4-D bias (SDPA is slow on a 3-D one)
                 total = total - self.get(i, "slope", q).to(ct)[None, :, None, None] * delta
                 continue
             if kind not in BIAS_TYPES:
@@ -306,12 +280,8 @@ class Generator(Encoding):
                 part = (phi.cos() * dot + phi.sin() * cross).sum(-1)
             elif kind == "jordan":
                 P = poly_matrix(delta.flatten(), size).view(*delta.shape, size, size)
-                part = torch.einsum(
-                    f"bhtci,{ts}ij,bhscj->bhts",
-                    qg.unflatten(-1, (count, size)),
-                    P,
-                    kg.unflatten(-1, (count, size)),
-                )
+                qg, kg = qg.unflatten(-1, (count, size)), kg.unflatten(-1, (count, size))
+                part = torch.einsum(f"bhtci,{ts}ij,bhscj->bhts", qg, P, kg)
             elif kind == "damped_jordan":
                 P = poly_matrix(delta.flatten(), size).view(*delta.shape, size, size)
                 phi = delta[..., None] * self.get(i, "omega", delta)

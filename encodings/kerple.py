@@ -1,26 +1,12 @@
-"""KERPLE (Chi, Fan, Ramadge, Rudnicky 2022, "KERPLE: Kernelized Relative Positional Embedding for
-Length Extrapolation"): a conditionally positive definite kernel of the distance, learned per head,
-added to the logits:
+"""KERPLE (Chi, Fan, Ramadge, Rudnicky 2022): a conditionally positive definite kernel of the
+distance, learned per head, added to the logits:
 
     variant="log"   (default): logit(t, s) = q_t . k_s / sqrt(d) - r1_h log(1 + r2_h (t - s))
     variant="power":           logit(t, s) = q_t . k_s / sqrt(d) - r1_h (t - s)^r2_h
 
-with r1, r2 > 0 and, for the power kernel, r2 <= 2 (the paper's condition for the kernel to be
-conditionally positive definite). ALiBi is the power kernel with r2 = 1 and fixed r1.
-
-Parametrisation and init follow the authors' GPT-NeoX code (github.com/chijames/KERPLE,
-megatron/mpu/layers.py, ParallelKerpleLog and ParallelKerplePower):
-- r1 and r2 are the parameters themselves (no softplus), one per head, ONE pair shared by all
-  layers (the code builds one module and hands it to every layer);
-- init uniform: log r1 ~ U(0, 2), r2 ~ U(0, 1); power r1 ~ U(0, 1), r2 ~ U(0, 2);
-- constraint: r1, r2 >= 0.01, and r2 <= 2 for power. The authors clamp the parameters' .data in
-  place before every forward (projected gradient descent: the gradient is the unconstrained one).
-  Here the clamp is applied to the value and the gradient passes straight through it, which gives
-  the same forward and the same gradient; the stored parameter is not overwritten (an in-place
-  clamp in a forward breaks autograd when one module serves every layer), so a parameter pushed
-  past its bound keeps its raw value, and must come back across the bound before the value moves.
-- not weight-decayed (nanoPE's rule for positional parameters).
-Distances are t - s clamped at 0 (the future is masked anyway), as the authors' tril does.
+As the authors' code: one (r1, r2) per head for all layers; init log r1 ~ U(0, 2), r2 ~ U(0, 1),
+power r1 ~ U(0, 1), r2 ~ U(0, 2); r1, r2 >= 0.01 (power r2 <= 2), which they enforce by clamping
+.data in place: here a straight-through clamp, the same forward and gradient.
 """
 
 import torch
@@ -38,6 +24,8 @@ def clamp_straight_through(x, lo, hi=None):
 
 
 class Kerple(Encoding):
+    compiled_flex_grad = False  # score_mod captures tensors computed in the graph (encoding.py)
+
     def __init__(self, config, variant="log"):
         super().__init__(config)
         if variant not in VARIANTS:
@@ -66,8 +54,7 @@ class Kerple(Encoding):
         return self.kernel(d, r1, r2)  # (1, H, Tq, Tk), or (B|1, H, Tq, Tk) on a clock
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
-        # t - s in the positions' own dtype, then float32, as bias() (float64 times far out)
-        (r1, r2), t = self.coefficients(), pos
+        (r1, r2), t = self.coefficients(), pos  # t - s in pos's dtype, then float32, as bias()
         return lambda score, b, h, i, j: (
             score + self.kernel((t[i] - t[j]).float().clamp(min=0), r1[h], r2[h])
         )

@@ -1,38 +1,12 @@
-"""Rotary position embedding, RoPE (Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary
-Position Embedding"). Each interleaved channel pair i = (2i, 2i+1) of q and k is rotated by an
-angle proportional to its position, theta_i = base^(-2i/d), base = 10000:
+"""Rotary position embedding, RoPE (Su et al. 2021, "RoFormer"): each interleaved pair i of q and k
+is rotated by its position times theta_i = base^(-2i/d), base = 10000:
 
-    q'_t = R(theta t) q_t,   k'_s = R(theta s) k_s,
-    logit(t, s) = q'_t . k'_s / sqrt(d) = q_t^T R(theta (s - t)) k_s / sqrt(d)
+    logit(t, s) = R(theta t) q_t . R(theta s) k_s / sqrt(d) = q_t^T R(theta (s - t)) k_s / sqrt(d)
 
-so the logit depends on t - s only. Interleaved pairs as in GPT-J and the seeds' code (Llama's
-half-split layout is the same up to a fixed channel permutation). cos/sin are computed in float64
-(float32 on mps) and stored in float32; each layer computes them anew: (T, d/2) values, a few
-microseconds, not worth a cache (nothing measurable was gained by one).
-
-Context extension at evaluation time (no retraining): scaling = "linear" (position interpolation),
-"dynamic" (dynamic NTK), "yarn" or "llama3", with `factor` and the training length
-original_length (default block_size); see scaled_rope_frequencies below for the formulas.
-damped_rope uses the same methods for its rotation.
-
-p-RoPE (Barbero et al. 2024, "Round and round we go! What makes Rotary Positional Encodings
-useful?"): option p in (0, 1] keeps the fraction p of RoPE's frequencies, the highest ones, and
-leaves the channels of the others unrotated (NoPE channels the model may use for semantics):
-
-    pairs i < m = floor(p d / 2) rotate by theta_i = base^(-2i/d) (the top of RoPE's own schedule,
-    not re-spread over the kept pairs); channels 2m .. d-1 enter the logit as a plain dot product.
-
-The paper truncates the lowest frequencies ("0-RoPE" is NoPE, "1-RoPE" RoPE); its pseudocode
-(apply_p_rope, as Google DeepMind's gemma library's rope_proportion) keeps m = int(p * d // 2)
-inverse frequencies base^(-2i/d), i < m, and zero for the rest: the top of the original schedule.
-Its layout is half-split, so its NoPE channels are the last d/2 - m of each half; here, with
-interleaved pairs, they are the last d - 2m channels: the same up to a fixed channel permutation.
-As in that pseudocode, the NoPE pairs get frequency 0 (cos 1, sin 0): the same one rotation
-kernel over all channels, exact on those (a * 1 - b * 0 = a), and measured faster on CPU than
-rotating a slice and concatenating the rest (1.2-1.4x, forward and backward); p = 1 (the default)
-is RoPE itself. Context extension applies to the kept frequencies exactly as in full RoPE (each
-method is a function of the original schedule); YaRN's temperature scales the whole logit, NoPE
-channels included.
+Interleaved pairs as GPT-J (Llama's half split permutes the channels). Options: context extension
+at evaluation time (scaling, factor, original_length: scaled_rope_frequencies), and p-RoPE
+(Barbero et al. 2024): p in (0, 1] rotates only the first int(p d // 2) pairs, the highest
+frequencies of RoPE's own schedule, as the paper's apply_p_rope; the rest get frequency 0.
 """
 
 import math
@@ -57,22 +31,16 @@ def check_scaling(scaling):
         raise ValueError(f"unknown rope scaling {scaling!r}; choose from {SCALINGS}")
 
 
+YARN_BETA = (32.0, 1.0)  # YaRN's beta_fast, beta_slow
+LLAMA3_FREQ_FACTORS = (1.0, 4.0)  # Llama 3.1's low_freq_factor, high_freq_factor
+
+
 def scaled_rope_frequencies(
-    dim,
-    base=10000.0,
-    scaling=None,
-    factor=1.0,
-    original_length=None,
-    length=None,
-    beta_fast=32.0,
-    beta_slow=1.0,
-    low_freq_factor=1.0,
-    high_freq_factor=4.0,
-    device=None,
+    dim, base=10000.0, scaling=None, factor=1.0, original_length=None, length=None, device=None
 ):
     """RoPE frequencies under a context-extension method applied at evaluation time, and the
     factor by which q and k are each multiplied (YaRN's attention temperature; 1 otherwise).
-    original_length is the training length L0; length the current sequence length L.
+    original_length is the training length L0, length the current one L.
       linear  -- position interpolation (Chen et al. 2023): theta_i / factor
       dynamic -- dynamic NTK: base' = base (factor L / L0 - (factor - 1))^(d / (d - 2)) when L > L0
       yarn    -- YaRN (Peng et al. 2023): per-frequency ramp between interpolation (theta / factor)
@@ -93,24 +61,18 @@ def scaled_rope_frequencies(
             return theta, 1.0
         new_base = base * (factor * length / L0 - (factor - 1)) ** (dim / (dim - 2))
         return rope_frequencies(dim, new_base, device), 1.0
-    if scaling == "yarn":
-
-        def correction_dim(rotations):  # the dim whose pair turns `rotations` times in L0 tokens
-            return dim * math.log(L0 / (rotations * 2 * math.pi)) / (2 * math.log(base))
-
-        low = max(math.floor(correction_dim(beta_fast)), 0)
-        high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
+    if scaling == "yarn":  # correction_dim(r): the dim whose pair turns r times in L0 tokens
+        correction_dim = lambda r: dim * math.log(L0 / (r * 2 * math.pi)) / (2 * math.log(base))
+        low = max(math.floor(correction_dim(YARN_BETA[0])), 0)
+        high = min(math.ceil(correction_dim(YARN_BETA[1])), dim - 1)
         high = high + 0.001 if high == low else high
         i = torch.arange(dim // 2, device=theta.device, dtype=theta.dtype)
         extrapolate = 1 - ((i - low) / (high - low)).clamp(0, 1)  # 1: keep theta, 0: theta/factor
         theta = theta / factor * (1 - extrapolate) + theta * extrapolate
         return theta, 0.1 * math.log(factor) + 1.0
-    # llama3
+    lo, hi = LLAMA3_FREQ_FACTORS
     wavelength = 2 * math.pi / theta
-    smooth = ((L0 / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)).clamp(
-        0, 1
-    )
-    # smooth = 1 for short wavelengths (kept), 0 for long ones (interpolated)
+    smooth = ((L0 / wavelength - lo) / (hi - lo)).clamp(0, 1)  # 1: kept, 0: interpolated
     return theta / factor * (1 - smooth) + theta * smooth, 1.0
 
 
@@ -135,24 +97,15 @@ class RoPE(Encoding):
         self.context_dependent = scaling == "dynamic"  # its base follows the context length
 
     def frequencies(self, device):
-        """theta_i (under context extension, if any; 0 for p-RoPE's unrotated pairs) and the q/k
-        scale (YaRN's temperature)."""
-        theta, scale = scaled_rope_frequencies(
-            self.head_dim,
-            self.base,
-            self.scaling,
-            self.factor,
-            self.original_length,
-            self.context_len,
-            device=device,
-        )
+        """theta_i (context-extended; 0 for p-RoPE's NoPE pairs) and the q/k scale (YaRN's)."""
+        args = (self.head_dim, self.base, self.scaling, self.factor, self.original_length)
+        theta, scale = scaled_rope_frequencies(*args, self.context_len, device=device)
         if self.pairs < theta.numel():  # p-RoPE: the lowest frequencies become 0 (NoPE pairs)
             theta = torch.cat((theta[: self.pairs], theta.new_zeros(theta.numel() - self.pairs)))
         return theta, scale
 
     def cos_sin(self, pos):
-        """cos and sin of the angles theta_i t, times the q/k scale: (T, d/2) float32 each, or
-        (B|1, H|1, T, d/2) for a clock per sequence and head (B|1, H|1, T)."""
+        """cos and sin of theta_i t times the q/k scale, float32: (T, d/2) or (B|1, H|1, T, d/2)."""
         theta, scale = self.frequencies(pos.device)
         angle = pos.to(hp_dtype(pos.device))[..., None] * theta
         return (angle.cos() * scale).float(), (angle.sin() * scale).float()

@@ -1,13 +1,7 @@
-"""T5 relative bias (Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified
-Text-to-Text Transformer"): a learned scalar per (distance bucket, head) added to the logits,
-
-    logit(t, s) = q_t . k_s / sqrt(d) + b[bucket(t - s), h]
-
-one table shared by every layer. Causal bucketing (num_buckets B = 32, max_distance M = 128) of
-n = max(t - s, 0): n < B/2 -> n (exact); otherwise logarithmic,
-    B/2 + floor(log(n / (B/2)) / log(M / (B/2)) * (B/2)), capped at B - 1,
-so every distance from about M on shares the last bucket. Real-valued distances (float times, a
-learned clock) are floored first, n = max(floor(t - s), 0), so a learned clock gets no gradient.
+"""T5 relative bias (Raffel et al. 2020): logit(t, s) = q_t . k_s / sqrt(d) + b[bucket(t - s), h],
+one learned table for all layers. Causal buckets (B = num_buckets, M = max_distance) of
+n = max(floor(t - s), 0): n < B/2 exact, else B/2 + floor(log(n / (B/2)) / log(M / (B/2)) * B/2),
+at most B - 1. Distances are floored, so a learned clock would get no gradient (refused).
 """
 
 import math
@@ -27,7 +21,7 @@ def t5_bucket(n, num_buckets=32, max_distance=128):
 
 
 class T5Bias(Encoding):
-    rounds_distances = True  # a learned clock would get no gradient: refused (model.make_clock)
+    rounds_distances = True
 
     def __init__(self, config, num_buckets=32, max_distance=128):
         super().__init__(config)
@@ -37,19 +31,13 @@ class T5Bias(Encoding):
     def bias(self, q, k, pos_q, pos_k):
         n = relative_distance(pos_q, pos_k).floor().long().clamp(min=0)  # (Tq, Tk) | (B|1,H|1,..)
         buckets = t5_bucket(n, self.num_buckets, self.max_distance)
-        # head h reads its own column at its own buckets: the head diagonal of table[buckets],
-        # never the (B, H, Tq, Tk, H) tensor that a clock per head would make of it; for positions
-        # (T,) no permuted copy either (forward + backward 2x faster than table[buckets].permute
-        # at H = 12, a 128 x 256 block, measured on CPU)
+        # head h reads its own column at its own buckets: never table[buckets] (.., Tq, Tk, H)
         heads = torch.arange(self.n_head, device=buckets.device)[:, None, None]
         bias = self.table.t()[heads, buckets].float()  # (H, Tq, Tk) | (B|1, H, Tq, Tk)
         return bias[None] if bias.dim() == 3 else bias  # (1, H, Tq, Tk) as the other biases
 
     def score_mod(self, q, pos):  # the same bias, element-wise, for FlexAttention
-        table, t = self.table, pos
-
-        def mod(score, b, h, i, j):
-            n = (t[i] - t[j]).floor().long().clamp(min=0)
-            return score + table[t5_bucket(n, self.num_buckets, self.max_distance), h]
-
-        return mod
+        table, t, B, M = self.table, pos, self.num_buckets, self.max_distance
+        return lambda score, b, h, i, j: (
+            score + table[t5_bucket((t[i] - t[j]).floor().long().clamp(min=0), B, M), h]
+        )

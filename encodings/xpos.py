@@ -1,22 +1,12 @@
-"""xPos (Sun et al. 2022, "A Length-Extrapolatable Transformer"): RoPE whose rotation pairs also
-decay, each at its own rate. Pair i (channels 2i, 2i+1) of the query at n is scaled by
-zeta_i^(n/B), of the key at m by zeta_i^(-m/B), on top of RoPE's rotation by theta_i = base^(-2i/d):
+"""xPos (Sun et al. 2022, "A Length-Extrapolatable Transformer"): RoPE whose pairs also decay.
+Pair i of the query at n is scaled by zeta_i^(n/B), of the key at m by zeta_i^(-m/B), on top of
+RoPE's rotation by theta_i = base^(-2i/d):
 
     zeta_i = (2i/d + gamma) / (1 + gamma),   gamma = 0.4, B = scale_base = 512
     logit(n, m) = sum_i zeta_i^((n - m)/B) q_i^T R(theta_i (m - n)) k_i / sqrt(d)
 
-so the fast-rotating pairs decay fastest (zeta_0 = 0.29: a factor e^-1 every 409 tokens) and the
-slowest pairs hardly at all (zeta -> 1): a damped rotation with one decay rate per frequency,
-ln(zeta_i) / B, the same for every head. As in the authors' torchscale code (XPOS): gamma 0.4 and
-B = 512, theta_i as in RoPE, interleaved pairs rotated like `rope`, the query scaled up and the key
-down. torchscale centres the positions of the scale on the middle of the sequence so that zeta^(n/B)
-stays in range; the centre cancels in n - m. Here attention does the same with block-relative
-times (the start of each query block as 0), so the factors stay bounded at any position: queries
-and keys at positions near 60,000 give exact logits, where zeta_0^(60000/512) = 1e-64 alone would
-underflow float32. The paper's blockwise causal attention at inference (a windowing scheme) is not
-part of the encoding and is not implemented here.
-
-Options: scale_base (B, 512), gamma (0.4), base (RoPE's 10000).
+The fast pairs decay fastest; the same rates for every head (the authors' torchscale values).
+Attention feeds block-relative times, where torchscale centres the positions: exact anywhere.
 """
 
 import math
@@ -26,18 +16,13 @@ import torch
 from encoding import (
     Encoding,
     compute_dtype,
+    decay_query_block,
     hp_dtype,
     pair_products,
     relative_distance,
     rope_frequencies,
     rotate_pairs,
 )
-
-
-def xpos_zeta(dim, gamma=0.4, device=None):
-    """xPos's per-pair decay base zeta_i = (2i/dim + gamma) / (1 + gamma), i < dim/2, float64."""
-    i = torch.arange(0, dim, 2, device=device, dtype=hp_dtype(device or "cpu"))
-    return (i / dim + gamma) / (1 + gamma)
 
 
 class XPos(Encoding):
@@ -54,16 +39,15 @@ class XPos(Encoding):
         if not base > 0:
             raise ValueError(f"xpos base must be > 0, got {base!r}")
         self.scale_base, self.gamma, self.base = float(scale_base), float(gamma), float(base)
-        # the fastest decay is pair 0's; keep e^{|rate| * block} far from float32 overflow
-        worst = -math.log(self.gamma / (1 + self.gamma)) / self.scale_base
-        self.max_query_block = max(1, int(60.0 / worst))
+        worst = -math.log(self.gamma / (1 + self.gamma)) / self.scale_base  # pair 0 decays fastest
+        self.max_query_block = decay_query_block(worst)
 
     def rates(self, device):
-        """Per pair i, RoPE's frequency theta_i and xPos's decay rate ln(zeta_i) / B (<= 0), each
-        (d/2,) in float64 (float32 on mps), computed on `device`: no table to copy over."""
+        """RoPE's theta_i and xPos's rate ln(zeta_i) / B per pair, in float64 on `device`."""
         theta = rope_frequencies(self.head_dim, self.base, device)
-        rate = torch.log(xpos_zeta(self.head_dim, self.gamma, device)) / self.scale_base
-        return theta, rate
+        two_i = torch.arange(0, self.head_dim, 2, device=device, dtype=hp_dtype(device))
+        zeta = (two_i / self.head_dim + self.gamma) / (1 + self.gamma)
+        return theta, torch.log(zeta) / self.scale_base
 
     def _rotate_scale(self, x, pos, sign):
         # zeta^(+-t/B) R(theta t) x for each pair: one complex multiplication by scale * e^{i angle}

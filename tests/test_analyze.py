@@ -34,11 +34,11 @@ def make_dataset(root, n_val=1200):
     return write_token_dataset(root, splits, VOCAB)
 
 
-def tiny_model(encoding, n_layer=2, n_head=2, n_embd=16, block_size=8):
+def tiny_model(encoding, n_layer=2, n_head=2, n_embd=16, block_size=8, **kw):
     torch.manual_seed(0)
     cfg = GPTConfig(
         vocab_size=VOCAB, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-        encoding=encoding, attn_block_size=8,
+        encoding=encoding, attn_block_size=8, **kw,
     )  # fmt: skip
     return GPT(cfg).eval()
 
@@ -64,28 +64,40 @@ def val_windows(root, T, n):
     return torch.from_numpy(data[: n * T].reshape(n, T))
 
 
-def direct_attention(model, idx):
+def float64_clock(clock, x):
+    """A learned clock on token indices, in float64: t_u = sum_{0 < u' <= u} softplus(w . x_u' + b)
+    per head, (N, H, T)."""
+    steps = torch.nn.functional.softplus(x @ clock.weight.T + clock.bias).transpose(1, 2)
+    return torch.cat((torch.zeros_like(steps[..., :1]), steps[..., 1:]), -1).cumsum(-1)
+
+
+def direct_attention(model, idx, on_clock=True):
     """Per layer: (logits, content) float64 (N, H, T, T) and the attention probabilities, the
-    obvious way: the whole residual stream in float64, pe.scores on the full square, the causal
-    mask and softmax."""
+    obvious way: the whole residual stream in float64, pe.scores on the full square at the
+    positions attention gets (each layer's learned clock, if any, computed here; on_clock=False:
+    the token index all the same), the causal mask and softmax."""
     m = copy.deepcopy(model).double()
     N, T = idx.shape
     pos = torch.arange(T)
     x = m.transformer.wte(idx)
     if m.pe[0].has_embed:
         x = x + m.pe[0].embed(pos)
+    shared = float64_clock(m.clock, x) if m.clock is not None else pos
     out = []
     for i, block in enumerate(m.transformer.h):
         pe = m.layer_encoding(i)
         C, H = x.size(-1), block.attn.n_head
-        q, k, _ = block.attn.c_attn(block.ln_1(x)).split(C, dim=2)
+        h = block.ln_1(x)
+        q, k, _ = block.attn.c_attn(h).split(C, dim=2)
         q, k = (t.view(N, T, H, C // H).transpose(1, 2) for t in (q, k))
-        logits = pe.scores(q, k, pos, pos)
+        clock = shared if block.attn.clock is None else float64_clock(block.attn.clock, h)
+        block.attn.clock = None  # the block below runs on the clock computed here
+        logits = pe.scores(q, k, clock if on_clock else pos, clock if on_clock else pos)
         content = q @ k.transpose(-2, -1) / math.sqrt(C // H)
         causal = torch.ones(T, T, dtype=torch.bool).tril()
         att = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
         out.append((logits.detach().numpy(), content.detach().numpy(), att.detach().numpy()))
-        x = block(x, pos, pe)
+        x = block(x, clock, pe)
     return out
 
 
@@ -160,6 +172,32 @@ def test_statistics_equal_direct_computation(tmp_path, encoding, budget):
                     got, direct_kernel(logits, content, bias_only), atol=2e-5
                 )
     assert all(v == 0 for row in res["lengths"][0]["beyond_training"] for v in row)  # 1x
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_learned_clock_positions_reach_the_scores(shared):
+    """time="learned" with perturbed clocks (rates far from 1): every statistic and the kernel
+    equal the direct computation on each layer's clock (or the shared one), and the statistics
+    on token indices, what a forward rebuilt on indices would measure, differ."""
+    model = tiny_model("alibi", time="learned", time_shared=shared)
+    clocks = [model.clock] if shared else [b.attn.clock for b in model.transformer.h]
+    with torch.no_grad():
+        for c in clocks:
+            c.weight.normal_(0, 0.3)
+            c.bias.normal_(0, 1)
+    idx = torch.randint(0, VOCAB, (3, 24), generator=torch.Generator().manual_seed(2))
+    layers = an.analyze_length(model, idx, 8, 0.5)
+    on_clock = direct_attention(model, idx)
+    on_index = direct_attention(model, idx, on_clock=False)
+    assert len(layers) == len(on_clock) == 2
+    for got, (logits, content, att), (_, _, att_index) in zip(layers, on_clock, on_index):
+        want = direct_statistics(att, L=8)
+        for name in an.STATISTICS:
+            np.testing.assert_allclose(got[name], want[name], atol=2e-5, err_msg=name)
+        kernel = an.bucket_kernel(got["kernel_sum"], 3, list(range(25)))  # per distance
+        np.testing.assert_allclose(kernel, direct_kernel(logits, content, True), atol=2e-5)
+        on_indices = direct_statistics(att_index, L=8)["mean_distance"]
+        assert np.abs(got["mean_distance"].numpy() - on_indices).max() > 0.1
 
 
 def test_attention_map_is_averaged_over_squares(monkeypatch):

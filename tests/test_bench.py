@@ -74,7 +74,7 @@ def test_bad_encoding_is_one_line_and_exit_2():
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1
     assert p.stderr.startswith(
-        "error: unknown encoding 'rop' in --encodings (did you mean 'rope'?)"
+        "error: --encodings=rop: unknown encoding 'rop' (did you mean 'rope'?)"
     )
     assert "available: " in p.stderr and "Traceback" not in p.stderr
 
@@ -196,5 +196,5 @@ def test_learned_time_applies_where_an_encoding_takes_a_clock():
     assert bench.build_model("rope", cfg).transformer.h[0].attn.clock is not None
     p = run("--time=clock", *TINY)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-        "error: --time must be one of index, learned, got 'clock'"
+        "error: time must be one of index, learned; got 'clock'"
     ]

@@ -138,7 +138,7 @@ def run_train(argv, capsys):
     [
         (
             ["--encoding=rop"],
-            "error: unknown encoding 'rop' (did you mean 'rope'?); valid encodings:",
+            "error: unknown encoding 'rop' (did you mean 'rope'?); available:",
         ),
         (["--encoding_kwargs={'num_bucket': 8}", "--encoding=t5"], "has no option 'num_bucket'"),
         (["--init_from=resume", "--out_dir=/nonexistent"], "no checkpoint at /nonexistent/ckpt.pt"),

@@ -220,18 +220,16 @@ def test_chunked_bpe_equals_whole_text():
     for chunk_chars in (1, 7, 40):
         chunks = list(prepare.iter_chunks(pieces, chunk_chars))
         assert "".join(chunks) == text and len(chunks) > 10
-        ids = [i for c in tok.encode_batch(chunks) for i in c]
+        ids = [i for c in chunks for i in tok.encode(c)]
         assert ids == enc.encode_ordinary(text)
 
 
-def test_text_stats_counts_across_pieces():
-    pieces = ["ab", "cd ef", " g\n", "", "  h", "i", "\n"]
-    stats = prepare.TextStats()
-    for p in pieces:
-        stats.update(p)
-    whole = "".join(pieces)
-    assert stats.words == len(whole.split()) == 4
-    assert stats.bytes == len(whole.encode())
+def test_write_split_counts(tmp_path):
+    """Counted line by line: a blank row "" is a line, a last line without "\n" is one too."""
+    lines = ["ab cd\n", "", "  ef \tg\n", "\n", "h"]
+    counts = prepare.write_split(str(tmp_path / "x.bin"), lines, prepare.ByteTokenizer())
+    n = len("".join(lines).encode())
+    assert counts == dict(tokens=n, bytes=n, words=5, lines=5, word_level_tokens=10)
 
 
 # -----------------------------------------------------------------------------

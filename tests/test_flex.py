@@ -157,11 +157,12 @@ def test_training_fallback_notes(monkeypatch, capsys):
     """Where training on CUDA cannot use FlexAttention although attn_backend asks for it, the
     model says why, once."""
     assert note("t5", {}, "auto") is None
-    assert note("t5", {}, "sdpa", dropout=0.1) is None
-    assert note("rope", {}, "auto", dropout=0.1) is None  # no bias: SDPA's fused kernel anyway
-    assert note("damped_rope", {}, "auto", dropout=0.1) is None  # logit decay: no score_mod
-    assert "dropout=0.1" in note("t5", {}, "auto", dropout=0.1)
-    assert "dropout=0.1" in note("damped_rope", {"decay": "weight"}, "auto", dropout=0.1)
+    assert note("t5", {}, "auto", dropout=0.1) is None  # residual dropout: flex still trains
+    assert note("t5", {}, "sdpa", attn_dropout=0.1) is None
+    assert note("rope", {}, "auto", attn_dropout=0.1) is None  # no bias: the fused kernel anyway
+    assert note("damped_rope", {}, "auto", attn_dropout=0.1) is None  # logit decay: no score_mod
+    assert "attn_dropout=0.1" in note("t5", {}, "auto", attn_dropout=0.1)
+    assert "attn_dropout=0.1" in note("damped_rope", {"decay": "weight"}, "auto", attn_dropout=0.1)
     monkeypatch.setattr(attention, "FLEX_BACKWARD", False)
     assert "torch >= 2.6" in note("shaw", {}, "flex")
     assert not use_flex("auto", "cuda", grad=True)
@@ -189,3 +190,25 @@ def test_flex_path_compiles_without_graph_breaks():
     with torch.no_grad():
         explanation = dynamo.explain(gpt)(idx)
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name, kwargs", CASES, ids=IDS)
+def test_compiled_flex_training(name, kwargs, flex_calls, monkeypatch):
+    """Compiled training (aot_eager: dynamo's and AOTAutograd's graphs, as inductor gets them,
+    device check lifted): an encoding trains through FlexAttention with SDPA's gradients, or
+    declares compiled_flex_grad = False and takes SDPA blocks (compiled FlexAttention drops the
+    gradient of a tensor its score_mod captures when that tensor is computed in the graph)."""
+    if not hasattr(flex_module, "_validate_device"):
+        pytest.skip("this torch checks devices elsewhere: the CUDA test covers gradients")
+    monkeypatch.setattr(flex_module, "_validate_device", lambda *args: None)
+    monkeypatch.setattr(attention, "use_flex", lambda backend, device_type, grad: backend == "flex")
+    torch._dynamo.reset()
+    sdpa, flex = models(name, kwargs)
+    idx = torch.randint(0, 64, (2, 32))
+    sdpa(idx, idx)[1].backward()
+    torch.compile(flex, backend="aot_eager")(idx, idx)[1].backward()
+    pe = flex.pe[0]
+    assert (len(flex_calls) > 0) == pe.compiled_flex_grad
+    for (n, p), q in zip(sdpa.named_parameters(), flex.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=n)

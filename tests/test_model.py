@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_leaves
 
 import attention
 import kv_cache
+import model
 from encoding import Encoding, available_encodings, build_encoding
 from model import GPT, GPTConfig
 
@@ -575,3 +576,31 @@ def test_forward_makes_no_host_to_device_copies(encoding, kwargs):
         _, loss = m(idx, idx)
         loss.backward()
     assert rec.copies == []
+
+
+def test_attention_dropout_is_its_own_key(monkeypatch):
+    """dropout drops residuals and embeddings; attention probabilities only attn_dropout (so that
+    residual dropout keeps FlexAttention, which has no attention dropout, for training)."""
+    seen = []
+    original = model.causal_attention
+
+    def recorder(q, k, v, pos, pe, dropout_p, *args):
+        seen.append(dropout_p)
+        return original(q, k, v, pos, pe, dropout_p, *args)
+
+    monkeypatch.setattr(model, "causal_attention", recorder)
+    idx = torch.randint(0, 64, (2, 8))
+    for dropout, attn_dropout in ((0.3, 0.0), (0.0, 0.2)):
+        cfg = tiny_config("alibi", {})
+        cfg = GPTConfig(
+            **{**dataclasses.asdict(cfg), "dropout": dropout, "attn_dropout": attn_dropout}
+        )
+        m = GPT(cfg)
+        seen.clear()
+        m.train()(idx)
+        assert seen == [attn_dropout] * cfg.n_layer
+        seen.clear()
+        m.eval()(idx)
+        assert seen == [0.0] * cfg.n_layer
+    with pytest.raises(ValueError, match="attn_dropout must be in"):
+        GPTConfig(attn_dropout=1.0)

@@ -61,7 +61,7 @@ def test_compiled_path(monkeypatch, capsys):
 
 def test_low_precision_path(monkeypatch, capsys):
     # train.py's dtype on a GPU, without a GPU: bfloat16 autocast on CPU takes the same code path
-    monkeypatch.setattr(pf.train, "pick_dtype", lambda dtype, device_type: ("bfloat16", None))
+    monkeypatch.setattr(pf.runtime, "pick_dtype", lambda dtype, device_type: ("bfloat16", None))
     assert pf.main([DEMO, "--encodings=alibi,rope,generator_alibi", *TINY]) == 0
     out = capsys.readouterr().out
     assert "checked: bfloat16, eager" in out and len(lines(out, "OK   ")) == 3
@@ -89,7 +89,7 @@ def test_flex_is_compared_with_sdpa(monkeypatch, capsys):
     # SDPA and runs its long evaluation forward on FlexAttention; the reference runs SDPA in both
     assert pf.main([DEMO, "--encodings=alibi", "--attn_backend=flex", *TINY]) == 0
     (ok,) = lines(capsys.readouterr().out, "OK   alibi")
-    assert "| sdpa " in ok and "@32" in ok
+    assert "| blocks " in ok and "@32" in ok
 
     # a defect of the FlexAttention kernel only (5% off) FAILs against the SDPA reference
     original = attention.flex_causal_attention

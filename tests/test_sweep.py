@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import load_script, write_token_dataset
 
+import scripts.runs as runs
 from configurator import load_config
 from encoding import available_encodings
 
@@ -253,11 +254,10 @@ def test_sigterm_to_the_sweep_saves_the_running_step_and_resumes(tmp_path):
 def test_shipped_sweeps_cover_every_encoding():
     """Every sweep file in configs/sweeps/ loads and names configs that load; every encoding in
     encodings/ is in the WikiText-103 sweep and in one of the CPU demos."""
-    sweep = load_script("sweep")
     encodings = {}
     for path in sorted((ROOT / "configs" / "sweeps").glob("*.py")):
-        runs = sweep.load_sweep(str(path))["runs"]
-        encodings[path.stem] = {load_config([str(ROOT / r["config"])])["encoding"] for r in runs}
+        configs = [r["config"] for r in runs.load_sweep(str(path))["runs"]]
+        encodings[path.stem] = {load_config([str(ROOT / c)])["encoding"] for c in configs}
     everything = set(available_encodings())
     assert everything <= encodings["wikitext103"]
     assert everything <= encodings["demo"] | encodings["demo_field"] | encodings["demo_time"]
@@ -346,10 +346,10 @@ def gpu_sweep(root, extra="", runs=("a", "b", "c", "d", "e"), seeds=(1, 2)):
 
 
 def run_main(sw, monkeypatch, argv, fake, devices=None):
-    monkeypatch.setattr(sw.subprocess, "Popen", fake)
+    monkeypatch.setattr(subprocess, "Popen", fake)
     monkeypatch.setattr(sw.signal, "signal", lambda *a: None)  # main's SIGTERM handler
     if devices is not None:
-        monkeypatch.setattr(sw, "cuda_devices", lambda: devices)
+        monkeypatch.setattr(runs, "cuda_devices", lambda: devices)
     return sw.main([str(a) for a in argv])
 
 

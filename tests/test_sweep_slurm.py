@@ -1,7 +1,8 @@
-"""scripts/sweep.py --launcher=slurm. submitit's local executor runs the jobs here (real
-subprocesses: scripts/sweep.py runs with submitit.AutoExecutor answering cluster="local"): end to
-end, exact resume after a preemption, failure isolation, no resubmission. The settings' mapping
-onto submitit's parameters and the job bookkeeping are tested with fakes; errors are one line."""
+"""scripts/sweep.py --launcher=slurm (scripts/slurm.py). submitit's local executor runs the jobs
+here (real subprocesses: scripts/sweep.py runs with submitit.AutoExecutor answering
+cluster="local"): end to end, exact resume after a preemption, failure isolation, no
+resubmission. The settings' mapping onto submitit's parameters and the job bookkeeping are tested
+with fakes; errors are one line."""
 
 import csv
 import json
@@ -16,10 +17,11 @@ from pathlib import Path
 import pytest
 import submitit
 import torch
-from helpers import load_script
 from test_sweep import ROOT, make_dataset, write_sweep
 
 from configurator import UserError
+from scripts import slurm
+from scripts import sweep as sw
 
 # scripts/sweep.py as a user runs it, with SLURM replaced by submitit's local executor
 LOCAL_SLURM = """
@@ -166,7 +168,6 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path):
 
 
 def test_without_submitit_one_line_error(tmp_path, monkeypatch, capsys):
-    sw = load_script("sweep")
     path = slurm_sweep(tmp_path, [dict(name="alibi", config="configs/demo/alibi.py")])
     monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` fails
     with pytest.raises(SystemExit) as e:
@@ -210,15 +211,16 @@ class FakeJob:
 
 
 def test_settings_map_onto_submitit_parameters(tmp_path, monkeypatch):
-    sw = load_script("sweep")
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # restored after the test
     path = slurm_sweep(tmp_path, [dict(name="alibi", config="configs/demo/alibi.py")])
     argv = [path, "--slurm_time=720", "--slurm_gpus_per_node=2", "--slurm_account=1234"]
     argv += ["--slurm_constraint=a100"]
     cfg = sw.parse_args([str(a) for a in argv], sw.DEFAULTS, positional="sweep")
-    s = sw.load_sweep(str(path))
-    ex = sw.slurm_executor(s, sw.slurm_parameters(s, cfg))
+    s = sw.runs.load_sweep(str(path))
+    ex = slurm.executor(s, slurm.parameters(s, cfg))
     assert ex.cluster == "slurm" and ex.folder == str(tmp_path / "sweep" / "slurm")
+    assert os.environ["PYTHONPATH"] == str(ROOT)  # a job imports scripts.slurm from anywhere
     assert ex.params == dict(
         slurm_partition="gpu",  # from the file
         slurm_time=720,  # the flag wins over the file's 30
@@ -227,15 +229,15 @@ def test_settings_map_onto_submitit_parameters(tmp_path, monkeypatch):
         slurm_constraint="a100",
     )
     # two GPUs per job: train.py under torchrun, as with gpus_per_run=2 on one node
-    cmd = sw.Task(s, s["runs"][0], 1).train_cmd(resume=False)
+    cmd = sw.runs.Task(s, s["runs"][0], 1).train_cmd(resume=False)
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # without GPUs per job: the sweep's gpus_per_run (1)
-    s = sw.load_sweep(str(path))
+    s = sw.runs.load_sweep(str(path))
     cfg = sw.parse_args([str(path)], sw.DEFAULTS, positional="sweep")
-    assert sw.slurm_parameters(s, cfg)["slurm_gpus_per_node"] == 1
+    assert slurm.parameters(s, cfg)["slurm_gpus_per_node"] == 1
     # 0: a CPU job, which asks sbatch for no GPUs at all
     cfg = sw.parse_args([str(path), "--slurm_gpus_per_node=0"], sw.DEFAULTS, positional="sweep")
-    assert "slurm_gpus_per_node" not in sw.slurm_parameters(s, cfg)
+    assert "slurm_gpus_per_node" not in slurm.parameters(s, cfg)
 
 
 @pytest.mark.parametrize(
@@ -265,11 +267,11 @@ def test_bad_slurm_settings_are_one_line_errors(tmp_path, slurm, message):
 def test_queued_or_running_jobs_are_not_submitted_twice(tmp_path, monkeypatch, capsys):
     """status.json names a job for run a that SLURM still runs: only b is submitted, and the
     command waits for both."""
-    sw = load_script("sweep")
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
     monkeypatch.setattr(submitit, "SlurmJob", lambda folder, job_id: FakeJob.jobs[job_id])
-    monkeypatch.setattr(sw, "POLL_S", 0.01)
-    monkeypatch.setattr(sw, "collect_all", lambda sweep, tasks: None)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setattr(slurm, "POLL_S", 0.01)
+    monkeypatch.setattr(slurm.runs, "collect_all", lambda sweep, tasks: None)
     FakeJob("42", states=["RUNNING", "RUNNING", "COMPLETED"])
     runs = [dict(name=n, config="configs/demo/alibi.py") for n in ("a", "b")]
     path = slurm_sweep(tmp_path, runs)

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+import runtime
 import train
-from checkpoint import load_checkpoint
+from checkpoint import load_checkpoint, rng_states, set_rng_states
 from configurator import run_cli
 from data.prepare import prepare_text
 
@@ -319,40 +320,40 @@ def through_disk(obj):
 
 @pytest.mark.parametrize("saved_on, resumed_on", [("cuda", "cuda"), ("cuda:3", "cuda:0")])
 def test_cuda_rng_state_resumes_on_fewer_gpus(monkeypatch, saved_on, resumed_on):
-    """Saved by a run on an 8-GPU machine, resumed on a 1-GPU one: the state of the device in use
-    comes back exactly (it used to save all 8 and crash restoring device 1)."""
+    """Saved by a run on an 8-GPU machine, resumed on a 1-GPU one: only the state of the device in
+    use is saved, and it comes back exactly."""
     batch_rng = np.random.default_rng(0)
     eight = fake_cuda(monkeypatch, 8)
-    rng = through_disk(train.rng_states(batch_rng, saved_on))
+    rng = through_disk(rng_states(batch_rng, saved_on))
     one = fake_cuda(monkeypatch, 1)
-    train.set_rng_states(rng, batch_rng, resumed_on)
+    set_rng_states(rng, batch_rng, resumed_on)
     assert torch.equal(one.states[0], eight.states[eight.index(saved_on)])
 
 
 def test_cuda_rng_states_of_older_checkpoints(monkeypatch):
-    """Checkpoints written before held a list (a state per visible GPU): the current device's
+    """A checkpoint holding a list of CUDA states (one per visible GPU): the current device's
     state is taken when the list has it, else the first one."""
     batch_rng = np.random.default_rng(0)
-    rng = through_disk(train.rng_states(batch_rng, "cpu"))
+    rng = through_disk(rng_states(batch_rng, "cpu"))
     assert rng["cuda"] is None  # a CPU run saves no CUDA state...
     old = [torch.full((8,), i, dtype=torch.uint8) for i in range(8)]
     rng["cuda"] = old
     one = fake_cuda(monkeypatch, 1)
-    train.set_rng_states(rng, batch_rng, "cuda")
+    set_rng_states(rng, batch_rng, "cuda")
     assert torch.equal(one.states[0], old[0])
     eight = fake_cuda(monkeypatch, 8)
-    train.set_rng_states(rng, batch_rng, "cuda:3")
+    set_rng_states(rng, batch_rng, "cuda:3")
     assert torch.equal(eight.states[3], old[3]) and eight.states[0][0] == 100  # only cuda:3
     two = fake_cuda(monkeypatch, 2)
-    train.set_rng_states(dict(rng, cuda=old[5:6]), batch_rng, "cuda:1")
+    set_rng_states(dict(rng, cuda=old[5:6]), batch_rng, "cuda:1")
     assert torch.equal(two.states[1], old[5])
-    train.set_rng_states(rng, batch_rng, "cpu")  # ...and a CPU resume touches none
+    set_rng_states(rng, batch_rng, "cpu")  # ...and a CPU resume touches none
     assert two.states[0][0] == 100
 
 
 def test_resume_applies_optimizer_overrides(data_dir, tmp_path, capsys):
-    """--weight_decay/--beta1/--beta2 on resume reach the optimizer (the checkpoint's param groups
-    used to win silently); a resume without them keeps the values the run has."""
+    """--weight_decay/--beta1/--beta2 on resume reach the optimizer (the config wins over the
+    checkpoint's param groups); a resume without them keeps the values the run has."""
     out = str(tmp_path)
     assert run_train(tiny_args(data_dir, out, max_iters=5)) == 0
     before = load_checkpoint(out)["optimizer"]["param_groups"]
@@ -393,7 +394,7 @@ def test_compile_on_cpu_matches_eager(data_dir, tmp_path, capsys):
 
 def test_compile_on_cpu_without_a_compiler_runs_eager(data_dir, tmp_path, capsys, monkeypatch):
     """No g++ (inductor needs one on CPU): one note, then eager training, not a traceback."""
-    monkeypatch.setattr(train, "has_cpp_compiler", lambda: False)
+    monkeypatch.setattr(runtime, "has_cpp_compiler", lambda: False)
     out = str(tmp_path / "run")
     assert run_train(tiny_args(data_dir, out, compile=True, max_iters=2, eval_interval=2)) == 0
     printed = capsys.readouterr().out

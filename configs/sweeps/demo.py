@@ -1,16 +1,11 @@
 # The CPU demo behind `make demo`: every encoding, plus two generators (Jordan blocks; ALiBi as a
 # nilpotent block), trained on the offline demo corpus at 64 bytes (configs/demo/base.py), then
-# evaluated at 64 ... 2048 (1x to 32x the training length); RoPE also with four context-extension
-# methods at evaluation time.
-#
-# Cost, measured on 2 CPU cores: 10 runs x (~45-100 s training + ~5-15 s evaluation), two runs at
-# a time with one thread each (a 0.1M-parameter model gains little from a second thread; two
-# processes use both cores): 3.5 minutes on an idle machine, ~11 with other work running on it.
+# evaluated at 64 ... 2048 (1x to 32x); RoPE also with four context-extension methods. Two runs
+# at a time with one thread each: ~3.5 minutes on 2 idle CPU cores.
 name = "demo"
 out_dir = "out/sweeps/demo"
 _encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
-# RoPE-family runs are also evaluated with context extension at evaluation time (no
-# retraining): rows "rope + yarn x8", ... in the tables, dashed lines in the plot.
+# RoPE also evaluated with context extension (no retraining): rows "rope + yarn x8", ... dashed
 _extend = [dict(rope_scaling=s, rope_factor=8) for s in ("linear", "dynamic", "yarn", "llama3")]
 runs = [
     dict(name=e, config=f"configs/demo/{e}.py", eval_variants=_extend if e == "rope" else [])

@@ -1,10 +1,6 @@
-# The rest of the field on the CPU demo (`make demo-field`): every encoding beyond the mission's
-# seven, trained and evaluated exactly as in configs/sweeps/demo.py (64 bytes, evaluated at 1x-32x),
-# next to four references from that demo (alibi, t5, rope, nope) so that this sweep's table and
-# plot stand on their own.
-#
-# Cost, measured on 2 idle CPU cores from a fresh clone: 4 min 51 s for the first 14 runs, about
-# 6 minutes with cope (README, "The rest of the field").
+# The rest of the field on the CPU demo (`make demo-field`): every encoding beyond the first
+# eight, trained and evaluated as configs/sweeps/demo.py, next to four references from that demo
+# (alibi, t5, rope, nope) so that its table and plot stand on their own. ~6 minutes on 2 cores.
 name = "demo_field"
 out_dir = "out/sweeps/demo_field"
 _field = ["kerple", "sandwich", "fire", "xl", "tener", "huang", "da", "xpos", "p_rope", "axial",

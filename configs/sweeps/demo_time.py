@@ -1,12 +1,6 @@
-# Time from the data on the CPU demo (`make demo-time`): the same encodings on the token index and
-# on a learned clock (time="learned": per layer and head, t - s = sum of softplus(w . x + b) over
-# the tokens between; README, "Time from the data"), FoX next to ALiBi, CoPE next to NoPE, and
-# randomized training positions (Ruoss et al. 2023) next to ordinary ones. Trained and evaluated
-# exactly as configs/sweeps/demo.py (64 bytes, evaluated at 1x-32x). NoPE reads no positions, so
-# randomizing them would change nothing: the absolute learned table takes its place there (its
-# table then covers 8 x 64 = 512 positions, so it is evaluated to 8x).
-#
-# Cost, measured on 2 idle CPU cores: see the README section.
+# Time from the data on the CPU demo (`make demo-time`): configs/sweeps/time.py's runs, trained
+# and evaluated as configs/sweeps/demo.py. NoPE reads no positions, so the learned table takes
+# its place for randomized positions (its table covers 8 x 64 = 512 positions: evaluated to 8x).
 name = "demo_time"
 out_dir = "out/sweeps/demo_time"
 _learned = dict(time="learned")

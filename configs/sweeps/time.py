@@ -3,14 +3,11 @@
 # (time="learned"), FoX next to ALiBi, CoPE next to NoPE, randomized training positions (Ruoss et
 # al. 2023) next to ordinary ones. configs/sweeps/demo_time.py is the same on the CPU demo.
 #
-#     python scripts/sweep.py configs/sweeps/time.py --dry_run
 #     python scripts/sweep.py configs/sweeps/time.py --gpus=all
 #
-# Estimate: 13 runs of GPT-2 small, ~35-60 min each on one A100 (configs/sweeps/wikitext103.py's
-# arithmetic; a learned clock adds one (n_embd x n_head) projection per layer, and its per-head
-# positions keep every encoding off FlexAttention, on SDPA with a dense bias block): ~10 h, a
-# night and a half on one GPU; runs shared with wikitext103.py are not retrained if you point
-# both at the same out_dir. FLOP arithmetic, not measurements.
+# Estimate: 13 GPT-2 small runs, ~35-60 min each on one A100 (a learned clock keeps an encoding
+# on SDPA with a dense bias): ~10 h. Runs shared with wikitext103.py are not retrained if both
+# use the same out_dir.
 name = "time"
 out_dir = "out/sweeps/time"
 _learned = dict(time="learned")

@@ -6,34 +6,15 @@
 #     python scripts/sweep.py configs/sweeps/wikitext103.py              # one GPU, one night
 #     python scripts/plot.py out/sweeps/wikitext103
 #
-# Estimate (one A100 40/80 GB; the arithmetic of configs/base.py, which every run uses):
-#   training  GPT-2 small (N = 124M), 10,000 iterations x 32,768 tokens = 328M tokens.
-#             FLOPs/token = 6N + 6 * n_layer * n_embd * L (attention counted causally, as
-#             train.py's MFU does) = 742M + 28M = 0.77 GFLOP, so 2.5e17 FLOP per run. At 40% MFU
-#             of 312 TFLOPS (bf16) = 125 TFLOPS: ~34 min. The fused-attention encodings (nope,
-#             rope, sinusoidal, learned) run at about that; the bias encodings train through
-#             FlexAttention on CUDA, the decays (damped_rope, the generators) through query
-#             blocks with an explicit mask, up to ~2x slower (the ALiBi paper: T5 at half the
-#             speed of sinusoidal; our GPU speeds are not measured). 4 x 35 min + 6 x ~60 min
-#             = ~8.3 h.
-#   eval      forward only: (2N + 2 * n_layer * n_embd * T) FLOPs/token, ~0.55 GFLOP at
-#             T = 16k; 6 lengths x ~0.28M validation tokens = ~1 PFLOP, minutes per run even at
-#             a low MFU for the explicit-mask encodings; ~15-30 min for the sweep.
-#   total     the mission's ten runs (the first eight encodings and the two generators): ~9 h on
-#             an A100 (~4 h on an H100), one night. The rest of the field adds ten runs, most
-#             of them bias, decay or multiplicative encodings at ~60 min each: ~10 h more, a
-#             second night. Split it with --only, e.g.
-#                 python scripts/sweep.py configs/sweeps/wikitext103.py --only=kerple,sandwich,fire
-#             (a run that is done is skipped, so rerunning the whole sweep later only fills in).
-#             A second seed of the runs that matter (seeds = [1337, 1338]) takes another night;
-#             ~0.3-0.9 ppl of seed noise is typical on WikiText-103.
-# These are FLOP arithmetic, not measurements: the per-run ETA that train.py prints after its
-# first iterations is the number to trust.
+# Estimate (FLOP arithmetic of configs/base.py, not measurements; train.py prints the real ETA):
+# 2.5e17 FLOP per training run, ~34 min on an A100 at 40% MFU for the fused-attention encodings,
+# up to ~2x for the bias and decay ones. The first ten runs (eight encodings and two generators):
+# ~9 h on an A100 (~4 h on an H100); the rest of the field ~10 h more. Split it with --only, e.g.
+# --only=kerple,sandwich,fire: a run that is done is skipped, so a rerun only fills in.
 name = "wikitext103"
 out_dir = "out/sweeps/wikitext103"
 _encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
-# RoPE-family runs are also evaluated with context extension at evaluation time (no
-# retraining): rows "rope + yarn x8", ... in the tables, dashed lines in the plot.
+# RoPE also evaluated with context extension (no retraining): rows "rope + yarn x8", ... dashed
 _extend = [dict(rope_scaling=s, rope_factor=8) for s in ("linear", "dynamic", "yarn", "llama3")]
 runs = [
     dict(name=e, config=f"configs/{e}.py", eval_variants=_extend if e == "rope" else [])

@@ -1,0 +1,529 @@
+"""
+A sweep's runs, for scripts/sweep.py (the command) and scripts/slurm.py (its SLURM launcher): the
+sweep file, one Task per run and seed, the local runner (train.py then eval_lengths.py as
+subprocesses, on GPU groups), status.json and the results tables.
+"""
+
+import copy
+import csv
+import importlib.util
+import json
+import os
+import queue
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+import torch
+
+from checkpoint import ROPE_FACTOR, checkpoint_path, load_checkpoint, variant_label
+from configurator import UserError, exec_config_file
+from data.prepare import write_json
+from runtime import fmt_duration
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP_FILE = dict(  # what a sweep file may set, with the defaults (their types are checked)
+    name="",  # a label for tables and plots (default: the file's name)
+    out_dir="",  # run r, seed k trains into out_dir/r/seed{k}/ (default: out/sweeps/NAME)
+    common={},  # overrides for every run
+    runs=[],  # [dict(name="alibi", config="configs/demo/alibi.py", overrides={}), ...]
+    seeds=[1337],  # every run is trained once per seed (or per its own seeds=[...])
+    eval_args={},  # for scripts/eval_lengths.py, e.g. dict(lengths=[64, 128])
+    jobs=None,  # runs trained at the same time (default: 1, or one per GPU group)
+    threads=0,  # CPU threads per run (OMP_NUM_THREADS); 0: torch's default
+    gpus=None,  # [0, 1, 2, 3] or "all": spread the runs over these GPUs
+    gpus_per_run=1,  # > 1: each run trains with DDP under torchrun
+    slurm={},  # dict(partition="gpu", time=720, gpus_per_node=1, account=, constraint=)
+)
+# eval_variants=[dict(rope_scaling="yarn", rope_factor=8), ...]: the checkpoint evaluated again
+RUN_KEYS = {"name", "config", "overrides", "seeds", "eval_variants"}  # a row each: "rope + yarn x8"
+VARIANT_KEYS = {"rope_scaling", "rope_factor", "encoding_kwargs", "variant"}
+METRICS = {  # tabulated when every record has them
+    "ppl": "token-level perplexity",
+    "word_ppl": "word-level perplexity (total NLL / (words + one end-of-line per line))",
+    "bits_per_byte": "bits per byte",
+}
+
+
+# the sweep file -----------------------------------------------------------------------------------
+def load_sweep(path):
+    """The sweep file's settings over SWEEP_FILE, checked: UserError on anything wrong."""
+    ns = {}
+    exec_config_file(path, ns, SWEEP_FILE)  # unknown keys, wrong types
+    sweep = {k: copy.deepcopy(ns.get(k, default)) for k, default in SWEEP_FILE.items()}
+    sweep["groups"] = None  # with gpus: each GPU group's CUDA_VISIBLE_DEVICES (plan_gpus)
+    if not sweep["runs"]:
+        raise UserError(f"{path}: define runs = [dict(name=..., config=...), ...]")
+    if not isinstance(sweep["gpus"], list | str | None):
+        raise UserError(f"{path}: gpus must be a list or 'all', got {sweep['gpus']!r}")
+    if sweep["jobs"] is not None and not (type(sweep["jobs"]) is int and sweep["jobs"] >= 1):
+        raise UserError(f"{path}: jobs must be an int, at least 1")
+    sweep["name"] = sweep["name"] or os.path.splitext(os.path.basename(path))[0]
+    sweep["out_dir"] = sweep["out_dir"] or os.path.join("out", "sweeps", sweep["name"])
+    names = set()
+    for i, r in enumerate(sweep["runs"]):
+        check_run(path, i, r)
+        if not re.fullmatch(r"[\w.+-]+", r["name"]) or r["name"] in names:
+            raise UserError(f"{path}: run names must be unique words, got '{r['name']}' twice")
+        names.add(r["name"])
+    return sweep
+
+
+def check_run(path, i, r):
+    """Check runs[i]; fill in its name (its config file's), overrides and eval variant labels."""
+    if not isinstance(r, dict) or "config" not in r:
+        raise UserError(f"{path}: runs[{i}] must be dict(name=..., config=..., overrides={{}})")
+    if set(r) - RUN_KEYS:
+        raise UserError(f"{path}: runs[{i}] has unknown keys {sorted(set(r) - RUN_KEYS)}")
+    r.setdefault("name", os.path.splitext(os.path.basename(r["config"]))[0])
+    r.setdefault("overrides", {})
+    r["eval_variants"] = [dict(v) for v in r.get("eval_variants", [])]
+    for v in r["eval_variants"]:
+        if set(v) - VARIANT_KEYS or not (v.get("rope_scaling") or v.get("encoding_kwargs")):
+            raise UserError(
+                f"{path}: runs[{i}] eval_variants entries are dicts of {sorted(VARIANT_KEYS)}"
+                " with rope_scaling or encoding_kwargs, e.g. dict(rope_scaling='yarn')"
+            )
+        kw = v.get("rope_scaling"), v.get("rope_factor", ROPE_FACTOR), v.get("encoding_kwargs")
+        v.setdefault("variant", variant_label(*kw))  # its rows' label: "rope + yarn x8"
+
+
+# GPUs: one node, one run per GPU group ------------------------------------------------------------
+def cuda_devices():
+    """The CUDA_VISIBLE_DEVICES entry of each device we see as cuda:i; empty without CUDA."""
+    n, own = torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [d.strip() for d in own.split(",")][:n] if own is not None else list(map(str, range(n)))
+
+
+def gpu_groups(gpus, per_run, devices):
+    """gpus ("all" or indices i of cuda:i) in groups of per_run, as CUDA_VISIBLE_DEVICES values."""
+    if gpus == "all":
+        if not devices:
+            raise UserError("gpus='all' but no CUDA device is visible")
+        gpus = list(range(len(devices)))
+    elif isinstance(gpus, str) or not all(type(i) is int and i >= 0 for i in gpus):
+        raise UserError(f"gpus must be 'all' or a list of device indices like [0, 1], got {gpus!r}")
+    for i in gpus:
+        if gpus.count(i) > 1:
+            raise UserError(f"gpus lists device {i} more than once: {gpus}")
+        if i >= len(devices):
+            seen = f"{len(devices)} visible: 0-{len(devices) - 1}" if devices else "none visible"
+            raise UserError(f"gpus: no CUDA device {i} ({seen})")
+    if per_run < 1 or per_run > len(gpus) or len(gpus) % per_run:
+        msg = f"gpus_per_run={per_run} must be at least 1 and divide the {len(gpus)} GPU(s) in gpus"
+        raise UserError(msg)
+    names = [devices[i] for i in gpus]
+    return [",".join(names[i : i + per_run]) for i in range(0, len(names), per_run)]
+
+
+def plan_gpus(sweep, cfg):
+    """sweep["groups"] from gpus / gpus_per_run (flags win), and jobs: at most one per group."""
+    gpus, text = sweep["gpus"], cfg["gpus"].strip().strip("[]()")
+    try:
+        if text:  # --gpus=all / --gpus=0,1,2,3
+            gpus = text if text == "all" else [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        msg = f"--gpus must be 'all' or device indices like 0,1,2,3, got '{text}'"
+        raise UserError(msg) from None
+    per_run = cfg["gpus_per_run"] or sweep["gpus_per_run"]
+    if not gpus:  # every run on the device its config names
+        if per_run != 1:
+            raise UserError(f"gpus_per_run={per_run} needs gpus (e.g. --gpus=all)")
+        sweep["jobs"] = sweep["jobs"] or 1
+        return
+    settings = [("common", sweep["common"]), ("eval_args", sweep["eval_args"])]
+    settings += [(f"run {r['name']}", r["overrides"]) for r in sweep["runs"]]
+    for where, d in [(w, s.get("device")) for w, s in settings]:
+        if isinstance(d, str) and d.startswith("cuda:") and d != "cuda:0":
+            msg = f"{where} sets device='{d}': with gpus a run sees its GPU(s) as cuda:0, ..."
+            raise UserError(msg + " (use 'cuda' or 'auto')")
+    sweep["groups"] = gpu_groups(gpus, per_run, cuda_devices())
+    sweep["gpus_per_run"] = per_run
+    sweep["jobs"] = min(sweep["jobs"] or len(sweep["groups"]), len(sweep["groups"]))
+
+
+def gpu_plan(sweep):
+    """One line saying how the runs use the GPUs."""
+    groups, n, jobs = sweep["groups"], sweep["gpus_per_run"], sweep["jobs"]
+    line = f"GPUs: {len(groups)} group(s) of {n} (CUDA_VISIBLE_DEVICES={' | '.join(groups)}); "
+    line += f"{jobs} run(s) at a time, each on the first group to free"
+    if n > 1:
+        line += f"; train with torchrun --nproc_per_node={n}, eval on the group's first GPU"
+    if jobs < len(groups):
+        line += f"; jobs = {jobs} in the sweep file leaves {len(groups) - jobs} group(s) idle"
+    return line
+
+
+# a run at a seed, and its state on disk -----------------------------------------------------------
+def flag(key, value):
+    """--key=value as train.py / eval_lengths.py parse it (literals; bare strings)."""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value) if value else "()"
+    return f"--{key}={value if isinstance(value, str) else repr(value)}"
+
+
+class Task:
+    """One run at one seed: out_dir/<run>/seed<k>."""
+
+    RESULT = ("status", "step", "error", "seconds")  # what a SLURM job returns
+
+    def __init__(self, sweep, run, seed):
+        self.sweep, self.run, self.seed, self.name = sweep, run, seed, f"{run['name']}/seed{seed}"
+        self.dir = os.path.join(sweep["out_dir"], run["name"], f"seed{seed}")
+        self.status, self.step, self.error, self.seconds = "pending", "", "", 0.0
+        self.gpus = ""  # with gpus: the CUDA_VISIBLE_DEVICES of the group it runs on
+        self.job_id, self.job_state = "", ""  # with --launcher=slurm
+
+    def train_cmd(self, resume):
+        overrides = {**self.sweep["common"], **self.run["overrides"], "seed": self.seed}
+        n, cmd = self.sweep["gpus_per_run"], [sys.executable]
+        if n > 1:  # a GPU group or a SLURM job with several GPUs; --standalone: a port of its own
+            cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        cmd += [os.path.join(REPO, "train.py"), self.run["config"]]
+        cmd += [flag(k, v) for k, v in overrides.items()] + [flag("out_dir", self.dir)]
+        return cmd + (["--init_from=resume"] if resume else [])
+
+    def eval_cmd(self, args):
+        cmd = [sys.executable, os.path.join(REPO, "scripts", "eval_lengths.py")]
+        return cmd + [flag("out_dir", self.dir)] + [flag(k, v) for k, v in args.items()]
+
+    def evals(self):
+        """The eval args of the model as trained, then of each eval variant (same checkpoint)."""
+        base = self.sweep["eval_args"]
+        return [dict(base)] + [{**base, **v} for v in self.run["eval_variants"]]
+
+    def todo(self):
+        """train_state(), and the evaluations of this checkpoint not written yet."""
+        state, iter_num = train_state(self.dir)
+        return state, [a for a in self.evals() if not eval_done(self.dir, a, iter_num)]
+
+    def is_done(self):
+        state, evals = self.todo()
+        return state == "finished" and not evals
+
+    def log(self, step=None):
+        return os.path.join(self.dir, f"{step or self.step or 'train'}.log")
+
+
+def train_state(run_dir):
+    """'finished', 'partial' (a checkpoint to resume) or 'none', and the checkpoint's iter_num."""
+    if not os.path.exists(checkpoint_path(run_dir)):
+        return "none", None
+    try:  # mmap: reading two small fields must not load gigabytes of optimizer state
+        ckpt = load_checkpoint(run_dir, mmap=True)
+    except UserError:
+        return "partial", None  # unreadable: let train.py's resume say what is wrong
+    return ("finished" if ckpt.get("finished") else "partial"), ckpt.get("iter_num")
+
+
+def eval_done(run_dir, eval_args, iter_num):
+    """True when eval_lengths.json has every requested length, for this checkpoint."""
+    try:
+        with open(os.path.join(run_dir, "eval_lengths.json")) as f:
+            records = json.load(f)
+    except (OSError, ValueError):
+        return False
+    a = eval_args
+    key = (a.get("mode", "nonoverlapping"), a.get("split", "val"), iter_num, a.get("variant", ""))
+    fields = lambda r: (r.get("mode"), r.get("split"), r.get("iter_num"), r.get("variant") or "")
+    have = {r["length"] for r in records if fields(r) == key}
+    wanted = [a["lengths"]] if isinstance(a.get("lengths"), int) else a.get("lengths")
+    return bool(have) and (not wanted or set(wanted) <= have)
+
+
+def tail(path, n=6):
+    """The lines that explain a failure: the `error:` line if there is one, else the last n."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [x.rstrip().split("\r")[-1] for x in f.read().splitlines()[-200:] if x.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("error:")]
+    return errors[-1] if errors else " | ".join(lines[-n:])
+
+
+def train_fraction(run_dir):
+    """How far a running run has trained: its log's last `iter N` / config.json's max_iters."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            max_iters = json.load(f)["max_iters"]
+        with open(os.path.join(run_dir, "train.log"), "rb") as f:
+            f.seek(max(0, os.path.getsize(f.name) - 4096))
+            its = re.findall(rb"^iter (\d+) ", f.read(), flags=re.M)
+        return min(1.0, int(its[-1]) / max_iters) if its and max_iters else 0.0
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+# running ------------------------------------------------------------------------------------------
+class Sweep:
+    """Runs tasks, `jobs` at a time, each train then eval as subprocesses (a SLURM job: one)."""
+
+    def __init__(self, sweep, tasks):
+        self.sweep, self.tasks = sweep, tasks
+        self.stopping, self.procs, self.lock = False, set(), threading.Lock()
+        self.free = queue.Queue()  # the GPU groups no run holds, first freed first taken
+        for group in sweep["groups"] or []:
+            self.free.put(group)
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if n := str(sweep["threads"] or ""):
+            self.env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+
+    def call(self, task, cmd, step, gpus):
+        """cmd's exit code; on CUDA_VISIBLE_DEVICES=gpus if any, its output appended to the log."""
+        env = dict(self.env, CUDA_VISIBLE_DEVICES=gpus) if gpus else self.env
+        shown = (f"CUDA_VISIBLE_DEVICES={gpus} " if gpus else "") + " ".join(cmd)
+        with open(task.log(step), "a") as f:
+            f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shown}\n")
+            f.flush()
+            # in our process group: Ctrl-C reaches it and train.py saves (torchrun passes it on)
+            p = subprocess.Popen(
+                cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+            with self.lock:
+                self.procs.add(p)
+                if self.stopping:  # started as the sweep was told to stop: it saves and exits
+                    p.send_signal(signal.SIGTERM)
+            rc = p.wait()
+            with self.lock:
+                self.procs.discard(p)
+            return rc
+
+    def terminate(self, sig=signal.SIGTERM):
+        """Nothing new starts; the running steps get SIGTERM once (they save, exit) or SIGKILL."""
+        with self.lock:
+            if sig == signal.SIGKILL or not self.stopping:
+                for p in self.procs:
+                    p.send_signal(sig)
+            self.stopping = True
+
+    def do(self, task):
+        t0 = time.time()
+        # with gpus, hold a group from train to the end of eval (jobs <= groups: one is free)
+        task.gpus = self.free.get() if self.sweep["groups"] else ""
+        try:
+            if self.train(task):
+                self.evaluate(task)
+        except Exception as e:  # a bug of ours must not take the other runs down either
+            task.status, task.error = "failed", f"{type(e).__name__}: {e}"
+        if task.gpus:
+            self.free.put(task.gpus)
+        task.seconds = round(time.time() - t0, 1)
+        return task
+
+    def train(self, task):
+        """Train or resume unless finished; False when it did not finish (interrupted or failed)."""
+        os.makedirs(task.dir, exist_ok=True)
+        state, _ = train_state(task.dir)
+        if state != "finished" and not self.stopping:
+            task.status, task.step = "running", "train"
+            rc = self.call(task, task.train_cmd(resume=state == "partial"), "train", task.gpus)
+            state, _ = train_state(task.dir)
+        if state == "finished":
+            return True
+        task.status = "interrupted" if self.stopping else "failed"
+        if not self.stopping:  # then it ran
+            why = tail(task.log("train"))
+            task.error = why if rc else f"training stopped before max_iters: {why}"
+        return False
+
+    def evaluate(self, task):
+        """Every evaluation not written yet, on the group's first GPU. 'done': nothing to do."""
+        for args in task.todo()[1]:
+            task.status, task.step = "running", "eval"
+            rc = self.call(task, task.eval_cmd(args), "eval", task.gpus.split(",")[0])
+            if rc != 0 or args in task.todo()[1]:
+                task.status = "interrupted" if self.stopping else "failed"
+                task.error = tail(task.log("eval"))
+                return
+        task.status = "ok" if task.status == "running" else "done"
+
+    def progress(self):
+        """Fraction of the work done (of runs not done before): training is 90% of a run."""
+        todo = [t for t in self.tasks if t.status != "done"]
+        f = sum(t.status in ("ok", "failed", "interrupted") for t in todo)
+        running = [t for t in todo if t.status == "running"]
+        f += sum(0.9 * (1.0 if t.step == "eval" else train_fraction(t.dir)) for t in running)
+        return f / len(todo) if todo else 1.0
+
+    def status_line(self, t0):
+        """summary(), what runs where; % of the work done, elapsed time and ETA."""
+        elapsed, f = time.time() - t0, self.progress()
+        gpu = lambda t: f", GPU {t.gpus}" if t.gpus else ""
+        running = [f"{t.name} ({t.step}{gpu(t)})" for t in self.tasks if t.status == "running"]
+        eta = fmt_duration(elapsed * (1 - f) / f) if f > 0.02 else "?"
+        line = summary(self.sweep, self.tasks) + (f" | {', '.join(running)}" if running else "")
+        return line + f" | {100 * f:.0f}% | {fmt_duration(elapsed)} elapsed, ETA {eta}"
+
+    def run(self):
+        """Every task: a line as each ends, the status line (live on a terminal, else each minute).
+        Ctrl-C or terminate(): the running steps save and exit; a second Ctrl-C kills them."""
+        t0, tty, last = time.time(), sys.stdout.isatty(), 0.0
+        with ThreadPoolExecutor(max_workers=self.sweep["jobs"]) as pool:
+            futures = [pool.submit(self.do, t) for t in self.tasks]
+            running = set(futures)
+            try:
+                while running:
+                    ended, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                    for t in [fut.result() for fut in futures if fut in ended]:
+                        error = f": {t.error}" if t.error else ""
+                        msg = f"{t.name}: {t.status} ({fmt_duration(t.seconds)}){error}"
+                        print(("\r\033[K" if tty else "") + msg, flush=True)
+                    if tty:
+                        print("\r\033[K" + self.status_line(t0)[:150], end="", flush=True)
+                    elif time.time() - last > 60:
+                        print(self.status_line(t0), flush=True)
+                        last = time.time()
+            except KeyboardInterrupt:
+                self.stopping = True  # the children got the Ctrl-C (or SIGTERM) too
+                print("\ninterrupted: waiting for the running steps to save ...", flush=True)
+                pool.shutdown(wait=False, cancel_futures=True)
+                for t in [t for t in self.tasks if t.status == "pending"]:
+                    t.status = "interrupted"
+                while not all(fut.done() for fut in futures):
+                    try:
+                        time.sleep(0.5)
+                    except KeyboardInterrupt:
+                        self.terminate(signal.SIGKILL)
+        print(self.status_line(t0), flush=True)
+
+
+# results: status.json, results.csv, results.md ----------------------------------------------------
+def write_status(sweep, tasks):
+    keys = Task.RESULT + ("gpus",) * bool(sweep["groups"])
+    rows = [dict(run=t.run["name"], seed=t.seed, dir=t.dir) for t in tasks]
+    for row, t in zip(rows, tasks):
+        row.update({k: getattr(t, k) for k in keys})
+        if t.job_id:
+            row.update(job=t.job_id, job_state=t.job_state)
+    path = os.path.join(sweep["out_dir"], "status.json")
+    write_json(path, {"name": sweep["name"], "runs": rows}, indent=1)
+
+
+def collect(tasks, eval_args):
+    """{row: {"tasks": [...], "records": {length: [a record per seed]}}}, a row per run and eval
+    variant ("rope + yarn x8")."""
+    mode, split = eval_args.get("mode", "nonoverlapping"), eval_args.get("split", "val")
+    out = {}
+    for t in tasks:
+        labels = [""] + [v["variant"] for v in t.run["eval_variants"]]
+        rows = {v: t.run["name"] + (f" + {v}" if v else "") for v in labels}
+        for row in rows.values():
+            out.setdefault(row, dict(tasks=[], records={}))["tasks"].append(t)
+        path = os.path.join(t.dir, "eval_lengths.json")
+        if t.status not in ("ok", "done") or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for r in json.load(f):
+                v = r.get("variant") or ""
+                if r.get("mode") == mode and r.get("split") == split and v in rows:
+                    out[rows[v]]["records"].setdefault(r["length"], []).append(r)
+    return out
+
+
+def row_status(entry):
+    """'ok', or each seed that is not: its status and error."""
+    bad = [t for t in entry["tasks"] if t.status not in ("ok", "done")]
+    return "; ".join(f"seed {t.seed} {t.status}: {t.error[:120]}".rstrip(": ") for t in bad) or "ok"
+
+
+def cell(entry, n, metric, digits):
+    """(text, mean, sample std) of a metric at length n over the seeds."""
+    rs = entry["records"].get(n, [])
+    vals = [r[metric] for r in rs if not r.get("skipped") and r.get(metric) is not None]
+    if not vals:
+        return ("skipped" if any(r.get("skipped") for r in rs) else ""), None, None
+    m, s = statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if len(vals) > 1 else ""), m, s
+
+
+def write_results(sweep, tasks):
+    """results.csv (mean and std of each metric at each length) and results.md (a table per
+    metric, skipped cells explained); returns results.md's path."""
+    results = collect(tasks, sweep["eval_args"])
+    lengths = sorted({n for e in results.values() for n in e["records"]})
+    recs = [r for e in results.values() for rs in e["records"].values() for r in rs]
+    done = [r for r in recs if not r.get("skipped")]
+    metrics = [m for m in METRICS if done and all(r.get(m) is not None for r in done)] or ["ppl"]
+    with open(os.path.join(sweep["out_dir"], "results.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        stats = [f"{m}@{n}{s}" for m in metrics for n in lengths for s in ("", "_std")]
+        w.writerow(["run", "encoding", "seeds", "status", *stats])
+        for name, e in results.items():
+            enc = next((r["encoding"] for rs in e["records"].values() for r in rs), "")
+            row = [name, enc, len(e["tasks"]), row_status(e)]
+            for _, m, s in [cell(e, n, metric, 6) for metric in metrics for n in lengths]:
+                row += ["" if m is None else f"{m:.6g}", "" if s is None else f"{s:.3g}"]
+            w.writerow(row)
+    lines, notes = [f"# Sweep `{sweep['name']}`", "", describe(sweep, tasks, recs, done)], {}
+    for m in metrics:
+        lines += ["", f"**{METRICS[m]}** by evaluation length (columns):", ""]
+        lines += ["| run | " + " | ".join(map(str, lengths)) + " | status |"]
+        lines += ["|---|" + "---:|" * len(lengths) + "---|"]
+        for name, e in results.items():
+            cells = [cell(e, n, m, 3 if m == "bits_per_byte" else 2)[0] for n in lengths]
+            for n in [n for n, c in zip(lengths, cells) if c == "skipped"]:
+                why = next(r.get("reason", "") for r in e["records"][n] if r.get("skipped"))
+                notes.setdefault(name, why)
+            cells = ["—" if c == "skipped" else c for c in cells]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {row_status(e)} |")
+    if notes:
+        lines += ["", "— = skipped: " + "; ".join(f"{k}: {v}" for k, v in notes.items())]
+    with open(os.path.join(sweep["out_dir"], "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return os.path.join(sweep["out_dir"], "results.md")
+
+
+def describe(sweep, tasks, recs, done):
+    """The sentence under results.md's title: data, training length, evaluation, seeds."""
+    ev, first = sweep["eval_args"], done[0] if done else {}
+    trained = sorted({r["block_size"] for r in recs}) or ["?"]
+    seeds = sorted({t.seed for t in tasks})
+    return (
+        f"Dataset `{first.get('dataset', '?')}` ({ev.get('split', 'val')} split, "
+        f"{first.get('tokenizer', '?')} tokens), trained at L = {', '.join(map(str, trained))}, "
+        f"evaluated {ev.get('mode', 'nonoverlapping')}"
+        + (f" with stride {ev['stride']}" if ev.get("stride") else "")
+        + (f" on the first {first['max_tokens']:,} tokens" if first.get("max_tokens") else "")
+        + f"; mean ± sample std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))})."
+    )
+
+
+def collect_all(sweep, tasks):
+    """status.json, results.csv / results.md, and the plots (scripts/plot.py, as `make demo`)."""
+    write_status(sweep, tasks)
+    print(f"wrote {write_results(sweep, tasks)}")
+    plot = [sys.executable, os.path.join(REPO, "scripts", "plot.py"), sweep["out_dir"]]
+    if importlib.util.find_spec("matplotlib") is None:
+        print("plots skipped: matplotlib is not installed (pip install matplotlib)")
+    elif subprocess.run(plot).returncode:
+        print("plots failed (see above); the tables are written")
+
+
+def summary(sweep, tasks):
+    n = {s: sum(t.status == s for t in tasks) for s in ("failed", "running", "queued")}
+    done = f"{sum(t.status in ('ok', 'done') for t in tasks)}/{len(tasks)} done"
+    return f"[sweep {sweep['name']}] {done}" + "".join(f", {v} {k}" for k, v in n.items() if v)
+
+
+def show_status(sweep, tasks):
+    print(summary(sweep, tasks))
+    for t in tasks:
+        job = f"job {t.job_id} {t.job_state}" if t.job_id else ""
+        what = t.status + (f" ({t.step})" if t.status == "running" else "")
+        print(f"  {t.name:<24} {what:<16} {job:<24} {t.log()}")
+        if t.status == "failed" and t.error:
+            print(f"      {t.error}")
+
+
+def report_failures(tasks):
+    """FAILED lines; the exit status: the number of failed runs (at most 125)."""
+    failed = [t for t in tasks if t.status == "failed"]
+    for t in failed:
+        print(f"FAILED {t.name}: {t.error}  (log: {t.log()})")
+    return min(len(failed), 125)
