@@ -3,6 +3,7 @@ What train.py, the scripts and preflight share about running a model on a device
 its precision, the training config's model, FLOPs per token and MFU, the learning-rate schedule.
 """
 
+import ctypes
 import math
 import os
 import shutil
@@ -30,7 +31,21 @@ def resolve_device(device):
         raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'")
     if device == "cpu":
         torch.set_flush_denormal(True)
+        keep_freed_memory()
     return device
+
+
+def keep_freed_memory():
+    """glibc on CPU: keep freed blocks up to 32 MB for the next tensor instead of returning them to
+    the system and faulting in fresh zeroed pages for each new (B, H, block, T) attention tensor
+    (measured: CoPE's CPU training step is 1.6x NoPE's with it, 2.1x without). Up to 1 GB of
+    freed memory stays with the process."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (macOS, musl): its allocator as it is
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def pick_dtype(dtype, device_type):

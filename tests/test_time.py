@@ -211,3 +211,30 @@ def test_cpu_runs_flush_denormals():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert out.stdout.split() == [str(torch.tensor([1e-40]).item()), "0.0"], out.stderr
+
+
+KEPT = """
+import ctypes, torch, runtime
+fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in fields]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+runtime.resolve_device("cpu")
+mapped = libc.mallinfo2().hblkhd
+x = torch.ones(4 << 20)  # 16 MB
+print(libc.mallinfo2().hblkhd - mapped)  # bytes of fresh mmap: none
+del x
+print(libc.mallinfo2().fordblks)  # bytes freed and kept by the process
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+def test_cpu_runs_keep_freed_memory():
+    """runtime.resolve_device("cpu") keeps freed blocks: a 16 MB tensor comes out of the heap, not
+    a fresh mmap, and stays with the process once freed (glibc's default maps such blocks and
+    hands them back: page faults for every new attention tensor)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", KEPT], cwd=root, capture_output=True, text=True)
+    fresh, kept = map(int, out.stdout.split())
+    assert fresh == 0 and kept >= 16 << 20, out.stderr
