@@ -43,9 +43,7 @@ def no_autocast(device_type):
     return nullcontext()
 
 
-@functools.cache
-def note_once(message):
-    print(f"note: {message}")
+note_once = functools.cache(lambda message: print(f"note: {message}"))
 
 
 def use_flex(backend, device_type, grad):

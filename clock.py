@@ -1,7 +1,4 @@
-"""
-Time learned from the data (GPTConfig.time = "learned"): a clock per head that relative encodings
-run on instead of the token index.
-"""
+"""Time learned from the data (GPTConfig.time = "learned"): relative encodings run on a clock."""
 
 import math
 

@@ -1,8 +1,7 @@
 """
-The KV cache of GPT.generate(): what decoding keeps of the tokens so far, so that each new token
-costs O(context) and gives what a full forward of the whole context would. Orthogonal rotations
-(RoPE) keep keys rotated, as a key's rotation does not depend on the query; every other encoding
-keeps raw keys and applies its decay, polynomial or bias relative to the current query.
+The KV cache of GPT.generate(): each new token costs O(context) and gives what a full forward
+would. Orthogonal rotations (RoPE) keep keys rotated (a key's rotation does not depend on the
+query); other encodings keep raw keys and apply decays and biases relative to each query.
 """
 
 import torch

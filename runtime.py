@@ -1,7 +1,4 @@
-"""
-What train.py, the scripts and preflight share about running a model on a device: the device and
-its precision, the training config's model, FLOPs per token and MFU, the learning-rate schedule.
-"""
+"""What train.py and the scripts share: device and precision, config checks, FLOPs/MFU, schedule."""
 
 import ctypes
 import math
@@ -96,11 +93,10 @@ def check_config(c):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got '{c['init_from']}'")
     if c["dtype"] not in ("auto", *DTYPES):
         raise ConfigError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{c['dtype']}'")
-    for key in ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval"):
+    at_least_1 = ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval")
+    for key in (*at_least_1, "log_interval"):
         if c[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {c[key]}")
-    if c["log_interval"] < 1:
-        raise ConfigError(f"log_interval must be at least 1, got {c['log_interval']}")
     for key in ("max_iters", "warmup_iters", "lr_decay_iters"):
         if c[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {c[key]}")
