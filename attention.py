@@ -43,7 +43,9 @@ def no_autocast(device_type):
     return nullcontext()
 
 
-note_once = functools.cache(lambda message: print(f"note: {message}"))
+@functools.cache
+def note_once(message):
+    print(f"note: {message}")
 
 
 def use_flex(backend, device_type, grad):
@@ -90,10 +92,15 @@ def route(
     return "blocks"
 
 
-def flex_training_note(config, pe):
-    """Why training on CUDA takes SDPA blocks although config.attn_backend allows FlexAttention
-    (None if it does not): the model prints it once."""
+def flex_training_note(config, pe, compiled=False):
+    """Why training on CUDA takes SDPA blocks although config.attn_backend allows FlexAttention for
+    pe (None if it takes flex): route() decides, this says why. The model prints it once."""
     if config.attn_backend == "sdpa" or not has_flex_path(pe):
+        return None
+    # index time (1-D positions): a learned clock never takes flex (see route)
+    how = route(pe, torch.zeros(1), config.attn_backend, "cuda", True, config.attn_dropout,
+                compiled=compiled)  # fmt: skip
+    if how == "flex":
         return None
     if not FLEX_BACKWARD:
         return (
@@ -105,7 +112,10 @@ def flex_training_note(config, pe):
             f"FlexAttention has no attention dropout: with attn_dropout={config.attn_dropout},"
             " training attention runs on SDPA (evaluation uses FlexAttention on CUDA)"
         )
-    return None
+    return (
+        f"compiled FlexAttention passes no gradient to tensors {config.encoding}'s score_mod"
+        " computes: compiled training attention runs on SDPA (evaluation uses FlexAttention)"
+    )
 
 
 def _causal(b, h, q_idx, kv_idx):
@@ -188,13 +198,16 @@ def _blockwise(q, k, v, pos, pe, dropout_p, query_block, explicit, scale):
         # at least two blocks: one block computes the whole masked square, two skip a quarter.
         # Not in a compiled graph: a block size that follows a dynamic length breaks inductor
         query_block = min(query_block, (Tq + 1) // 2)
+    elif not torch.is_grad_enabled() and Tq > query_block:
+        # compiled evaluation visits many lengths, and dynamo unrolls a loop over a symbolic number
+        # of blocks with a guard on the count: one graph per count. Past one block the loop runs
+        # outside the graph instead (a break per layer); each block is still one SDPA call
+        return _blockwise_outside_graph(q, k, v, pos, pe, dropout_p, query_block, explicit, scale)
     exact = not pe.orthogonal and not explicit
     if exact:
         ct = compute_dtype(q.dtype)
         q, k, v = q.to(ct), k.to(ct), v.to(ct)
     out = []
-    # a loop over the number of blocks, not range(start, T, block): under torch.compile with
-    # dynamic shapes the latter fixes T, and every evaluation length would compile anew
     for i in range((Tq + query_block - 1) // query_block):
         t0 = start + i * query_block
         t1 = min(T, t0 + query_block)
@@ -205,6 +218,9 @@ def _blockwise(q, k, v, pos, pe, dropout_p, query_block, explicit, scale):
             y = _attend_block(q_b, k_b, v_b, pos_q, pos_k, mask, pe, explicit, scale, dropout_p)
         out.append(y.to(out_dtype))
     return torch.cat(out, dim=2)
+
+
+_blockwise_outside_graph = torch.compiler.disable(_blockwise)
 
 
 def _attend_block(q, k, v, pos_q, pos_k, mask, pe, explicit, scale, dropout_p):

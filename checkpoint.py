@@ -11,17 +11,20 @@ A checkpoint is a dict:
     best_val_loss, tokens_seen, elapsed_s, tokenizer ("gpt2" | "bytes"), wandb_run_id
     rng            every random state of rank 0: torch, cuda (its device only), numpy, python,
                    the generator of training windows; restoring them makes resume exact
+    crc32          tensors_crc32 of the rest, checked on load (absent in older checkpoints)
 """
 
+import contextlib
 import os
 import random
+import zlib
 from dataclasses import asdict
 
 import numpy as np
 import torch
 
 from configurator import UserError
-from runtime import resolve_device
+from runtime import pick_dtype, resolve_device, set_tf32
 
 CKPT_NAME = "ckpt.pt"
 
@@ -30,28 +33,62 @@ def checkpoint_path(out_dir):
     return out_dir if out_dir.endswith(".pt") else os.path.join(out_dir, CKPT_NAME)
 
 
+def tensors_crc32(obj, crc=0):
+    """zlib.crc32 of the bytes of every tensor in obj (through dicts, lists, tuples, in order): it
+    catches any flipped byte, at a fraction of the time torch.save takes."""
+    if isinstance(obj, torch.Tensor):
+        data = obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        return zlib.crc32(data.numpy(), crc)
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    for v in obj if isinstance(obj, (list, tuple)) else ():
+        crc = tensors_crc32(v, crc)
+    return crc
+
+
+def remove_partial_save(out_dir):
+    """Delete what a save cut short left; only the run's writer may (a save may be under way)."""
+    with contextlib.suppress(OSError):
+        os.remove(checkpoint_path(out_dir) + ".tmp")
+
+
 def save_checkpoint(out_dir, ckpt):
-    """Write ckpt to a temporary file, fsync it, rename it over ckpt.pt: a crash or SIGKILL at
-    any moment leaves the previous checkpoint or the new one, never half a file."""
+    """Write ckpt and the CRC of its tensors to a temporary file, fsync it, rename it over
+    ckpt.pt: a crash or SIGKILL at any moment leaves the previous checkpoint or the new one, never
+    half a file. An I/O error (disk full, no permission) is a UserError and leaves no temp file."""
     path = checkpoint_path(out_dir)
-    with open(path + ".tmp", "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
+    try:
+        with open(path + ".tmp", "wb") as f:
+            torch.save({**ckpt, "crc32": tensors_crc32(ckpt)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+    except (OSError, RuntimeError) as e:
+        remove_partial_save(out_dir)
+        err = e if isinstance(e, OSError) else e.__context__  # torch.save wraps a failed write
+        if not isinstance(err, OSError):
+            raise
+        fix = "free space or fix permissions, then resume with --init_from=resume"
+        raise UserError(f"could not save {path}: {err.strerror or err}; the previous checkpoint, "
+                        f"if any, is intact: {fix}") from e  # fmt: skip
 
 
 def load_checkpoint(out_dir, map_location="cpu", mmap=False):
     """The checkpoint dict in out_dir (or a path to a .pt file). UserError if there is none.
-    mmap=True maps tensors from the file lazily: cheap when only the config is needed."""
+    mmap=True maps tensors from the file lazily: cheap when only the config is needed (and the
+    CRC of the tensors, which reads them all, is checked only without it)."""
     path = checkpoint_path(out_dir)
     if not os.path.isfile(path):
         hint = f"train one with: python train.py CONFIG --out_dir={out_dir}"
         raise UserError(f"no checkpoint at {path} ({hint})")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise UserError(f"could not read {path}: {type(e).__name__}: {e}") from e
+    if not mmap and "crc32" in ckpt and tensors_crc32(ckpt) != ckpt["crc32"]:
+        fix = "the run keeps no older one: restore it from a copy, or delete it and train again"
+        raise UserError(f"{path} is corrupt (its tensors do not match their saved CRC32); {fix}")
+    return ckpt
 
 
 def saved_config(out_dir):
@@ -100,6 +137,16 @@ def variant_label(rope_scaling=None, rope_factor=ROPE_FACTOR, encoding_kwargs=No
     return "custom" if encoding_kwargs else ""
 
 
+def eval_precision(ckpt, device, dtype=""):
+    """(dtype, tf32) to evaluate ckpt in on device, TF32 set to match on CUDA: `dtype` if given
+    (TF32 off), else ckpt's, resolved as train.py does: a float32 model can be far off in bf16."""
+    tcfg, kind = ckpt.get("config", {}), torch.device(device).type
+    tf32 = kind == "cuda" and not dtype and tcfg.get("tf32", False)
+    if kind == "cuda":
+        set_tf32(tf32)
+    return pick_dtype(dtype or tcfg.get("dtype", "auto"), kind)[0], tf32
+
+
 def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
     """encoding_kwargs for RoPE context extension at evaluation time ({} when none is asked).
     An encoding takes it by declaring the methods it supports (a `scalings` class attribute)."""
@@ -121,14 +168,8 @@ def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
     return {"scaling": rope_scaling, "factor": float(rope_factor)}
 
 
-def load_model(
-    out_dir,
-    device="cpu",
-    encoding_kwargs_override=None,
-    rope_scaling=None,
-    rope_factor=ROPE_FACTOR,
-    attn_backend="auto",
-):
+def load_model(out_dir, device="cpu", encoding_kwargs_override=None, rope_scaling=None,
+               rope_factor=ROPE_FACTOR, attn_backend="auto"):  # fmt: skip
     """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode.
 
     encoding_kwargs_override: options merged into the saved encoding_kwargs, for evaluation-time

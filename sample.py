@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from checkpoint import ROPE_FACTOR, load_model
+from checkpoint import ROPE_FACTOR, eval_precision, load_model
 from configurator import UserError, parse_args, run_cli
 from data.prepare import get_tokenizer, load_meta
 from runtime import autocast, resolve_device
@@ -31,9 +31,7 @@ DEFAULTS = dict(
     encoding_kwargs={},  # change encoding options at generation time
     rope_scaling="",  # RoPE context extension: linear | dynamic | yarn | llama3 (rope, damped_rope)
     rope_factor=ROPE_FACTOR,  # its factor (how many times the training length it aims at)
-    # bfloat16 autocast on CUDA where supported (the encodings that need float32 keep it inside
-    # attention; scripts/preflight.py checks the bf16 path on your GPU), else float32
-    dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
+    dtype="",  # "": the checkpoint's (its dtype and TF32, as it trained); or float32 | bfloat16 ...
 )
 
 
@@ -45,7 +43,6 @@ def main(argv=None):
         if cfg[key] < low:
             raise UserError(f"--{key} must be >= {low}, got {cfg[key]}")
     device = resolve_device(cfg["device"])
-    ctx = autocast(device, cfg["dtype"])
 
     start = cfg["start"]
     if start.startswith("FILE:"):
@@ -60,6 +57,7 @@ def main(argv=None):
 
     kwargs, scaling = cfg["encoding_kwargs"] or None, cfg["rope_scaling"] or None
     model, ckpt = load_model(cfg["out_dir"], device, kwargs, scaling, cfg["rope_factor"])
+    ctx = autocast(device, eval_precision(ckpt, device, cfg["dtype"])[0])
     # the checkpoint names its tokenizer, or else its dataset (whose meta.json does)
     tokenizer_name = ckpt.get("tokenizer")
     if tokenizer_name is None:

@@ -10,6 +10,7 @@ main() runs the phases below in order, passing the run's state r from one to the
 exact (bitwise on CPU): every random state is checkpointed.
 """
 
+import fcntl
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import random
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -30,6 +32,7 @@ from checkpoint import (
     checkpoint_path,
     load_checkpoint,
     model_args,
+    remove_partial_save,
     rng_states,
     save_checkpoint,
     saved_config,
@@ -72,6 +75,28 @@ def truncate_log(path, last_iter):
     with open(path + ".tmp", "w") as f:
         f.writelines(lines)
     os.replace(path + ".tmp", path)
+
+
+def lock_run(c):
+    """out_dir/.lock, held by rank 0 (the writer) for the run's life: a second train.py on the
+    directory is refused. The kernel releases it when the process ends, even by SIGKILL."""
+    out, master = c["out_dir"], os.environ.get("RANK", "0") == "0"
+    if not master or not (c["init_from"] == "scratch" or os.path.isdir(out)):
+        return nullcontext()  # a resume of no directory: open_run says there is no checkpoint
+    os.makedirs(out, exist_ok=True)
+    f = open(os.path.join(out, ".lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        fix = "wait for it to end, or stop it, or pick another --out_dir"
+        raise UserError(f"{out} is in use by {f.read().strip() or 'another run'}: {fix}") from None
+    except OSError as e:  # a file system without flock (e.g. Lustre mounted without -o flock)
+        print(f"note: cannot lock {out} ({e}); make sure no other run writes there")
+    f.truncate(0)
+    print(f"train.py (pid {os.getpid()} on {os.uname().nodename})", file=f, flush=True)
+    remove_partial_save(out)  # the writer now: a save killed midway may fill the disk
+    return f
 
 
 def open_run(c):
@@ -124,12 +149,11 @@ def setup(c):
         B=c["batch_size"], T=c["block_size"], grad_accum=accum // world, iter_num=0,
         tokens_per_iter=accum * c["batch_size"] * c["block_size"], tokens_seen=0,
         best_val_loss=float("inf"), elapsed_before=0.0, last_saved=None, recent=[], stop=None,
-        wandb=None, wandb_run_id=None, old_handlers={},
+        signal=None, wandb=None, wandb_run_id=None, old_handlers={},
     )  # fmt: skip
     r.say = print if r.master else (lambda *a, **k: None)  # rank 0 logs and writes checkpoints
     if dtype_note:
         r.say(f"note: {dtype_note}; training in float32 on {device}")
-    os.makedirs(r.out_dir, exist_ok=True)
     # dropout masks differ per rank; the training windows come from batch_rng, the same on every
     # rank (each takes its own slice of one global batch), so rank 0's checkpoint has it all
     torch.manual_seed(c["seed"] + rank)
@@ -163,15 +187,17 @@ def load_data(r):
     r.eval_starts = {split: evenly(n) for split, n in r.n_tokens.items()}
 
 
-def batch(r, split, starts):
-    """Inputs and targets (len(starts), T) of the windows data[s : s + T + 1]."""
+def batch(r, split, starts, pos=None):
+    """Inputs and targets (len(starts), T) of the windows data[s : s + T + 1] (and the positions
+    pos, if given) on the device."""
     # a new memmap per batch, as nanoGPT does: a long-lived one slowly leaks memory
     data = np.memmap(r.bins[split], dtype=r.meta["dtype"], mode="r")
     w = torch.from_numpy(np.stack([data[s : s + r.T + 1] for s in starts]).astype(np.int64))
-    x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
-    if r.device_type == "cuda":  # pinned memory lets the copy overlap with compute
-        return tuple(t.pin_memory().to(r.device, non_blocking=True) for t in (x, y))
-    return x.to(r.device), y.to(r.device)
+    ts = [w[:, :-1].contiguous(), w[:, 1:].contiguous()]
+    ts += [] if pos is None else [torch.from_numpy(pos)]
+    if r.device_type == "cuda":  # pinned memory: the copy overlaps with compute, nothing waits
+        return [t.pin_memory().to(r.device, non_blocking=True) for t in ts]
+    return [t.to(r.device) for t in ts]
 
 
 def build_model(r, ckpt):
@@ -259,19 +285,24 @@ def wrap_model(r):
 
 def check_losses(r):
     """Mean of the training losses since the last check (kept on the device: no iteration waits
-    for the GPU); Diverged if one is NaN/inf."""
+    for the GPU); Diverged if one is NaN/inf. Under DDP, whether any rank had a stop signal."""
     if not r.recent:
         return None
     losses = torch.stack([loss for _, loss in r.recent])
     if r.ddp:  # every rank must see the same, or they would disagree on stopping
+        # the ranks stop together (one that stopped alone would hang the others), agreeing here,
+        # where the loop waits for the GPU anyway: a check every iteration would make each wait
+        losses = torch.cat((losses, torch.full((1,), float(bool(r.signal)), device=r.device)))
         dist.all_reduce(losses)
         losses /= r.world
-    losses = losses.cpu()
-    for (it, _), loss in zip(r.recent, losses.tolist()):
+    losses = losses.tolist()
+    if r.ddp and losses.pop() > 0:
+        r.stop = r.stop or r.signal or "signal on another rank"
+    for (it, _), loss in zip(r.recent, losses):
         if not math.isfinite(loss):
             raise Diverged(f"loss became {loss} at iter {it}")
     r.recent.clear()
-    return losses.mean().item()
+    return sum(losses) / len(losses)
 
 
 def save(r, finished=False):
@@ -331,12 +362,12 @@ def train_step(r):
     step_loss = torch.zeros((), device=r.device)
     for m in range(r.grad_accum):
         i = (m * r.world + r.rank) * B
-        x, y = batch(r, "train", starts[i : i + B])
-        p = None if pos is None else torch.from_numpy(pos[i : i + B]).to(r.device)
+        # p: [the positions] when they are randomized, else []
+        x, y, *p = batch(r, "train", starts[i : i + B], None if pos is None else pos[i : i + B])
         if r.ddp:  # sync gradients only on the last micro-step
             r.model.require_backward_grad_sync = m == r.grad_accum - 1
         with r.ctx:
-            loss = r.model(x, y, pos=p)[1] / r.grad_accum  # summed over micro-steps: the mean
+            loss = r.model(x, y, *p)[1] / r.grad_accum  # summed over micro-steps: the mean
         r.scaler.scale(loss).backward()
         step_loss += loss.detach().float()
     if c["grad_clip"] > 0.0:
@@ -366,12 +397,14 @@ def train(r):
     r.t0 = time.time() - r.elapsed_before  # elapsed_s: training time over all resumes
 
     def request_stop(signum, frame):  # finish the iteration, save, exit 0; a second signal quits
-        if r.stop:
+        if r.signal:
             print("second signal: quitting without saving", file=sys.stderr)
             raise SystemExit(130)
-        r.stop = signal.Signals(signum).name
+        r.signal = signal.Signals(signum).name
+        r.stop = r.stop or (None if r.ddp else r.signal)  # DDP: all ranks stop in check_losses
         if r.master:
-            print(f"\n{r.stop}: saving a checkpoint after this iteration, then exiting "
+            when = "by the next progress line" if r.ddp else "after this iteration"
+            print(f"\n{r.signal}: saving a checkpoint {when}, then exiting "
                   "(send it again to quit without saving)", file=sys.stderr)  # fmt: skip
 
     signals = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; schedulers and `kill`
@@ -391,11 +424,7 @@ def train(r):
             t_log, since_log, eval_seconds = time.time(), 0, time.time() - t_eval  # not in ms/iter
         if r.iter_num >= end:
             break
-        if r.ddp:  # stop together: a rank that left alone would hang the others
-            flag = torch.tensor([float(bool(r.stop))], device=r.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            r.stop = r.stop or ("signal on another rank" if flag.item() else None)
-        if r.stop:
+        if r.stop:  # under DDP set by check_losses, on every rank at the same iteration
             check_losses(r)
             save(r)
             launcher = f"torchrun --nproc_per_node={r.world}" if r.ddp else "python"
@@ -424,32 +453,34 @@ def main(argv=None):
         sys.stdout.reconfigure(line_buffering=True)
     c = load_config(argv, saved_config=saved_config)
     runtime.check_config(c)
-    ckpt = open_run(c)
-    if ckpt is not None and ckpt["iter_num"] >= c["max_iters"]:
-        return  # finished: open_run said so
-    r = setup(c)
-    try:
-        load_data(r)
-        build_model(r, ckpt)
-        restore(r, ckpt)
-        ckpt = None  # free its memory
-        wrap_model(r)
-        train(r)
-    except Diverged as e:
-        kept = f"the last good checkpoint (iter {r.last_saved}) is kept in {r.out_dir}"
-        how = f"resume: python train.py --out_dir={r.out_dir} --init_from=resume --learning_rate=X"
-        if r.last_saved is None:
-            kept, how = "no checkpoint was saved yet", "start again"
-        fix = "Lower learning_rate (or raise warmup_iters, or set grad_clip) and"
-        print(f"error: {e}; {kept}. {fix} {how}", file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
-        for s, handler in r.old_handlers.items():
-            signal.signal(s, handler)
-        if r.wandb is not None:
-            r.wandb.finish()
-        if r.ddp:
-            dist.destroy_process_group()
+    with lock_run(c):  # released when the run ends (by the kernel if it is killed)
+        ckpt = open_run(c)
+        if ckpt is not None and ckpt["iter_num"] >= c["max_iters"]:
+            return  # finished: open_run said so
+        r = setup(c)
+        try:
+            load_data(r)
+            build_model(r, ckpt)
+            restore(r, ckpt)
+            ckpt = None  # free its memory
+            wrap_model(r)
+            train(r)
+        except Diverged as e:
+            kept = f"the last good checkpoint (iter {r.last_saved}) is kept in {r.out_dir}"
+            how = f"resume: python train.py --out_dir={r.out_dir} --init_from=resume"
+            how += " --learning_rate=X"
+            if r.last_saved is None:
+                kept, how = "no checkpoint was saved yet", "start again"
+            fix = "Lower learning_rate (or raise warmup_iters, or set grad_clip) and"
+            print(f"error: {e}; {kept}. {fix} {how}", file=sys.stderr)
+            raise SystemExit(1) from None
+        finally:
+            for s, handler in r.old_handlers.items():
+                signal.signal(s, handler)
+            if r.wandb is not None:
+                r.wandb.finish()
+            if r.ddp:
+                dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from checkpoint import ROPE_FACTOR, load_model, variant_label
+from checkpoint import ROPE_FACTOR, eval_precision, load_model, variant_label
 from configurator import UserError, parse_args, run_cli
 from data.prepare import load_meta, write_json
 from runtime import autocast, resolve_device
@@ -47,7 +47,7 @@ DEFAULTS = dict(
     attn_backend="auto",  # auto (FlexAttention for ALiBi, T5, Shaw... on CUDA) | sdpa | flex
     variant="",  # label of an evaluation-time change (default: "yarn x8" from the options above)
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
-    dtype="bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32",
+    dtype="",  # "": the checkpoint's (its dtype and TF32, as it trained); or float32 | bfloat16 ...
     compile=False,  # torch.compile the model (CUDA or CPU), with dynamic shapes: many lengths
     output="eval_lengths.json",  # file name inside out_dir
 )
@@ -175,6 +175,7 @@ def load(cfg):
     scaling, factor = cfg["rope_scaling"] or None, cfg["rope_factor"]
     kwargs, backend = cfg["encoding_kwargs"] or None, cfg["attn_backend"]
     model, ckpt = load_model(cfg["out_dir"], cfg["device"], kwargs, scaling, factor, backend)
+    cfg["dtype"], tf32 = eval_precision(ckpt, cfg["device"], cfg["dtype"])
     run = model
     if cfg["compile"] and cfg["device"] == "mps":
         print("note: --compile is not used on MPS (experimental there); evaluating eager")
@@ -197,9 +198,11 @@ def load(cfg):
         **{k: margs.get(k) for k in ("n_layer", "n_head", "n_embd")},
         iter_num=ckpt.get("iter_num"), seed=tcfg.get("seed"),
         max_tokens=0 if whole_split else cfg["max_tokens"], out_dir=cfg["out_dir"],
+        dtype=cfg["dtype"], tf32=tf32,
     )  # fmt: skip
     print(f"{cfg['out_dir']}: {margs['encoding']}, trained at {margs['block_size']}, {cfg['split']}"
-          f" split, {len(data) - 1:,} tokens scored per length, mode {cfg['mode']}")  # fmt: skip
+          f" split, {len(data) - 1:,} tokens scored per length, mode {cfg['mode']}, {cfg['dtype']}"
+          f"{' + TF32' * tf32}")  # fmt: skip
     return model, run, data, meta, context, lens
 
 

@@ -32,7 +32,7 @@ def make_dataset(root, n_val=300, n_test=200, words=None):
     return write_token_dataset(root, splits, VOCAB, words)
 
 
-def make_run(root, encoding="alibi", block_size=16, iter_num=10, attn_block_size=8):
+def make_run(root, encoding="alibi", block_size=16, iter_num=10, attn_block_size=8, dtype=None):
     torch.manual_seed(0)
     cfg = GPTConfig(
         vocab_size=VOCAB,
@@ -44,9 +44,10 @@ def make_run(root, encoding="alibi", block_size=16, iter_num=10, attn_block_size
         attn_block_size=attn_block_size,
     )
     model = GPT(cfg)
-    out = root / f"run_{encoding}"
+    out = root / f"run_{encoding}{dtype or ''}"
     out.mkdir()
     config = {"dataset": "tiny", "data_dir": str(root / "data"), "seed": 1, "encoding": encoding}
+    config |= {"dtype": dtype} if dtype else {}
     torch.save(
         {
             "model": model.state_dict(),
@@ -278,6 +279,45 @@ def test_records_of_another_token_range_are_dropped(tmp_path):
     main([f"--out_dir={out}", "--lengths=16", "--device=cpu", "--max_tokens=200"])
     records = json.loads((out / "eval_lengths.json").read_text())
     assert [(r["length"], r["max_tokens"]) for r in records] == [(16, 200)]
+
+
+def as_on_cuda(monkeypatch, module):
+    """Precision picked as on a CUDA GPU, its autocast emulated on CPU; returns the dtypes run."""
+    import checkpoint
+    from runtime import DTYPES, pick_dtype
+
+    seen = []
+    monkeypatch.setattr(checkpoint, "pick_dtype", lambda dtype, _: pick_dtype(dtype, "cuda"))
+    on = lambda d: torch.autocast("cpu", dtype=DTYPES[d], enabled=d != "float32")
+    monkeypatch.setattr(module, "autocast", lambda dev, d: seen.append(d) or on(d))
+    return seen
+
+
+def test_evaluates_in_the_checkpoints_dtype(tmp_path, monkeypatch):
+    make_dataset(tmp_path)
+    seen = as_on_cuda(monkeypatch, ev)
+    runs = {d: make_run(tmp_path, dtype=d)[0] for d in ("float32", "bfloat16")}  # same weights
+    args = ["--lengths=16", "--max_tokens=64", "--device=cpu"]
+    (f32,) = ev.main([f"--out_dir={runs['float32']}", *args])
+    (bf16,) = ev.main([f"--out_dir={runs['bfloat16']}", *args])
+    (told,) = ev.main([f"--out_dir={runs['bfloat16']}", *args, "--dtype=float32"])
+    assert seen == ["float32", "bfloat16", "float32"]
+    assert (f32["dtype"], bf16["dtype"], told["dtype"]) == ("float32", "bfloat16", "float32")
+    assert told["loss"] == f32["loss"] != bf16["loss"]
+    (saved,) = json.loads((runs["bfloat16"] / "eval_lengths.json").read_text())
+    assert saved["dtype"] == "float32" and saved["tf32"] is False  # the last run replaced it
+
+
+def test_eval_precision_rule(monkeypatch):
+    import checkpoint
+
+    tf32 = []
+    monkeypatch.setattr(checkpoint, "set_tf32", tf32.append)
+    ckpt = {"config": {"dtype": "float32", "tf32": True}}
+    assert checkpoint.eval_precision(ckpt, "cuda") == ("float32", True)  # as trained
+    assert checkpoint.eval_precision(ckpt, "cuda", "bfloat16") == ("bfloat16", False)  # told
+    assert checkpoint.eval_precision({"config": {"dtype": "bfloat16"}}, "cpu") == ("float32", False)
+    assert tf32 == [True, False]  # set on CUDA only
 
 
 # -----------------------------------------------------------------------------

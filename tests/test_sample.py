@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from test_eval import as_on_cuda
 from test_train import tiny_args, write_corpus
 
 import sample
@@ -97,6 +98,19 @@ def test_learned_positions_crop_the_context(runs, capsys):
     code, out, err = run_sample(args, capsys)
     assert code == 0 and out.startswith("the")
     assert "positions up to 32" in err
+
+
+def test_generates_in_the_checkpoints_dtype(runs, tmp_path, monkeypatch, capsys):
+    seen = as_on_cuda(monkeypatch, sample)
+    ckpt = torch.load(os.path.join(runs["alibi"], "ckpt.pt"), weights_only=True)
+    for dtype in ("float32", "bfloat16"):
+        ckpt["config"]["dtype"] = dtype
+        (tmp_path / dtype).mkdir()
+        torch.save(ckpt, tmp_path / dtype / "ckpt.pt")
+    args = ["--start=the", "--max_new_tokens=5"]
+    for run, told in (("float32", []), ("bfloat16", []), ("bfloat16", ["--dtype=float32"])):
+        assert run_sample([f"--out_dir={tmp_path / run}", *args, *told], capsys)[0] == 0
+    assert seen == ["float32", "bfloat16", "float32"]
 
 
 @pytest.mark.parametrize(
