@@ -86,9 +86,10 @@ def has_cpp_compiler():
 TRAIN_POSITIONS = ("index", "randomized")
 
 
-def check_config(c):
+def check_config(c, world=1):
     """Every rule on a training config that its types cannot say, as a ConfigError saying what to
-    change: the training keys here, the model's through GPTConfig and a tiny run of the encoding."""
+    change: the training keys here, the model's through GPTConfig and a tiny run of the encoding.
+    world: the DDP processes (torchrun's WORLD_SIZE), which share the micro-steps."""
     if c["init_from"] not in ("scratch", "resume"):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got '{c['init_from']}'")
     if c["dtype"] not in ("auto", *DTYPES):
@@ -107,6 +108,11 @@ def check_config(c):
         raise ConfigError(f"train_positions must be one of {valid}; got '{c['train_positions']}'")
     if c["max_train_position"] and c["train_positions"] != "randomized":
         raise ConfigError("max_train_position applies only with train_positions='randomized'")
+    if c["gradient_accumulation_steps"] % world:
+        n = c["gradient_accumulation_steps"]
+        raise ConfigError(
+            f"gradient_accumulation_steps ({n}) must be a multiple of the {world} processes"
+        )
     check_model(c)
 
 

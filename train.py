@@ -134,9 +134,6 @@ def setup(c):
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
     device, accum = runtime.resolve_device(c["device"]), c["gradient_accumulation_steps"]
     if ddp:
-        if accum % world:
-            raise ConfigError(f"gradient_accumulation_steps ({accum}) must be a multiple of the "
-                              f"number of processes ({world})")  # fmt: skip
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
             torch.cuda.set_device(device)
@@ -452,7 +449,7 @@ def main(argv=None):
     if hasattr(sys.stdout, "reconfigure"):  # progress shows up at once in `| tee` and logs
         sys.stdout.reconfigure(line_buffering=True)
     c = load_config(argv, saved_config=saved_config)
-    runtime.check_config(c)
+    runtime.check_config(c, world=int(os.environ.get("WORLD_SIZE", 1)))
     with lock_run(c):  # released when the run ends (by the kernel if it is killed)
         ckpt = open_run(c)
         if ckpt is not None and ckpt["iter_num"] >= c["max_iters"]:

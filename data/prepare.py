@@ -376,10 +376,13 @@ def load_meta(dataset_dir):
     return meta
 
 
-def ensure_prepared(name, data_dir=DATA_DIR):
-    """meta of data_dir/name, building it first if it is missing and we know how."""
+def ensure_prepared(name, data_dir=DATA_DIR, build=True):
+    """meta of data_dir/name, building it first if it is missing and we know how (build=False:
+    None then, a sweep's check before it starts)."""
     dataset_dir = os.path.join(data_dir, name)
     if not os.path.isfile(os.path.join(dataset_dir, "meta.json")) and name in KNOWN:
+        if not build:
+            return None
         argv = KNOWN[name].split() + ["--data_dir", data_dir]
         print(f"dataset {name!r} not found at {dataset_dir}: preparing it ({' '.join(argv)})")
         run(argv)

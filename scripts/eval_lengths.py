@@ -183,8 +183,6 @@ def load(cfg):
         run = torch.compile(model, dynamic=True)  # dynamic: not one graph per length and batch
     margs, tcfg = ckpt["model_args"], ckpt.get("config", {})
     lens = cfg["lengths"] or tuple(margs["block_size"] * m for m in LENGTH_MULTIPLIERS)
-    if not all(isinstance(n, int) and n > 0 for n in lens):
-        raise UserError(f"--lengths must be positive integers like --lengths=512,1024, got {lens}")
     meta, data = load_split(cfg["data_dir"], cfg["split"], tcfg)
     whole_split = cfg["max_tokens"] <= 0 or cfg["max_tokens"] + 1 >= len(data)
     data = torch.from_numpy(data[: None if whole_split else cfg["max_tokens"] + 1].astype(np.int64))
@@ -294,14 +292,22 @@ def write(cfg, results, context):
     print(f"wrote {out_path}")
 
 
-def main(argv=None):
-    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+def check_args(cfg):
+    """The options' own rules, checked before a checkpoint is read (and by a sweep, up front)."""
     if cfg["mode"] not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got '{cfg['mode']}'")
     if cfg["split"] not in ("val", "test", "train"):
         raise UserError(f"--split must be val or test, got '{cfg['split']}'")
     if cfg["mode"] == "sliding" and cfg["stride"] < 0:
         raise UserError("--stride must be positive (or 0 for length // 4)")
+    if not all(isinstance(n, int) and n > 0 for n in cfg["lengths"]):
+        lens = cfg["lengths"]
+        raise UserError(f"--lengths must be positive integers like --lengths=512,1024, got {lens}")
+
+
+def main(argv=None):
+    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    check_args(cfg)
     cfg["device"] = resolve_device(cfg["device"])
     model, run, data, meta, context, lens = load(cfg)
     results = evaluate_lengths(cfg, model, run, data, meta, context, lens)

@@ -21,10 +21,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import torch
 
+import checkpoint
+import runtime
 from checkpoint import ROPE_FACTOR, checkpoint_path, load_checkpoint, variant_label
-from configurator import UserError, exec_config_file
-from data.prepare import write_json
-from runtime import fmt_duration
+from configurator import UserError, exec_config_file, load_config, parse_args
+from data.prepare import PrepareError, ensure_prepared, write_json
+from scripts import eval_lengths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_FILE = dict(  # what a sweep file may set, with the defaults (their types are checked)
@@ -91,6 +93,47 @@ def check_run(path, i, r):
             )
         kw = v.get("rope_scaling"), v.get("rope_factor", ROPE_FACTOR), v.get("encoding_kwargs")
         v.setdefault("variant", variant_label(*kw))  # its rows' label: "rope + yarn x8"
+
+
+# the runs' settings, checked before the first run starts ----------------------------------------
+def check_runs(tasks, devices=True):
+    """'run: problem' for each problem train.py or eval_lengths.py would meet as it starts, found
+    by their own checks on the arguments they would get (one seed of a run stands for all).
+    devices: check that the devices are here (not for SLURM: its jobs run on other nodes)."""
+    one = {t.run["name"]: t for t in tasks if t.status == "pending"}  # not left out by --only
+    found = {name: dict.fromkeys(check_task(t, devices)) for name, t in one.items()}
+    return [f"{name}: {p}" for name, ps in found.items() for p in ps if p]  # each once
+
+
+def check_task(t, devices):
+    """The problems of t's training and of each of its evaluations (None: a check passed)."""
+    try:
+        c = load_config(t.train_args())  # the config file, every key and its type
+        evals = [parse_args(t.eval_cmd(a)[2:], eval_lengths.DEFAULTS) for a in t.evals()]
+    except UserError as e:
+        return [str(e)]
+    found = [problem(runtime.check_config, c, max(1, t.sweep["gpus_per_run"]))]
+    found += [problem(ensure_prepared, c["dataset"], c["data_dir"], False)]  # or known: built
+    for e in evals:
+        found += [problem(eval_lengths.check_args, e), problem(check_variant, c, e)]
+    for device in [c["device"]] + [e["device"] for e in evals] if devices else []:
+        found += [problem(runtime.resolve_device, device)]
+    return found
+
+
+def check_variant(c, e):
+    """The model of training config c as eval_lengths.py options e change it."""
+    scaling = checkpoint.rope_scaling_kwargs(c["encoding"], e["rope_scaling"], e["rope_factor"])
+    kwargs = c["encoding_kwargs"] | e["encoding_kwargs"] | scaling  # as load_model merges them
+    runtime.check_model({**c, "encoding_kwargs": kwargs, "attn_backend": e["attn_backend"]})
+
+
+def problem(check, *args):
+    """The message of the UserError check(*args) raises, None if it passes."""
+    try:
+        check(*args)
+    except (UserError, PrepareError) as e:
+        return str(e)
 
 
 # GPUs: one node, one run per GPU group ------------------------------------------------------------
@@ -179,13 +222,16 @@ class Task:
         self.gpus = ""  # with gpus: the CUDA_VISIBLE_DEVICES of the group it runs on
         self.job_id, self.job_state = "", ""  # with --launcher=slurm
 
+    def train_args(self):
+        """train.py's arguments: the run's config file, then the sweep's overrides."""
+        kv = {**self.sweep["common"], **self.run["overrides"], "seed": self.seed}
+        return [self.run["config"]] + [flag(k, v) for k, v in {**kv, "out_dir": self.dir}.items()]
+
     def train_cmd(self, resume):
-        overrides = {**self.sweep["common"], **self.run["overrides"], "seed": self.seed}
         n, cmd = self.sweep["gpus_per_run"], [sys.executable]
         if n > 1:  # a GPU group or a SLURM job with several GPUs; --standalone: a port of its own
             cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-        cmd += [os.path.join(REPO, "train.py"), self.run["config"]]
-        cmd += [flag(k, v) for k, v in overrides.items()] + [flag("out_dir", self.dir)]
+        cmd += [os.path.join(REPO, "train.py"), *self.train_args()]
         return cmd + (["--init_from=resume"] if resume else [])
 
     def eval_cmd(self, args):
@@ -356,9 +402,9 @@ class Sweep:
         elapsed, f = time.time() - t0, self.progress()
         gpu = lambda t: f", GPU {t.gpus}" if t.gpus else ""
         running = [f"{t.name} ({t.step}{gpu(t)})" for t in self.tasks if t.status == "running"]
-        eta = fmt_duration(elapsed * (1 - f) / f) if f > 0.02 else "?"
+        eta = runtime.fmt_duration(elapsed * (1 - f) / f) if f > 0.02 else "?"
         line = summary(self.sweep, self.tasks) + (f" | {', '.join(running)}" if running else "")
-        return line + f" | {100 * f:.0f}% | {fmt_duration(elapsed)} elapsed, ETA {eta}"
+        return line + f" | {100 * f:.0f}% | {runtime.fmt_duration(elapsed)} elapsed, ETA {eta}"
 
     def run(self):
         """Every task: a line as each ends, the status line (live on a terminal, else each minute).
@@ -372,7 +418,7 @@ class Sweep:
                     ended, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                     for t in [fut.result() for fut in futures if fut in ended]:
                         error = f": {t.error}" if t.error else ""
-                        msg = f"{t.name}: {t.status} ({fmt_duration(t.seconds)}){error}"
+                        msg = f"{t.name}: {t.status} ({runtime.fmt_duration(t.seconds)}){error}"
                         print(("\r\033[K" if tty else "") + msg, flush=True)
                     if tty:
                         print("\r\033[K" + self.status_line(t0)[:150], end="", flush=True)
@@ -522,8 +568,8 @@ def show_status(sweep, tasks):
 
 
 def report_failures(tasks):
-    """FAILED lines; the exit status: the number of failed runs (at most 125)."""
+    """FAILED lines; the exit status: 1 if a run failed, else 0."""
     failed = [t for t in tasks if t.status == "failed"]
     for t in failed:
         print(f"FAILED {t.name}: {t.error}  (log: {t.log()})")
-    return min(len(failed), 125)
+    return int(bool(failed))

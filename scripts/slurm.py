@@ -33,6 +33,7 @@ def import_submitit():
 
 def parameters(sweep, cfg):
     """submitit's slurm_* parameters. UserError on an unknown key, a wrong type or no time."""
+    import_submitit()  # first: without it nothing of a SLURM sweep can run
     given = dict(sweep["slurm"])
     for k, example in SLURM_KEYS.items():
         if cfg[f"slurm_{k}"] is not None:  # --slurm_account=1234 is a name

@@ -7,17 +7,19 @@ Train and evaluate every run of a sweep, then tabulate: the overnight workhorse.
     python scripts/sweep.py configs/sweeps/wikitext103.py --launcher=slurm  # scripts/slurm.py
     python scripts/sweep.py configs/sweeps/wikitext103.py --status     # or --collect: the tables
 
-A sweep file sets keys of SWEEP_FILE (scripts/runs.py), e.g. configs/sweeps/demo.py. A run at a
-seed is train.py (skipped when finished, resumed when not), then scripts/eval_lengths.py (skipped
-when eval_lengths.json has every length for this checkpoint), subprocesses logging to train.log /
-eval.log in its directory: a crash fails that run only, and the same command rerun picks up where
-it stopped. With gpus (--gpus wins), a run holds the first free group of gpus_per_run GPUs from
-train to eval (torchrun when > 1, eval on the first): no two runs share a GPU. Indices are ours:
-under CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] is devices 4 and 5.
+A sweep file sets keys of SWEEP_FILE (scripts/runs.py), e.g. configs/sweeps/demo.py. First every
+run's settings go through train.py's and eval_lengths.py's own checks (keys, types, encoding and
+its kwargs, dataset, eval lengths and variants, devices, DDP): any problem is a line `error: RUN:
+problem`, and nothing runs (--dry_run: the checks, then the plan). A run at a seed is train.py
+(skipped when finished, resumed when not), then scripts/eval_lengths.py (skipped when done for
+this checkpoint), subprocesses logging to train.log / eval.log in its directory: a crash fails
+that run only, and the same command rerun picks up where it stopped. With gpus (--gpus wins), a
+run holds the first free group of gpus_per_run GPUs from train to eval (torchrun when > 1, eval
+on the first). Indices are ours: under CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] is GPUs 4, 5.
 
 Writes out_dir/status.json, results.csv and results.md (a row per run and eval variant: mean ±
-sample std over seeds at each length). Exit status: the number of failed runs (at most 125), 130
-when interrupted, 2 for a bad sweep file or option.
+sample std over seeds at each length). Exit status: 0 every run succeeded; 1 some runs failed;
+2 the sweep file, an option or a run's settings are invalid (nothing ran); 130 interrupted.
 """
 
 import os
@@ -47,6 +49,8 @@ DEFAULTS = dict(
 
 def parse_cli(argv):
     """The options; --dry-run is --dry_run, and --dry_run, --status, --collect need no =True."""
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n")  # then parse_args lists the keys
     argv = [re.sub(r"^--dry-run", "--dry_run", a) for a in argv]
     argv = [a + "=True" if a in ("--dry_run", "--status", "--collect") else a for a in argv]
     cfg = parse_args(argv, DEFAULTS, positional="sweep")
@@ -127,11 +131,13 @@ def main(argv=None):
         runs.plan_gpus(sweep, cfg)
     tasks = make_tasks(sweep, cfg["only"])
     if look:
-        if not os.path.isdir(sweep["out_dir"]):
+        if cfg["collect"] and not os.path.isdir(sweep["out_dir"]):
             raise UserError(f"{sweep['out_dir']} does not exist: the sweep has not run yet")
-        slurm.attach(sweep, tasks)
+        slurm.attach(sweep, tasks)  # before its first run: every run pending
         (runs.collect_all if cfg["collect"] else runs.show_status)(sweep, tasks)
         return 0
+    if problems := runs.check_runs(tasks, devices=params is None):
+        raise UserError("\nerror: ".join(problems))  # a line each; run_cli: exit status 2
     if cfg["dry_run"]:
         return dry_run(sweep, tasks, params)
     return slurm.launch(sweep, tasks, params) if params else run_local(sweep, tasks, cfg["sweep"])

@@ -16,7 +16,7 @@ import torch
 from helpers import load_script, write_token_dataset
 
 import scripts.runs as runs
-from configurator import load_config
+from configurator import UserError, load_config
 from encoding import available_encodings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,16 +82,18 @@ def test_failures_are_isolated_then_finished_runs_are_skipped(tmp_path):
     make_dataset(tmp_path)
     runs = [
         dict(name="alibi", config="configs/demo/alibi.py"),
-        dict(name="bad_heads", config="configs/demo/rope.py", overrides=dict(n_head=3)),
-        dict(name="no_config", config=str(tmp_path / "missing.py")),
+        # valid settings, but an unreadable ckpt.pt to resume: fails as it runs
+        dict(name="broken", config="configs/demo/rope.py", seeds=[1, 2]),
     ]
     path = write_sweep(tmp_path, runs)
+    for seed in (1, 2):
+        (tmp_path / "sweep" / "broken" / f"seed{seed}").mkdir(parents=True)
+        (tmp_path / "sweep" / "broken" / f"seed{seed}" / "ckpt.pt").write_bytes(b"garbage")
     p = sweep(path)
-    assert p.returncode == 2, p.stdout + p.stderr  # two failed runs
+    assert p.returncode == 1, p.stdout + p.stderr  # some runs failed (two here)
     st = statuses(tmp_path)
     assert st[("alibi", 1)]["status"] == "ok"
-    assert st[("bad_heads", 1)]["status"] == "failed" and "n_head" in st[("bad_heads", 1)]["error"]
-    assert st[("no_config", 1)]["status"] == "failed" and "missing" in st[("no_config", 1)]["error"]
+    assert st[("broken", 2)]["status"] == "failed" and "ckpt.pt" in st[("broken", 2)]["error"]
     assert p.stdout.count("FAILED") == 2
     ok_dir = tmp_path / "sweep" / "alibi" / "seed1"
     records = json.loads((ok_dir / "eval_lengths.json").read_text())
@@ -99,9 +101,9 @@ def test_failures_are_isolated_then_finished_runs_are_skipped(tmp_path):
     # the tables: a row per run, the failures say why
     with open(tmp_path / "sweep" / "results.csv") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"alibi", "bad_heads", "no_config"}
+    assert set(rows) == {"alibi", "broken"}
     assert float(rows["alibi"]["ppl@32"]) == pytest.approx(records[1]["ppl"], rel=1e-5)
-    assert rows["bad_heads"]["ppl@16"] == "" and "failed" in rows["bad_heads"]["status"]
+    assert rows["broken"]["ppl@16"] == "" and "failed" in rows["broken"]["status"]
     md = (tmp_path / "sweep" / "results.md").read_text()
     assert "| alibi |" in md and "perplexity" in md and "nonoverlapping" in md
     # second time: the finished run is neither retrained nor re-evaluated
@@ -111,7 +113,53 @@ def test_failures_are_isolated_then_finished_runs_are_skipped(tmp_path):
     assert n_train_calls(ok_dir) == 1 and (ok_dir / "eval_lengths.json").stat().st_mtime == mtime
     assert statuses(tmp_path)[("alibi", 1)]["status"] == "done"
     with open(tmp_path / "sweep" / "results.csv") as f:  # --only keeps the other runs' rows
-        assert {r["run"] for r in csv.DictReader(f)} == {"alibi", "bad_heads", "no_config"}
+        assert {r["run"] for r in csv.DictReader(f)} == {"alibi", "broken"}
+
+
+def test_every_invalid_run_is_listed_before_anything_runs(tmp_path, monkeypatch):
+    """A misspelt encoding, a dataset never prepared, bad evaluation lengths: --dry_run lists
+    every problem of every run, a line each, and exits 2; the real command too, before training."""
+    make_dataset(tmp_path)
+    runs = [
+        dict(name="alibi", config="configs/demo/alibi.py"),
+        dict(name="typo", config="configs/demo/rope.py", overrides=dict(encoding="rop")),
+        dict(name="nodata", config="configs/demo/alibi.py", overrides=dict(dataset="never")),
+    ]
+    path = write_sweep(tmp_path, runs)
+    path.write_text(path.read_text().replace("lengths=[16, 32]", "lengths=[32, 0, -4]"))
+    p = sweep(path, "--dry_run")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stdout + p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 5 and all(line.startswith("error: ") for line in lines)
+    lengths = "--lengths must be positive integers like --lengths=512,1024, got (32, 0, -4)"
+    assert [line.split(": ")[1] for line in lines if lengths in line] == ["alibi", "typo", "nodata"]
+    assert "error: typo: unknown encoding 'rop' (did you mean 'rope'?)" in p.stderr
+    assert "error: nodata: dataset not found at" in p.stderr
+    # the real command: the same lines, and no run starts
+    fake = FakeRuns()
+    with pytest.raises(UserError) as e:
+        run_main(load_script("sweep"), monkeypatch, [path], fake)
+    assert "error: " + str(e.value) + "\n" == p.stderr
+    assert fake.events == [] and not (tmp_path / "sweep").exists()
+
+
+def test_status_before_the_first_run_lists_every_run_as_pending(tmp_path, monkeypatch, capsys):
+    sw = load_script("sweep")
+    path = gpu_sweep(tmp_path, runs=("a", "b"))
+    assert run_main(sw, monkeypatch, [path, "--status"], FakeRuns()) == 0
+    out = capsys.readouterr().out
+    assert "0/4 done" in out and not (tmp_path / "sweep").exists()
+    assert sum(f"{r}/seed{s}" in line and "pending" in line for r in "ab" for s in (1, 2)
+               for line in out.splitlines()) == 4  # fmt: skip
+
+
+def test_help_states_the_exit_codes(monkeypatch, capsys):
+    sw = load_script("sweep")
+    with pytest.raises(SystemExit) as e:
+        sw.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--dry_run=False" in out
+    assert "0 every run succeeded; 1 some runs failed" in " ".join(out.split())
 
 
 def test_interrupted_run_is_resumed(tmp_path):
@@ -155,6 +203,7 @@ def test_interrupted_run_is_resumed(tmp_path):
 
 
 def test_dry_run_lists_and_runs_nothing(tmp_path):
+    make_dataset(tmp_path)
     path = write_sweep(
         tmp_path,
         [
@@ -183,7 +232,7 @@ def test_eval_variants_are_rows_of_their_own(tmp_path):
     training run not repeated, and the variant evaluation skipped once done."""
     make_dataset(tmp_path)
     variants = [dict(rope_scaling="yarn", rope_factor=4), dict(rope_scaling="linear")]
-    runs = [dict(name="rope", config="configs/rope.py", eval_variants=variants)]
+    runs = [dict(name="rope", config="configs/demo/rope.py", eval_variants=variants)]
     path = write_sweep(tmp_path, runs)
     p = sweep(path)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -390,9 +439,14 @@ def test_gpus_per_run_two_trains_under_torchrun(tmp_path, monkeypatch):
     sw = load_script("sweep")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    fake = FakeRuns(seconds=0.2)
+    fake, argv = FakeRuns(seconds=0.2), ["--gpus=0,1,2,3", "--gpus_per_run=2"]
     path = gpu_sweep(tmp_path, "jobs = 8\n", runs=("a", "b", "c"))  # jobs capped by the groups
-    assert run_main(sw, monkeypatch, [path, "--gpus=0,1,2,3", "--gpus_per_run=2"], fake) == 0
+    with pytest.raises(UserError) as e:  # train.py's check under torchrun, made up front
+        run_main(sw, monkeypatch, [path, *argv], fake)
+    ddp = "gradient_accumulation_steps (1) must be a multiple of the 2 processes"
+    assert str(e.value).count(ddp) == 3 and fake.events == []
+    path.write_text(path.read_text() + "common = dict(gradient_accumulation_steps=2)\n")
+    assert run_main(sw, monkeypatch, [path, *argv], fake) == 0
     trains, evals = fake.trains(), fake.evals()
     assert len(trains) == 6 and {e["gpus"] for e in trains} == {"4,5", "6,7"}
     for e in trains:
@@ -431,7 +485,10 @@ def test_without_gpus_nothing_changes(tmp_path, monkeypatch, capsys):
 def test_dry_run_shows_the_gpu_assignment(tmp_path, monkeypatch, capsys):
     sw = load_script("sweep")
     path = gpu_sweep(
-        tmp_path, "gpus = [0, 1, 2, 3]\ngpus_per_run = 2\n", runs=("a", "b"), seeds=(1,)
+        tmp_path,
+        "gpus = [0, 1, 2, 3]\ngpus_per_run = 2\ncommon = dict(gradient_accumulation_steps=2)\n",
+        runs=("a", "b"),
+        seeds=(1,),
     )
     path.write_text(
         path.read_text() + "runs.append(dict(name='c', config='configs/demo/rope.py'))\n"
@@ -464,8 +521,6 @@ def test_dry_run_shows_the_gpu_assignment(tmp_path, monkeypatch, capsys):
     ],
 )
 def test_bad_gpus_are_one_line_errors(tmp_path, monkeypatch, extra, argv, devices, message):
-    from configurator import UserError
-
     sw = load_script("sweep")
     path = gpu_sweep(tmp_path, extra)
     with pytest.raises(UserError) as e:
