@@ -6,6 +6,7 @@ or an exception FAILs (exit 1). Usage, protocol and tolerances: docs/training.md
 
     python scripts/preflight.py                   # CUDA: configs/base.py; CPU: configs/demo/base.py
     python scripts/preflight.py configs/base.py --encodings=alibi,rope --steps=3  # any config key
+    python scripts/preflight.py --sweep=configs/sweeps/wikitext103.py  # its runs; its training time
 """
 
 import copy
@@ -16,27 +17,33 @@ import statistics
 import sys
 import time
 from functools import partial
+from types import SimpleNamespace
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
+import numpy as np
 import torch
 
+import attention
 import runtime
 from attention import route
 from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
-from model import GPT
-from runtime import resolve_device, set_tf32
+from runtime import fmt_duration, resolve_device, set_tf32
 from scripts.bench import cpu_peak_bytes
+from scripts.runs import flag, load_sweep
+from train import build_model, random_positions
 
 # preflight's own options; every other --key=value is a config override, as in train.py
 DEFAULTS = dict(
-    encodings="",  # comma-separated config file names beside CONFIG, e.g. alibi,rope; empty: all
+    encodings="",  # comma-separated config files beside CONFIG (runs of --sweep), e.g. alibi,rope
     steps=5,  # training steps per path
     eval_factor=4,  # logits are also compared at eval_factor x block_size
     loss_tol=0.0,  # max relative loss drift; 0: by precision (TOLERANCES)
     logits_tol=0.0,  # max relative logits drift; 0: by precision
     vocab_size=0,  # tokens are drawn from [0, vocab_size); 0: the dataset's (see vocab_size())
+    sweep="",  # a sweep file (configs/sweeps/*.py) instead of CONFIG: check its runs, estimate it
 )
 # the checked path's precision -> (logits, loss) tolerance, >= 5x the drifts of correct setups:
 TOLERANCES = {
@@ -49,22 +56,27 @@ TOLERANCES = {
 KNOWN_VOCAB = {"demo": 256, "wikitext103": 50257, "wikitext103_bytes": 256}
 
 
-def setup_files(config_file, names):
-    """{name: path} of the encoding setups to check."""
+def setup_files(config_file, names, sweep=None):
+    """{name: [config file, --key=value...]} of the setups to check: the runs of a sweep file (with
+    the overrides scripts/runs.py passes train.py), the config files beside a base.py, or CONFIG."""
     stem = lambda path: os.path.splitext(os.path.basename(path))[0]
-    if stem(config_file) != "base":
+    where = config_file if sweep else os.path.dirname(config_file) or "."
+    if sweep:
+        flags = lambda r: [flag(k, v) for k, v in {**sweep["common"], **r["overrides"]}.items()]
+        found = {r["name"]: [r["config"], *flags(r)] for r in sweep["runs"]}
+    elif stem(config_file) != "base":
         if names:
             raise UserError("--encodings picks files beside a base.py; this CONFIG is one setup")
-        return {stem(config_file): config_file}
-    folder = os.path.dirname(config_file)
-    found = {stem(f): f for f in sorted(glob.glob(os.path.join(folder, "*.py")))}
-    found.pop("base", None)
+        return {stem(config_file): [config_file]}
+    else:
+        found = {stem(f): [f] for f in sorted(glob.glob(os.path.join(where, "*.py")))}
+        found.pop("base", None)
     if not found:
         raise UserError(f"no encoding config files beside {config_file}")
     for name in (n for n in names if n not in found):
         raise UserError(
             f"unknown setup '{name}' in --encodings{nearest_hint(name, found)}; "
-            f"valid in {folder or '.'}: {', '.join(found)}"
+            f"valid in {where}: {', '.join(found)}"
         )
     return {n: found[n] for n in names} if names else found
 
@@ -94,33 +106,38 @@ def precision(c, device):
 # one path: a few training steps, logits at two lengths
 
 
-def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None, sdpa=False):
-    """Train a copy of model0 on batches (sdpa: every attention on SDPA): losses, logits of the
-    first window and logits_long of long_x at the initial weights, step times, peak bytes, and the
-    steps a float16 grad scaler skipped. skip=None: the checked path; the reference gets its
-    skipped steps and drops those updates."""
+def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None, sdpa=(0, 0)):
+    """Train a copy of model0 on batches with every dropout off (sdpa: attention on SDPA when
+    evaluating, when training): losses, logits of the first window and logits_long of long_x at
+    the initial weights, step times, peak bytes, and the steps a float16 grad scaler skipped.
+    skip=None: the checked path; the reference gets its skipped steps and drops those updates."""
     device_type = device.split(":")[0]
     set_tf32(tf32)
     # autocast on CPU too (runtime.autocast is CUDA only): the tests check low precision there
     ctx = torch.autocast(device_type, runtime.DTYPES[dtype], enabled=dtype != "float32")
     out = dict(losses=[], times=[], skipped=[], peak=None, logits_long=None)
     model = copy.deepcopy(model0).to(device)
-    for block in model.transformer.h if sdpa else ():
-        block.attn.backend = "sdpa"
+    attns = [block.attn for block in model.transformer.h]
+    for attn in attns if sdpa[0] else ():
+        attn.backend = "sdpa"
     if long_x is not None:  # eager on a copy, as eval_lengths.py runs it (compiled: one length)
         with torch.no_grad(), ctx:
             out["logits_long"] = copy.deepcopy(model).eval()(long_x.to(device))[0].float().cpu()
+    for m in (m for m in model.modules() if isinstance(m, torch.nn.Dropout)):
+        m.p = 0.0  # only without random masks do two paths compare
+    for attn in attns:  # attention dropout off too; sdpa[1]: training stays on the blocks it took
+        attn.attn_dropout, attn.backend = 0.0, "sdpa" if sdpa[1] else attn.backend
     hyper = c["weight_decay"], c["learning_rate"], (c["beta1"], c["beta2"])
     optimizer = model.configure_optimizers(*hyper, device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
     torch._dynamo.reset()  # a fresh cache per model: a dozen encodings would hit its limit
     fwd = torch.compile(model) if compile else model
 
-    def step(i, x, y):
+    def step(i, x, y, pos):
         for group in optimizer.param_groups:
             group["lr"] = runtime.lr_at(i, c, c["lr_decay_iters"] or c["max_iters"])
         with ctx:
-            logits, loss = fwd(x, y)
+            logits, loss = fwd(x, y, pos=pos)
         scale = scaler.get_scale() if scaler.is_enabled() else None
         scaler.scale(loss).backward()
         if c["grad_clip"] > 0.0:
@@ -138,58 +155,66 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
 
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for i, (x, y) in enumerate(batches):
-        x, y = x.to(device), y.to(device)
+    for i, batch in enumerate(batches):
+        x, y, pos = (None if t is None else t.to(device) for t in batch)
         if skip is None and device_type == "cpu" and i == len(batches) - 1:
             # no peak statistics on CPU: weights, optimizer state and the last step (not timed)
             held = [*model.parameters(), *(t for s in optimizer.state.values() for t in s.values())]
-            out["peak"] = sum(t.nbytes for t in held) + cpu_peak_bytes(partial(step, i, x, y))
+            out["peak"] = sum(t.nbytes for t in held) + cpu_peak_bytes(partial(step, i, x, y, pos))
             continue
         t0 = time.perf_counter()
-        step(i, x, y)
+        step(i, x, y, pos)
         out["times"].append(time.perf_counter() - t0)
     if device_type == "cuda":
         out["peak"] = torch.cuda.max_memory_allocated(device)
     return out
 
 
-def attention_route(model, c, device):
-    """The route train.py's training attention takes, asked with what the first layer's attention
-    gets in a short forward (its positions: indices, or a learned clock)."""
-    seen, attn = [], model.transformer.h[0].attn
-    attn.inspect = lambda q, k, pos, pe: seen.append((pe, pos))
-    with torch.no_grad():
-        model(torch.zeros(1, min(8, c["block_size"]), dtype=torch.long))
-    attn.inspect = None
-    ask = partial(route, *seen[0], c["attn_backend"], device.split(":")[0], grad=True)
-    train = ask(dropout_p=c["attn_dropout"], compiled=c["compile"])
-    here = ask(compiled=c["compile"])  # preflight trains without dropout
-    return (
-        here if here == train else f"{here} (train.py: {train}, attn_dropout {c['attn_dropout']})"
-    )
+def routes(model, c, x, pos, device_type):
+    """(training route, evaluation route) on device_type and on CUDA, as attention.route()
+    decides them for what it gets in model's training forward of x at pos (train.py's call) and
+    evaluation forward of x (eval_lengths.py's), compiled training as the config says."""
+    with mock.patch.object(attention, "route", wraps=route) as spy:
+        model(x, x, pos=pos)
+        with torch.no_grad():
+            model.eval()(x)
+    model.train()
+    (a, kw), (a_eval, kw_eval) = spy.call_args_list[0], spy.call_args_list[-1]
+    ask = lambda d: (route(*a[:3], d, *a[4:], **{**kw, "compiled": c["compile"]}),
+                     route(*a_eval[:3], d, *a_eval[4:], **kw_eval))  # fmt: skip
+    return ask(device_type), ask("cuda")
+
+
+def inputs(c, V, steps, L, device):
+    """train.py's model of config c (its dropouts on; on the CPU until a path copies it), steps
+    batches of random tokens in [0, V) at positions drawn as train.py draws them, a sequence of L
+    tokens (None past a learned table), and routes() here and on CUDA."""
+    B, T = c["batch_size"], c["block_size"]
+    torch.manual_seed(c["seed"])
+    r = SimpleNamespace(c=c, meta=dict(vocab_size=V), device="cpu", device_type="cpu", T=T,
+                        dtype="float32", say=lambda *a: None)  # fmt: skip
+    build_model(r, None)
+    gen, rng = torch.Generator().manual_seed(c["seed"]), np.random.default_rng(c["seed"])
+    tokens = lambda *shape: torch.randint(0, V, shape, generator=gen)
+    drawn = lambda n: torch.from_numpy(random_positions(rng, n, T, r.train_bound))
+    pos = lambda n: drawn(n) if r.train_bound else None
+    batches = [(tokens(B, T), tokens(B, T), pos(B)) for _ in range(steps)]
+    long_x = None if r.model.max_len is not None and L > r.model.max_len else tokens(1, L)
+    return r.model, batches, long_x, routes(r.model, c, tokens(1, T), pos(1), device.split(":")[0])
 
 
 def check(c, opt, device, V):
-    """(ok, one line) for one encoding setup, on random tokens in [0, V)."""
+    """(ok, one line, training tok/s) for one encoding setup, on random tokens in [0, V)."""
     dtype, compile, tf32, key = precision(c, device)
     logits_tol = opt["logits_tol"] or TOLERANCES[key][0]
     loss_tol = opt["loss_tol"] or TOLERANCES[key][1]
     B, T, L = c["batch_size"], c["block_size"], c["block_size"] * opt["eval_factor"]
-    torch.manual_seed(c["seed"])
-    model0 = GPT(runtime.gpt_config({**c, "dropout": 0.0}, (V + 63) // 64 * 64))  # as train.py pads
-    gen = torch.Generator().manual_seed(c["seed"])
-    tokens = lambda *shape: torch.randint(0, V, shape, generator=gen)
-    batches = [(tokens(B, T), tokens(B, T)) for _ in range(opt["steps"])]
-    long_x = None if model0.max_len is not None and L > model0.max_len else tokens(1, L)
+    model0, batches, long_x, (here, on_cuda) = inputs(c, V, opt["steps"], L, device)
     run = partial(run_path, model0, c, device, batches, long_x)
-    checked = run(dtype, compile, tf32)
-    ref = run("float32", False, False, checked["skipped"], sdpa=True)
+    checked = run(dtype, compile, tf32, sdpa=(0, here[0] == "blocks"))
+    ref = run("float32", False, False, checked["skipped"], sdpa=(1, 1))
 
     losses = list(zip(checked["losses"], ref["losses"]))
-    for i, (a, b) in enumerate(losses):
-        if not math.isfinite(a):
-            also = "" if math.isfinite(b) else " (in float32 eager too)"
-            return False, f"loss became {a} at step {i + 1}{also}"
     loss_drift = max(abs(a - b) / abs(b) for a, b in losses)
     rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()  # to b's scale
     drifts = [(T, rel(checked["logits"], ref["logits"]))]
@@ -197,24 +222,52 @@ def check(c, opt, device, V):
         drifts.append((L, rel(checked["logits_long"], ref["logits_long"])))
     times = checked["times"]  # the first step compiles; the median shrugs off a busy machine
     typical = statistics.median(times[1:] or times)
+    speed = B * T / typical
     figures = f"loss {loss_drift:.1e}  logits " + "  ".join(f"{d:.1e} @{n}" for n, d in drifts)
     if long_x is None:
         figures += f"  (no @{L}: positions end at {model0.max_len})"
     peak = "n/a" if checked["peak"] is None else f"{checked['peak'] / 2**20:,.0f}"
-    figures += f"  | {attention_route(model0, c, device)}  {B * T / typical:,.0f} tok/s  {peak} MB"
+    figures += f"  | train {here[0]}, eval {here[1]}  {speed:,.0f} tok/s  {peak} MB"
     if compile and len(times) > 1:
         figures += f"  compile {times[0] - typical:.0f}s"
     if checked["skipped"]:
         steps = ", ".join(str(i + 1) for i in checked["skipped"])
         figures += f"  (float16 grad scaler skipped step {steps}; so did the reference)"
+    if not device.startswith("cuda"):  # pick_dtype asked as on a GPU with bfloat16 (A100, H100)
+        with mock.patch.object(torch.cuda, "is_bf16_supported", return_value=True):
+            key = precision(c, "cuda")[3]
+        figures += f"  | CUDA {key}: train {on_cuda[0]}, eval {on_cuda[1]}"
     worst_n, worst = max(drifts, key=lambda nd: nd[1] if math.isfinite(nd[1]) else math.inf)
-    if not math.isfinite(worst):
-        return False, f"logits not finite at length {worst_n}; {figures}"
-    if loss_drift > loss_tol:
-        return False, f"loss drift {loss_drift:.1e} > {loss_tol:g}; {figures}"
-    if worst > logits_tol:
-        return False, f"logits drift {worst:.1e} > {logits_tol:g} at length {worst_n}; {figures}"
-    return True, figures
+    nan = [(i, a, b) for i, (a, b) in enumerate(losses) if not math.isfinite(a)]
+    if nan:
+        i, a, b = nan[0]
+        also = "" if math.isfinite(b) else " (in float32 eager too)"
+        fail = f"loss became {a} at step {i + 1}{also}"
+    elif not math.isfinite(worst):
+        fail = f"logits not finite at length {worst_n}"
+    elif loss_drift > loss_tol:
+        fail = f"loss drift {loss_drift:.1e} > {loss_tol:g}"
+    elif worst > logits_tol:
+        fail = f"logits drift {worst:.1e} > {logits_tol:g} at length {worst_n}"
+    else:
+        return True, figures, speed
+    return False, f"{fail}; {figures}", speed
+
+
+def estimate(sweep, setups, speeds):
+    """The sweep's training time here, one run after another: per run and seed, max_iters x
+    tokens per iteration / the tok/s measured for it."""
+    print(f"sweep {sweep['name']}: training time at the tok/s above, one run at a time")
+    total = 0.0
+    for r in (r for r in sweep["runs"] if r["name"] in speeds):
+        c, speed = setups[r["name"]][0], speeds[r["name"]]
+        n = c["max_iters"] * c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
+        n *= len(r.get("seeds", sweep["seeds"]))
+        total += n / speed
+        print(f"  {r['name']:<18} {n:,} tokens at {speed:,.0f} tok/s: {fmt_duration(n / speed)}")
+    left = ", ".join(r["name"] for r in sweep["runs"] if r["name"] not in speeds)
+    left = f" without {left} (not measured)" if left else ""
+    print(f"  total {fmt_duration(total)}{left}; evaluation is not timed here: not included")
 
 
 # -----------------------------------------------------------------------------
@@ -228,6 +281,10 @@ def main(argv=None):
     own = [a for a in argv if a.startswith("--") and a[2:].partition("=")[0] in DEFAULTS]
     opt = parse_args(own, DEFAULTS)
     config_file, overrides = split_argv([a for a in argv if a not in own])
+    sweep = load_sweep(opt["sweep"]) if opt["sweep"] else None
+    if sweep and config_file:
+        raise UserError("give a CONFIG or a --sweep file, not both")
+    config_file = opt["sweep"] or config_file
     if config_file is None:  # configs/base.py on CUDA, configs/demo/base.py elsewhere
         demo = "" if resolve_device("auto") == "cuda" else "demo"
         config_file = os.path.relpath(os.path.join(__file__, "../../configs", demo, "base.py"))
@@ -235,8 +292,8 @@ def main(argv=None):
         raise UserError("--steps must be at least 3 and --eval_factor at least 1")
     names = [n.strip() for n in opt["encodings"].split(",") if n.strip()]
     setups = {}
-    for name, path in setup_files(config_file, names).items():  # every config error before work
-        c = load_config([path, *overrides])
+    for name, args in setup_files(config_file, names, sweep).items():  # config errors before work
+        c = load_config([*args, *overrides])
         runtime.check_config(c)
         setups[name] = c, vocab_size(c, opt)
 
@@ -253,11 +310,11 @@ def main(argv=None):
         print(f"note: this config trains in float32 eager on {device}: both paths are the same "
               "(pass --compile=True to check torch.compile)")  # fmt: skip
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    failed, t_start = [], time.time()
+    failed, speeds, t_start = [], {}, time.time()
     try:
         for name, (c, V) in setups.items():
             try:
-                ok, line = check(c, opt, resolve_device(c["device"]), V)
+                ok, line, speeds[name] = check(c, opt, resolve_device(c["device"]), V)
             except Exception as e:  # one setup's crash is its FAIL line, the others still run
                 ok, line = False, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
             failed += [name] * (not ok)
@@ -266,6 +323,8 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     failures = f"; failed: {', '.join(failed)}" if failed else ""
     print(f"{len(setups) - len(failed)}/{len(setups)} OK in {time.time() - t_start:.0f}s{failures}")
+    if sweep:
+        estimate(sweep, setups, speeds)
     return 1 if failed else 0
 
 
