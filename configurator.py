@@ -11,12 +11,16 @@ eval; strings may be bare. Mistakes raise ConfigError: run_cli prints one line, 
 
 import ast
 import difflib
+import functools
+import io
 import os
 import sys
+import tokenize
 import traceback
 import types
 
 BASE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "base.py")
+CONFIG_USAGE = "[CONFIG_FILE] [--key=value ...]\n  CONFIG_FILE: e.g. configs/rope.py (over base.py)"
 
 
 class UserError(Exception):
@@ -68,16 +72,55 @@ def parse_value(text, default):
     return text if isinstance(default, str) and not isinstance(value, str) else value
 
 
-def parse_args(argv, defaults, positional=None):
+@functools.cache
+def key_comments(path):
+    """{name: the comment that explains it} in the Python source at path, for the names assigned
+    at module level (configs/base.py) or as keywords (DEFAULTS = dict(...)): the comment ending
+    the assignment, else the comment lines just above it. A name's first assignment counts."""
+    with open(path) as f:
+        text = f.read()
+    lines, tree = text.splitlines(), ast.parse(text)
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    notes = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+    found = [(n.lineno, n.end_lineno, t.id) for n in tree.body if isinstance(n, ast.Assign)
+             for t in n.targets if isinstance(t, ast.Name)]  # fmt: skip
+    found += [(n.lineno, n.end_lineno, n.arg) for n in ast.walk(tree) if isinstance(n, ast.keyword)]
+    out = {}
+    for start, end, name in sorted(f for f in found if f[2]):
+        above = start - 1  # the comment-only lines right above
+        while above > 0 and lines[above - 1].lstrip().startswith("#"):
+            above -= 1
+        out.setdefault(name, notes.get(end) or " ".join(notes[i] for i in range(above + 1, start)))
+    return out
+
+
+def print_help(defaults, usage, sources):
+    """The usage line, then every key with its default and its comment (parse_args); exits."""
+    print(f"usage: {os.path.basename(sys.argv[0])} {usage}")
+    notes = {k: v for path in reversed(sources) for k, v in key_comments(path).items() if v}
+    keys = {k: f"--{k}={v!r}" for k, v in defaults.items()}
+    width = min(32, max(map(len, keys.values()), default=0))
+    print("keys, with their defaults:")
+    print("\n".join(f"  {o:<{width}}  {notes.get(k, '')}".rstrip() for k, o in keys.items()))
+    raise SystemExit(0)
+
+
+def fmt_float(x, decimals=2):
+    """x with `decimals` decimals, or in scientific notation from 1e6 on: a diverged model's
+    perplexity has dozens of digits. What every printed or tabulated figure goes through."""
+    return f"{x:.{decimals}{'e' if abs(x) >= 1e6 else 'f'}}"
+
+
+def parse_args(argv, defaults, positional=None, usage=None, sources=None):
     """`defaults` (key -> default) with the `--key=value` overrides of argv applied, type-checked.
     positional: the key a single bare argument sets (None: none allowed), e.g. "sweep" for
-    ["configs/sweeps/demo.py"]. -h/--help prints the keys with their defaults and exits."""
+    ["configs/sweeps/demo.py"]. -h/--help prints `usage` (the arguments; default [POSITIONAL]
+    [--key=value ...]), then each key with its default and the comment beside it in the first of
+    the files `sources` that has one (default: the caller's file, where defaults is written)."""
     if "-h" in argv or "--help" in argv:
-        bare = f" [{positional.upper()}]" if positional else ""
-        print(f"usage: {os.path.basename(sys.argv[0])}{bare} [--key=value ...]")
-        print("keys and their defaults:")
-        print("\n".join(f"  --{k}={v!r}" for k, v in defaults.items()))
-        raise SystemExit(0)
+        bare = f"[{positional.upper()}] " if positional else ""
+        sources = sources or [sys._getframe(1).f_code.co_filename]
+        print_help(defaults, usage or f"{bare}[--key=value ...]", sources)
     config, seen_positional = dict(defaults), False
     for arg in argv:
         if not arg.startswith("--"):
@@ -147,8 +190,8 @@ def load_config(argv, base_path=BASE_CONFIG, saved_config=None):
     saved in out_dir: saved_config(out_dir) reads it (this module stays free of torch)."""
     schema = load_base(base_path)
     config_file, overrides = split_argv(argv)
-    # first: they say where the checkpoint to resume is ("config_file": for --help's usage line)
-    cli = parse_args(overrides, schema, "config_file")
+    # first: they say where the checkpoint to resume is
+    cli = parse_args(overrides, schema, usage=CONFIG_USAGE, sources=[base_path])
     config = dict(schema)
     if config_file is not None:
         exec_config_file(config_file, config, schema)

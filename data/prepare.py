@@ -80,9 +80,10 @@ def get_tokenizer(name):
     except (ImportError, OSError, ValueError) as e:  # OSError: no network; ValueError: bad hash
         raise PrepareError(
             f"could not load the GPT-2 BPE vocabulary, which tiktoken downloads on first use "
-            f"({type(e).__name__}: {_first_line(e)}). Without network use `python data/prepare.py"
-            f" demo`, or --tokenizer bytes (with `text` or `wikitext103`), or point"
-            f" TIKTOKEN_CACHE_DIR at tiktoken's cache copied from a machine with network"
+            f"({type(e).__name__}: {_first_line(e)}). Offline: `python data/prepare.py demo`;"
+            f" `text --input PATH --name NAME --tokenizer bytes`; `wikitext103 --tokenizer bytes`"
+            f" with {WIKITEXT_ENV}=DIR, a local copy of the dataset's parquet files (the hub needs"
+            f" network too); or TIKTOKEN_CACHE_DIR=tiktoken's cache copied from a machine online"
         ) from e
 
 

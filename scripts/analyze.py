@@ -385,7 +385,7 @@ def check_args(cfg):
         (cfg["max_length"] < 2, f"--max_length must be at least 2, got {cfg['max_length']}"),
         (budget <= 0, f"--memory_budget_gb must be positive, got {budget}"),
         (cfg["split"] not in ("val", "test", "train"),
-         f"--split must be val or test, got '{cfg['split']}'"),
+         f"--split must be one of train, val, test, got '{cfg['split']}'"),
     ]:  # fmt: skip
         if bad:
             raise UserError(message)

@@ -39,9 +39,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np
 import torch
 
-from configurator import UserError, parse_args, run_cli
+from configurator import UserError, fmt_float, parse_args, run_cli
 from runtime import autocast, resolve_device
 from scripts.eval_lengths import DEFAULTS as LENGTH_DEFAULTS
+from scripts.eval_lengths import __file__ as LENGTHS_FILE
+from scripts.eval_lengths import check_args as check_length_args
 from scripts.eval_lengths import finite_or_none, load, per_token_nll, windows, write
 
 # defaults, overridable as --key=value: eval_lengths.py's (but mode and stride), and these
@@ -55,7 +57,8 @@ DEFAULTS = {k: v for k, v in LENGTH_DEFAULTS.items() if k not in ("mode", "strid
     output="eval_context.json",  # file name inside out_dir
 )
 HALF = 0.5  # the retrieval horizon's ratio threshold
-fmt = lambda x, spec=".3f": "-" if x is None else format(x, spec)  # a figure for the table
+# a figure for the table (fmt_float: a diverged model's perplexity has dozens of digits)
+fmt = lambda x, spec="": "-" if x is None else format(x, spec) if spec else fmt_float(x, 3)
 
 
 @torch.no_grad()
@@ -228,10 +231,10 @@ def copy_records(cfg, model, run, data, context, ctx):
     return records
 
 
-def main(argv=None):
-    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
-    if cfg["split"] not in ("val", "test", "train"):
-        raise UserError(f"--split must be val or test, got '{cfg['split']}'")
+def check_args(cfg):
+    """The options' own rules (eval_lengths' and these), before a checkpoint is read; a sweep's
+    check too."""
+    check_length_args(cfg | dict(mode="nonoverlapping", stride=0))
     for key, low in (("target_stride", 0), ("span", 0), ("placements", 1), ("probe_seeds", 1)):
         if cfg[key] < low:
             raise UserError(f"--{key} must be at least {low}, got {cfg[key]}")
@@ -241,6 +244,12 @@ def main(argv=None):
         raise UserError(f"--tau must be positive (nats), got {cfg['tau']}")
     if not all(isinstance(d, int) and d > 0 for d in cfg["distances"]):
         raise UserError("--distances must be positive integers like --distances=64,256")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_args(argv, DEFAULTS, sources=[__file__, LENGTHS_FILE])
+    check_args(cfg)
     cfg["device"] = resolve_device(cfg["device"])
     cfg |= dict(mode="nonoverlapping", stride=0)  # the gain's long pass, as eval_lengths' load says
     model, run, data, meta, context, lens = load(cfg)

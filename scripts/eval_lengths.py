@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from checkpoint import ROPE_FACTOR, eval_precision, load_model, variant_label
-from configurator import UserError, parse_args, run_cli
-from data.prepare import load_meta, write_json
+from configurator import UserError, fmt_float, parse_args, run_cli
+from data.prepare import SPLITS, load_meta, write_json
 from runtime import autocast, resolve_device
 
 # defaults, overridable as --key=value
@@ -36,7 +36,7 @@ DEFAULTS = dict(
     lengths=(),  # e.g. --lengths=512,1024; empty: the training length x 1, 2, 4, 8, 16, 32
     mode="nonoverlapping",  # nonoverlapping | sliding
     stride=0,  # sliding only; 0 means length // 4
-    split="val",  # val | test
+    split="val",  # val | test | train
     max_tokens=0,  # score only the split's first max_tokens tokens (the same ones at every length)
     batch_size=0,  # windows per forward pass; 0 picks it from memory_budget_gb
     memory_budget_gb=1.0,  # bound on the logits of one batch (B * T * vocab * 4 bytes)
@@ -210,10 +210,11 @@ def score(rec, scored, meta):
     loss = total / tokens
     ppl = math.exp(min(loss, 700.0))
     rec.update(skipped=False, loss=finite_or_none(loss), ppl=finite_or_none(ppl), tokens=tokens)
-    text = f"loss {loss:.4f}  ppl {ppl:.3f}"
-    if meta.get("tokenizer") == "bytes":
+    by_byte = meta.get("tokenizer") == "bytes"
+    text = f"loss {fmt_float(loss, 4)}  ppl {fmt_float(ppl, 3)}"
+    if by_byte:
         rec["bits_per_byte"] = finite_or_none(loss / math.log(2))
-        text += f"  bpb {loss / math.log(2):.4f}"
+        text += f"  bpb {fmt_float(loss / math.log(2), 4)}"
     # fairseq's word-level count (words + one end-of-line per line), else whitespace words
     counts = meta.get("splits", {}).get(rec["split"], {})
     per = "word_level_tokens" if counts.get("word_level_tokens") else "words"
@@ -222,7 +223,8 @@ def score(rec, scored, meta):
         rec.update(word_ppl=finite_or_none(word_ppl), word_ppl_denominator=per)
         rec["word_ppl_count"] = counts[per]
         old = " (per whitespace word: an old meta.json, rerun data/prepare.py)" * (per == "words")
-        text += f"  word ppl {word_ppl:.2f}{old}"
+        # recorded, printed for subword tokenizers: of a byte model, bits per byte says it
+        text += f"  word ppl {fmt_float(word_ppl)}{old}" * (not by_byte)
     edges = position_edges(rec["length"])
     means, counts = bucketed(sum_pos, cnt_pos, edges)
     rec.update(per_position_loss=means, per_position_edges=edges, per_position_tokens=counts)
@@ -296,10 +298,11 @@ def check_args(cfg):
     """The options' own rules, checked before a checkpoint is read (and by a sweep, up front)."""
     if cfg["mode"] not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got '{cfg['mode']}'")
-    if cfg["split"] not in ("val", "test", "train"):
-        raise UserError(f"--split must be val or test, got '{cfg['split']}'")
-    if cfg["mode"] == "sliding" and cfg["stride"] < 0:
-        raise UserError("--stride must be positive (or 0 for length // 4)")
+    if cfg["split"] not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got '{cfg['split']}'")
+    zero = dict(stride="length // 4", max_tokens="the whole split", batch_size="auto")
+    if bad := [k for k in zero if cfg[k] < 0]:
+        raise UserError(f"--{bad[0]} must be >= 0 (0: {zero[bad[0]]}), got {cfg[bad[0]]}")
     if not all(isinstance(n, int) and n > 0 for n in cfg["lengths"]):
         lens = cfg["lengths"]
         raise UserError(f"--lengths must be positive integers like --lengths=512,1024, got {lens}")

@@ -29,7 +29,7 @@ from configurator import UserError, parse_args, run_cli
 DEFAULTS = dict(
     out="",  # where the figures go; default: the first directory given
     mode="",  # nonoverlapping | sliding; default: nonoverlapping when present
-    split="val",
+    split="val",  # val | test | train: the records of that split
     metric="ppl",  # ppl | word_ppl | bits_per_byte | loss
     log_y="auto",  # auto (log when max/min > 5) | yes | no
 )
@@ -268,9 +268,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # several bare paths are allowed, so they are split off before the --key=value options
     paths = [a for a in argv if not a.startswith("-")]
-    cfg = parse_args([a for a in argv if a.startswith("-")], DEFAULTS)
+    usage = "SWEEP_DIR|RUN_DIR|eval_lengths.json ... [--key=value ...]"
+    cfg = parse_args([a for a in argv if a.startswith("-")], DEFAULTS, usage=usage)
     if not paths:
-        raise UserError("usage: python scripts/plot.py SWEEP_DIR|RUN_DIR|eval_lengths.json ...")
+        raise UserError(f"usage: python scripts/plot.py {usage}")
     if cfg["metric"] not in METRIC_NAMES:
         raise UserError(f"--metric must be one of {', '.join(METRIC_NAMES)}")
     if cfg["log_y"] not in ("auto", "yes", "no"):

@@ -392,6 +392,22 @@ def test_wikitext103_offline_message(tmp_path):
     assert "python data/prepare.py demo" in r.stderr
 
 
+def test_gpt2_offline_advice_names_what_works_offline(monkeypatch):
+    """wikitext103 with the byte tokenizer still downloads the dataset: offline it needs local
+    parquet files, and the advice says so."""
+    tiktoken = pytest.importorskip("tiktoken")
+
+    def offline(name):
+        raise OSError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(PrepareError) as e:
+        get_tokenizer("gpt2")
+    msg = str(e.value)
+    assert "python data/prepare.py demo" in msg and "text --input PATH" in msg
+    assert f"`wikitext103 --tokenizer bytes` with {prepare.WIKITEXT_ENV}=DIR" in msg
+
+
 def test_gpt2_tokenizer_offline():
     try:
         tok = get_tokenizer("gpt2")

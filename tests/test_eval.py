@@ -223,6 +223,19 @@ def test_bad_mode_is_one_clear_line(tmp_path):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--max_tokens=-5", "--max_tokens must be >= 0 (0: the whole split), got -5"),
+        ("--batch_size=-1", "--batch_size must be >= 0 (0: auto), got -1"),
+    ],
+)
+def test_bad_options_fail_before_the_checkpoint_is_read(tmp_path, arg, message):
+    with pytest.raises(ev.UserError) as e:
+        ev.main([f"--out_dir={tmp_path}/missing", arg, "--device=cpu"])
+    assert str(e.value) == message
+
+
 def test_rope_scaling_is_evaluated_as_a_variant(tmp_path):
     from scripts.eval_lengths import main
 

@@ -4,12 +4,14 @@ fairseq word-level count of data/prepare.py (whitespace words + one end-of-line 
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import load_script
 
+from configurator import fmt_float
 from data import prepare
 from model import GPT, GPTConfig
 
@@ -58,7 +60,10 @@ def test_word_ppl_uses_word_level_tokens(tmp_path, one_thread, capsys):
     ids = list("".join(VAL).encode("utf-8"))
     expected_total = total_nll(model, ids, 16)
 
+    capsys.readouterr()
     ev.main([f"--out_dir={out}", "--lengths=16", "--device=cpu"])
+    printed = capsys.readouterr().out  # bytes: bits per byte printed, word ppl only recorded
+    assert " bpb " in printed and "word ppl" not in printed
     (r,) = json.loads((out / "eval_lengths.json").read_text())
     assert r["tokens"] == len(ids) - 1
     assert r["loss"] * r["tokens"] == pytest.approx(expected_total, rel=1e-5)
@@ -67,14 +72,27 @@ def test_word_ppl_uses_word_level_tokens(tmp_path, one_thread, capsys):
     assert r["word_ppl"] == pytest.approx(math.exp(expected_total / 14), rel=1e-5)
 
     # a meta.json from before the count: whitespace words, and the record and output say so
+    # (printed for a subword tokenizer: the meta says gpt2, scoring reads only the ids)
     meta_path = dataset_dir / "meta.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text()) | {"tokenizer": "gpt2"}
     for s in meta["splits"].values():
         del s["lines"], s["word_level_tokens"]
     meta_path.write_text(json.dumps(meta))
-    capsys.readouterr()
     ev.main([f"--out_dir={out}", "--lengths=16", "--device=cpu"])
     (r,) = json.loads((out / "eval_lengths.json").read_text())
     assert r["word_ppl_denominator"] == "words" and r["word_ppl_count"] == VAL_WORDS
     assert r["word_ppl"] == pytest.approx(math.exp(expected_total / VAL_WORDS), rel=1e-5)
-    assert "per whitespace word" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "word ppl" in printed and "per whitespace word" in printed and "bpb" not in printed
+
+
+def test_large_figures_print_in_scientific_notation():
+    """A diverged model: loss 112 nats, ppl e^112 ~ 4e48 (49 digits in fixed notation)."""
+    assert fmt_float(116002755100.11) == "1.16e+11" and fmt_float(12.3456) == "12.35"
+    assert fmt_float(999_999.0, 1) == "999999.0" and fmt_float(float("nan")) == "nan"
+    rec = dict(length=4, split="val", max_tokens=0)
+    scored = 112.0 * 10, 10, torch.full((4,), 280.0, dtype=torch.float64), torch.full((4,), 2)
+    meta = {"tokenizer": "gpt2", "splits": {"val": {"word_level_tokens": 5}}}
+    text = ev.score(rec, scored, meta)
+    assert "ppl 4.375e+48" in text and "word ppl 1.91e+97" in text
+    assert not re.search(r"\d{7}", text), text
