@@ -84,6 +84,26 @@ def has_cpp_compiler():
 
 
 TRAIN_POSITIONS = ("index", "randomized")
+# The valid range of each numeric training key (a square bracket includes its end); the model's
+# keys (n_layer, block_size, dropout, ...) are GPTConfig's to check (model.py).
+RANGES = {
+    "batch_size": "[1, inf)", "gradient_accumulation_steps": "[1, inf)", "eval_iters": "[1, inf)",
+    "eval_interval": "[1, inf)", "log_interval": "[1, inf)", "max_iters": "[0, inf)",
+    "warmup_iters": "[0, inf)", "lr_decay_iters": "[0, inf)", "learning_rate": "(0, inf)",
+    "weight_decay": "[0, inf)", "beta1": "[0, 1)", "beta2": "[0, 1)", "grad_clip": "[0, inf)",
+    "seed": "[0, 4294967295]", "peak_tflops": "[0, inf)",  # seed: numpy's range
+}  # fmt: skip
+
+
+def check_range(key, value):
+    """A ConfigError naming key, value and RANGES[key] if value is outside it (NaN always is)."""
+    valid = RANGES[key]
+    lo, hi = valid[1:-1].split(", ")
+    above = float(lo) <= value if valid[0] == "[" else float(lo) < value
+    if not (above and (value <= float(hi) if valid[-1] == "]" else value < float(hi))):
+        finite = hi == "inf" and value < math.inf  # else say the range: got inf or nan
+        shown = f"{'>=' if valid[0] == '[' else '>'} {lo}" if finite else f"in {valid}"
+        raise ConfigError(f"{key} must be {shown}, got {value}")
 
 
 def check_config(c, world=1):
@@ -94,15 +114,11 @@ def check_config(c, world=1):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got '{c['init_from']}'")
     if c["dtype"] not in ("auto", *DTYPES):
         raise ConfigError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{c['dtype']}'")
-    at_least_1 = ("batch_size", "eval_iters", "gradient_accumulation_steps", "eval_interval")
-    for key in (*at_least_1, "log_interval"):
-        if c[key] < 1:
-            raise ConfigError(f"{key} must be at least 1, got {c[key]}")
-    for key in ("max_iters", "warmup_iters", "lr_decay_iters"):
-        if c[key] < 0:
-            raise ConfigError(f"{key} must be >= 0, got {c[key]}")
-    if c["peak_tflops"] < 0:
-        raise ConfigError(f"peak_tflops must be >= 0 (0: look the GPU up), got {c['peak_tflops']}")
+    for key in RANGES:
+        check_range(key, c[key])
+    if c["decay_lr"] and not 0 <= c["min_lr"] <= c["learning_rate"]:
+        lr = c["learning_rate"]
+        raise ConfigError(f"min_lr must be in [0, learning_rate={lr}], got {c['min_lr']}")
     if c["train_positions"] not in TRAIN_POSITIONS:
         valid = ", ".join(TRAIN_POSITIONS)
         raise ConfigError(f"train_positions must be one of {valid}; got '{c['train_positions']}'")
@@ -128,8 +144,7 @@ def gpt_config(c, vocab_size=256):
     from model import GPTConfig
 
     keys = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "attn_dropout")
-    keys += ("encoding",)
-    keys += ("encoding_kwargs", "attn_backend", "time", "time_shared")
+    keys += ("encoding", "encoding_kwargs", "attn_backend", "time", "time_shared")
     try:
         return GPTConfig(
             **{k: c[k] for k in keys},
@@ -158,6 +173,31 @@ def check_model(c):
         make_clock(config, pe)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
         raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e
+
+
+def config_warnings(c, device_type):
+    """One line each, for settings that make a run meaningless: a schedule that never leaves its
+    warmup or has no cosine, torch.compile on CPU (seconds to minutes of compiling, and small models
+    step no faster: docs/training.md), an out_dir named after another dataset."""
+    from data.prepare import KNOWN
+
+    warmup, iters, data, decay = c["warmup_iters"], c["max_iters"], c["data_dir"], c["decay_lr"]
+    ours = os.listdir(data) if os.path.isdir(data) else []
+    names = set(KNOWN) | {d for d in ours if os.path.isfile(os.path.join(data, d, "meta.json"))}
+    named = [p for p in os.path.normpath(c["out_dir"]).split(os.sep) if p in names]
+    last = lr_at(iters - 1, c, c["lr_decay_iters"] or iters)
+    rules = [
+        (decay and 0 < iters <= warmup, f"warmup_iters={warmup} >= max_iters={iters}: the LR "
+         f"stays in warmup (last {last:.1e}, peak {c['learning_rate']}): lower warmup_iters"),
+        (decay and 0 < c["lr_decay_iters"] <= warmup, f"lr_decay_iters={c['lr_decay_iters']} <= "
+         f"warmup_iters={warmup}: no cosine, the LR falls to min_lr right after the warmup"),
+        (c["compile"] and device_type == "cpu" and has_cpp_compiler(), "compile=True on CPU: "
+         "compiling takes seconds to minutes, and small models step no faster (--compile=False)"),
+        (named and c["dataset"] not in named, f"out_dir={c['out_dir']} is named after another "
+         f"dataset than dataset={c['dataset']}: pass --out_dir=out/{c['dataset']}/NAME"),
+    ]  # fmt: skip
+    laptop = "" if device_type == "cuda" else "; a small run on a laptop: see configs/demo/*.py"
+    return [f"warning: {text}{laptop}" for rule, text in rules if rule]
 
 
 # -----------------------------------------------------------------------------

@@ -151,6 +151,8 @@ def setup(c):
     r.say = print if r.master else (lambda *a, **k: None)  # rank 0 logs and writes checkpoints
     if dtype_note:
         r.say(f"note: {dtype_note}; training in float32 on {device}")
+    for line in runtime.config_warnings(c, kind):  # settings that make the run meaningless
+        r.say(line)
     # dropout masks differ per rank; the training windows come from batch_rng, the same on every
     # rank (each takes its own slice of one global batch), so rank 0's checkpoint has it all
     torch.manual_seed(c["seed"] + rank)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import runtime
 from configurator import ConfigError, load_base, load_config, parse_args, run_cli
 from encoding import available_encodings
 
@@ -207,3 +208,71 @@ def test_resume_config_comes_from_saved_config(capsys):
     assert (c["n_layer"], c["max_iters"], c["init_from"]) == (3, 7, "resume")
     assert "retired_key" not in c and c["block_size"] == load_base()["block_size"]
     assert "ignoring key 'retired_key'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--learning_rate=-1", "learning_rate must be > 0, got -1.0"),
+        ("--learning_rate=0", "learning_rate must be > 0, got 0.0"),
+        ("--learning_rate=1e999", "learning_rate must be in (0, inf), got inf"),
+        ("--min_lr=0.01", "min_lr must be in [0, learning_rate=0.003], got 0.01"),
+        ("--beta1=1.5", "beta1 must be in [0, 1), got 1.5"),
+        ("--beta2=1", "beta2 must be in [0, 1), got 1.0"),
+        ("--weight_decay=-0.1", "weight_decay must be >= 0, got -0.1"),
+        ("--grad_clip=-1", "grad_clip must be >= 0, got -1.0"),
+        ("--seed=-1", "seed must be in [0, 4294967295], got -1"),
+    ],
+)
+def test_numeric_ranges_are_one_line_errors(arg, message, capsys, tmp_path):
+    """Checked before any data or model work: a value out of range would otherwise be a torch
+    traceback (AdamW, numpy's seed) or a run that trains nonsense without a word."""
+    demo = os.path.join(REPO, "configs", "demo", "rope.py")
+    argv = [demo, "--max_iters=1", f"--data_dir={tmp_path}", f"--out_dir={tmp_path}/out", arg]
+    assert run_train(argv, capsys) == (2, f"error: {message}\n")
+
+
+DAMPED = os.path.join(REPO, "configs", "damped_rope.py")  # a GPU config: warmup 500, compiled
+
+
+@pytest.mark.parametrize(
+    "args, device_type, start",
+    [
+        (["--max_iters=20"], "cuda", "warmup_iters=500 >= max_iters=20: the LR stays in warmup "
+         "(last 2.4e-05, peak 0.0006)"),
+        (["--lr_decay_iters=100"], "cuda", "lr_decay_iters=100 <= warmup_iters=500: no cosine"),
+        (["--device=cpu"], "cpu", "compile=True on CPU: compiling takes seconds to minutes"),
+        (["--dataset=demo"], "cuda", "out_dir=out/wikitext103/damped_rope is named after another "
+         "dataset than dataset=demo"),
+    ],
+)  # fmt: skip
+def test_config_warnings(args, device_type, start, monkeypatch):
+    """One line per setting that makes a run meaningless; off CUDA it points to configs/demo."""
+    monkeypatch.setattr(runtime, "has_cpp_compiler", lambda: True)
+    lines = runtime.config_warnings(load_config([DAMPED] + args), device_type)
+    assert len(lines) == 1 and lines[0].startswith("warning: " + start)
+    laptop = "; a small run on a laptop: see configs/demo/*.py"
+    assert lines[0].endswith(laptop) == (device_type != "cuda")
+
+
+def test_shipped_configs_warn_nothing_on_their_device(monkeypatch):
+    monkeypatch.setattr(runtime, "has_cpp_compiler", lambda: True)
+    for path in glob.glob(os.path.join(REPO, "configs", "*.py")):
+        assert runtime.config_warnings(load_config([path]), "cuda") == [], path
+    for path in glob.glob(os.path.join(REPO, "configs", "demo", "*.py")):
+        assert runtime.config_warnings(load_config([path]), "cpu") == [], path
+    # the issue's laptop run of a GPU config: all three warnings at once
+    argv = [DAMPED, "--n_layer=1", "--max_iters=20", "--device=cpu", "--dataset=demo"]
+    assert len(runtime.config_warnings(load_config(argv), "cpu")) == 3
+
+
+def test_train_prints_the_warnings_first(capsys, tmp_path):
+    import test_train
+
+    data = str(tmp_path / "data")
+    test_train.write_corpus(data)
+    argv = test_train.tiny_args(data, f"{tmp_path}/out", max_iters=2, warmup_iters=5)
+    assert test_train.run_train(argv) == 0
+    out = capsys.readouterr().out
+    assert out.index("warning: warmup_iters=5 >= max_iters=2") < out.index("model:")
+    assert out.count("warning:") == 1

@@ -3,6 +3,7 @@
 # is cheap to evaluate. Tiny models (~0.13M parameters), yet the ALiBi paper's picture shows:
 # 32 x 64 = 2,048 tokens per iteration, 800 iterations = 1.4 passes over the training split.
 dataset = "demo"
+out_dir = "out/demo/base"  # each configs/demo/<encoding>.py sets its own
 block_size = 64
 batch_size = 32
 gradient_accumulation_steps = 1
