@@ -5,7 +5,9 @@ import math
 import os
 import shutil
 from contextlib import nullcontext
+from dataclasses import asdict
 
+import numpy as np
 import torch
 
 from configurator import ConfigError, UserError
@@ -153,6 +155,25 @@ def gpt_config(c, vocab_size=256):
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e
+
+
+def build_gpt(c, vocab_size, saved_args=None):
+    """train.py's GPT of config c, its vocabulary padded to a multiple of 64 (faster matmuls).
+    saved_args: a checkpoint's model_args; its architecture wins (dropouts, kernel may change)."""
+    from model import GPT, GPTConfig
+
+    args = asdict(gpt_config(c, (vocab_size + 63) // 64 * 64))
+    if saved_args is not None:
+        free = ("dropout", "attn_dropout", "attn_backend")
+        args.update({k: v for k, v in saved_args.items() if k not in free})
+    return GPT(GPTConfig(**args))
+
+
+def random_positions(rng, rows, T, bound):
+    """(rows, T) int64: each row T distinct positions drawn uniformly from [0, bound), sorted
+    (Ruoss et al. 2023). One row at a time: a (rows, bound) permutation costs memory in bound."""
+    rows = [rng.choice(bound, size=T, replace=False, shuffle=False) for _ in range(rows)]
+    return np.sort(np.stack(rows), axis=1).astype(np.int64)
 
 
 def check_model(c):

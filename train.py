@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -40,7 +39,6 @@ from checkpoint import (
 )
 from configurator import ConfigError, UserError, load_base, load_config, run_cli
 from data.prepare import ensure_prepared, load_meta, write_json
-from model import GPT, GPTConfig
 
 # keys that define the model and its data: a resumed run must keep them
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")
@@ -49,13 +47,6 @@ ARCH_KEYS += ("dataset", "time", "time_shared", "train_positions", "max_train_po
 
 class Diverged(Exception):
     """The loss became NaN/inf: the run stops and the last checkpoint is left as it is."""
-
-
-def random_positions(rng, rows, T, bound):
-    """(rows, T) int64: each row T distinct positions drawn uniformly from [0, bound), sorted
-    (Ruoss et al. 2023). One row at a time: a (rows, bound) permutation costs memory in bound."""
-    rows = [rng.choice(bound, size=T, replace=False, shuffle=False) for _ in range(rows)]
-    return np.sort(np.stack(rows), axis=1).astype(np.int64)
 
 
 def truncate_log(path, last_iter):
@@ -202,12 +193,7 @@ def batch(r, split, starts, pos=None):
 def build_model(r, ckpt):
     """The GPT (on resume: the saved architecture and weights), its AdamW and grad scaler."""
     c = r.c
-    vocab_size = (r.meta["vocab_size"] + 63) // 64 * 64  # a multiple of 64: faster matmuls
-    args = asdict(runtime.gpt_config(c, vocab_size))
-    if ckpt is not None:  # the saved architecture wins; dropouts and the kernel may change
-        free = ("dropout", "attn_dropout", "attn_backend")
-        args.update({k: v for k, v in ckpt["model_args"].items() if k not in free})
-    model = GPT(GPTConfig(**args))
+    model = runtime.build_gpt(c, r.meta["vocab_size"], ckpt and ckpt["model_args"])
     r.model = r.raw_model = model.to(r.device)  # raw_model: never a compiled or DDP wrapper
     r.n_params, r.train_bound = model.get_num_params(), model.config.max_train_position
     extra = f", time {c['time']}" if c["time"] != "index" else ""
@@ -357,7 +343,7 @@ def train_step(r):
     c, B, T = r.c, r.B, r.T
     rows = c["gradient_accumulation_steps"] * B  # micro-step m of rank k: (m * world + k) * B
     starts = r.batch_rng.integers(0, r.n_tokens["train"] - T, size=rows)
-    pos = random_positions(r.batch_rng, rows, T, r.train_bound) if r.train_bound else None
+    pos = runtime.random_positions(r.batch_rng, rows, T, r.train_bound) if r.train_bound else None
     step_loss = torch.zeros((), device=r.device)
     for m in range(r.grad_accum):
         i = (m * r.world + r.rank) * B

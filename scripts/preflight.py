@@ -17,7 +17,6 @@ import statistics
 import sys
 import time
 from functools import partial
-from types import SimpleNamespace
 from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
@@ -30,10 +29,9 @@ import runtime
 from attention import route
 from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
-from runtime import fmt_duration, resolve_device, set_tf32
+from runtime import build_gpt, fmt_duration, random_positions, resolve_device, set_tf32
 from scripts.bench import cpu_peak_bytes
 from scripts.runs import flag, load_sweep
-from train import build_model, random_positions
 
 # preflight's own options; every other --key=value is a config override, as in train.py
 DEFAULTS = dict(
@@ -191,16 +189,14 @@ def inputs(c, V, steps, L, device):
     tokens (None past a learned table), and routes() here and on CUDA."""
     B, T = c["batch_size"], c["block_size"]
     torch.manual_seed(c["seed"])
-    r = SimpleNamespace(c=c, meta=dict(vocab_size=V), device="cpu", device_type="cpu", T=T,
-                        dtype="float32", say=lambda *a: None)  # fmt: skip
-    build_model(r, None)
+    model, bound = build_gpt(c, V), runtime.max_train_position(c)
     gen, rng = torch.Generator().manual_seed(c["seed"]), np.random.default_rng(c["seed"])
     tokens = lambda *shape: torch.randint(0, V, shape, generator=gen)
-    drawn = lambda n: torch.from_numpy(random_positions(rng, n, T, r.train_bound))
-    pos = lambda n: drawn(n) if r.train_bound else None
+    drawn = lambda n: torch.from_numpy(random_positions(rng, n, T, bound))
+    pos = lambda n: drawn(n) if bound else None
     batches = [(tokens(B, T), tokens(B, T), pos(B)) for _ in range(steps)]
-    long_x = None if r.model.max_len is not None and L > r.model.max_len else tokens(1, L)
-    return r.model, batches, long_x, routes(r.model, c, tokens(1, T), pos(1), device.split(":")[0])
+    long_x = None if model.max_len is not None and L > model.max_len else tokens(1, L)
+    return model, batches, long_x, routes(model, c, tokens(1, T), pos(1), device.split(":")[0])
 
 
 def check(c, opt, device, V):

@@ -1,7 +1,7 @@
 """
 A sweep's runs, for scripts/sweep.py (the command) and scripts/slurm.py (its SLURM launcher): the
-sweep file, one Task per run and seed, the local runner (train.py then eval_lengths.py as
-subprocesses, on GPU groups), status.json and the results tables.
+sweep file, one Task per run and seed, the local runner (train.py, eval_lengths.py, eval_context.py
+as subprocesses, on GPU groups), status.json and the results tables.
 """
 
 import copy
@@ -24,9 +24,9 @@ import torch
 import checkpoint
 import runtime
 from checkpoint import ROPE_FACTOR, checkpoint_path, load_checkpoint, variant_label
-from configurator import UserError, exec_config_file, load_config, parse_args
+from configurator import UserError, exec_config_file, fmt_float, load_config, parse_args
 from data.prepare import PrepareError, ensure_prepared, write_json
-from scripts import eval_lengths
+from scripts import eval_context, eval_lengths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_FILE = dict(  # what a sweep file may set, with the defaults (their types are checked)
@@ -36,6 +36,7 @@ SWEEP_FILE = dict(  # what a sweep file may set, with the defaults (their types 
     runs=[],  # [dict(name="alibi", config="configs/demo/alibi.py", overrides={}), ...]
     seeds=[1337],  # every run is trained once per seed (or per its own seeds=[...])
     eval_args={},  # for scripts/eval_lengths.py, e.g. dict(lengths=[64, 128])
+    context_args=None,  # for scripts/eval_context.py, run after eval_lengths; None: no probes
     jobs=None,  # runs trained at the same time (default: 1, or one per GPU group)
     threads=0,  # CPU threads per run (OMP_NUM_THREADS); 0: torch's default
     gpus=None,  # [0, 1, 2, 3] or "all": spread the runs over these GPUs
@@ -50,6 +51,8 @@ METRICS = {  # tabulated when every record has them
     "word_ppl": "word-level perplexity (total NLL / (words + one end-of-line per line))",
     "bits_per_byte": "bits per byte",
 }
+SCRIPTS = dict(eval_lengths=eval_lengths, eval_context=eval_context)  # a run's evaluations
+PROBE_OPTIONS = ("tau", "target_stride", "span", "placements", "probe_seeds")  # in its records
 
 
 # the sweep file -----------------------------------------------------------------------------------
@@ -65,6 +68,8 @@ def load_sweep(path):
         raise UserError(f"{path}: gpus must be a list or 'all', got {sweep['gpus']!r}")
     if sweep["jobs"] is not None and not (type(sweep["jobs"]) is int and sweep["jobs"] >= 1):
         raise UserError(f"{path}: jobs must be an int, at least 1")
+    if not isinstance(sweep["context_args"], dict | None):
+        raise UserError(f"{path}: context_args must be a dict of scripts/eval_context.py options")
     sweep["name"] = sweep["name"] or os.path.splitext(os.path.basename(path))[0]
     sweep["out_dir"] = sweep["out_dir"] or os.path.join("out", "sweeps", sweep["name"])
     names = set()
@@ -97,7 +102,7 @@ def check_run(path, i, r):
 
 # the runs' settings, checked before the first run starts ----------------------------------------
 def check_runs(tasks, devices=True):
-    """'run: problem' for each problem train.py or eval_lengths.py would meet as it starts, found
+    """'run: problem' for each problem train.py or an evaluation would meet as it starts, found
     by their own checks on the arguments they would get (one seed of a run stands for all).
     devices: check that the devices are here (not for SLURM: its jobs run on other nodes)."""
     one = {t.run["name"]: t for t in tasks if t.status == "pending"}  # not left out by --only
@@ -107,16 +112,20 @@ def check_runs(tasks, devices=True):
 
 def check_task(t, devices):
     """The problems of t's training and of each of its evaluations (None: a check passed)."""
+    where, evals = "", []
     try:
         c = load_config(t.train_args())  # the config file, every key and its type
-        evals = [parse_args(t.eval_cmd(a)[2:], eval_lengths.DEFAULTS) for a in t.evals()]
+        for s, a in t.evals():
+            where = "context_args: " * (s == "eval_context")
+            evals.append((s, where, parse_args(t.eval_cmd(s, a)[2:], SCRIPTS[s].DEFAULTS)))
     except UserError as e:
-        return [str(e)]
+        return [where + str(e)]
     found = [problem(runtime.check_config, c, max(1, t.sweep["gpus_per_run"]))]
     found += [problem(ensure_prepared, c["dataset"], c["data_dir"], False)]  # or known: built
-    for e in evals:
-        found += [problem(eval_lengths.check_args, e), problem(check_variant, c, e)]
-    for device in [c["device"]] + [e["device"] for e in evals] if devices else []:
+    for s, where, e in evals:
+        why = problem(SCRIPTS[s].check_args, e)
+        found += [why and where + why, problem(check_variant, c, e)]
+    for device in [c["device"]] + [e["device"] for _, _, e in evals] if devices else []:
         found += [problem(runtime.resolve_device, device)]
     return found
 
@@ -180,6 +189,7 @@ def plan_gpus(sweep, cfg):
         sweep["jobs"] = sweep["jobs"] or 1
         return
     settings = [("common", sweep["common"]), ("eval_args", sweep["eval_args"])]
+    settings += [("context_args", sweep["context_args"] or {})]
     settings += [(f"run {r['name']}", r["overrides"]) for r in sweep["runs"]]
     for where, d in [(w, s.get("device")) for w, s in settings]:
         if isinstance(d, str) and d.startswith("cuda:") and d != "cuda:0":
@@ -234,19 +244,21 @@ class Task:
         cmd += [os.path.join(REPO, "train.py"), *self.train_args()]
         return cmd + (["--init_from=resume"] if resume else [])
 
-    def eval_cmd(self, args):
-        cmd = [sys.executable, os.path.join(REPO, "scripts", "eval_lengths.py")]
+    def eval_cmd(self, script, args):
+        cmd = [sys.executable, os.path.join(REPO, "scripts", f"{script}.py")]
         return cmd + [flag("out_dir", self.dir)] + [flag(k, v) for k, v in args.items()]
 
     def evals(self):
-        """The eval args of the model as trained, then of each eval variant (same checkpoint)."""
-        base = self.sweep["eval_args"]
-        return [dict(base)] + [{**base, **v} for v in self.run["eval_variants"]]
+        """(script, args) of each evaluation: eval_lengths.py of the model as trained, then of each
+        eval variant (same checkpoint), then eval_context.py of each if context_args is set."""
+        variants, probes = [{}] + self.run["eval_variants"], self.sweep["context_args"]
+        out = [("eval_lengths", {**self.sweep["eval_args"], **v}) for v in variants]
+        return out + [("eval_context", {**probes, **v}) for v in variants if probes is not None]
 
     def todo(self):
         """train_state(), and the evaluations of this checkpoint not written yet."""
         state, iter_num = train_state(self.dir)
-        return state, [a for a in self.evals() if not eval_done(self.dir, a, iter_num)]
+        return state, [e for e in self.evals() if not eval_done(self.dir, *e, iter_num)]
 
     def is_done(self):
         state, evals = self.todo()
@@ -267,19 +279,24 @@ def train_state(run_dir):
     return ("finished" if ckpt.get("finished") else "partial"), ckpt.get("iter_num")
 
 
-def eval_done(run_dir, eval_args, iter_num):
-    """True when eval_lengths.json has every requested length, for this checkpoint."""
+def eval_done(run_dir, script, a, iter_num):
+    """True when script's JSON has every requested length for this checkpoint (eval_context.json:
+    gain records at each length and copy records at each distance, with the probe options asked)."""
     try:
-        with open(os.path.join(run_dir, "eval_lengths.json")) as f:
+        with open(os.path.join(run_dir, f"{script}.json")) as f:
             records = json.load(f)
     except (OSError, ValueError):
         return False
-    a = eval_args
-    key = (a.get("mode", "nonoverlapping"), a.get("split", "val"), iter_num, a.get("variant", ""))
     fields = lambda r: (r.get("mode"), r.get("split"), r.get("iter_num"), r.get("variant") or "")
-    have = {r["length"] for r in records if fields(r) == key}
-    wanted = [a["lengths"]] if isinstance(a.get("lengths"), int) else a.get("lengths")
-    return bool(have) and (not wanted or set(wanted) <= have)
+    same = lambda r: all(r.get(k, v) == v for k, v in a.items() if k in PROBE_OPTIONS and v)
+    asked = dict(gain="lengths", copy="distances") if script == "eval_context" else None
+    for mode, option in (asked or {a.get("mode", "nonoverlapping"): "lengths"}).items():
+        key = (mode, a.get("split", "val"), iter_num, a.get("variant", ""))
+        have = {r["length"] for r in records if fields(r) == key and same(r)}
+        wanted = [a[option]] if isinstance(a.get(option), int) else a.get(option)
+        if not have or (wanted and not set(wanted) <= have):
+            return False
+    return True
 
 
 def tail(path, n=6):
@@ -380,10 +397,10 @@ class Sweep:
 
     def evaluate(self, task):
         """Every evaluation not written yet, on the group's first GPU. 'done': nothing to do."""
-        for args in task.todo()[1]:
+        for e in task.todo()[1]:
             task.status, task.step = "running", "eval"
-            rc = self.call(task, task.eval_cmd(args), "eval", task.gpus.split(",")[0])
-            if rc != 0 or args in task.todo()[1]:
+            rc = self.call(task, task.eval_cmd(*e), "eval", task.gpus.split(",")[0])
+            if rc != 0 or e in task.todo()[1]:
                 task.status = "interrupted" if self.stopping else "failed"
                 task.error = tail(task.log("eval"))
                 return
@@ -451,17 +468,18 @@ def write_status(sweep, tasks):
     write_json(path, {"name": sweep["name"], "runs": rows}, indent=1)
 
 
-def collect(tasks, eval_args):
+def collect(tasks, args, script="eval_lengths", mode=None):
     """{row: {"tasks": [...], "records": {length: [a record per seed]}}}, a row per run and eval
-    variant ("rope + yarn x8")."""
-    mode, split = eval_args.get("mode", "nonoverlapping"), eval_args.get("split", "val")
+    variant ("rope + yarn x8"), from each run's script.json: records of args' split and of mode
+    (default: args' mode)."""
+    mode, split = mode or args.get("mode", "nonoverlapping"), args.get("split", "val")
     out = {}
     for t in tasks:
         labels = [""] + [v["variant"] for v in t.run["eval_variants"]]
         rows = {v: t.run["name"] + (f" + {v}" if v else "") for v in labels}
         for row in rows.values():
             out.setdefault(row, dict(tasks=[], records={}))["tasks"].append(t)
-        path = os.path.join(t.dir, "eval_lengths.json")
+        path = os.path.join(t.dir, f"{script}.json")
         if t.status not in ("ok", "done") or not os.path.exists(path):
             continue
         with open(path) as f:
@@ -472,6 +490,25 @@ def collect(tasks, eval_args):
     return out
 
 
+def probe_tables(tasks, probes):
+    """table()'s arguments for eval_context.py's probes: the gain at each length, and the retrieval
+    horizon (every copy record of a run carries it) as a column of one record per seed."""
+    gain = collect(tasks, probes, "eval_context", "gain")
+    copy = collect(tasks, probes, "eval_context", "copy")
+    dists = ", ".join(map(str, sorted({d for e in copy.values() for d in e["records"]})))
+    for e in copy.values():
+        seeds = {r["out_dir"]: r["horizon"] for rs in e["records"].values() for r in rs}
+        e["records"] = {"horizon": [dict(horizon=h) for h in seeds.values()]} if seeds else {}
+    return [
+        ("**distant-context gain**, nats (loss with the context cut to the training length minus "
+         "with the whole window; > 0: the far context helps) by evaluation length (columns):",
+         gain, sorted({n for e in gain.values() for n in e["records"]}), "gain", 3),
+        (f"**retrieval horizon**: the largest distance D ({dists}) at which the copy probe's "
+         "repeat loss is below half the first occurrence's", copy, ["horizon"] if dists else [],
+         "horizon", 0),
+    ]  # fmt: skip
+
+
 def row_status(entry):
     """'ok', or each seed that is not: its status and error."""
     bad = [t for t in entry["tasks"] if t.status not in ("ok", "done")]
@@ -479,47 +516,80 @@ def row_status(entry):
 
 
 def cell(entry, n, metric, digits):
-    """(text, mean, sample std) of a metric at length n over the seeds."""
+    """(text, mean, sample std, seeds) of a metric at length n over the seeds; "none": no seed has
+    a value (no retrieval horizon, a loss not finite); "(k of m)": k of the m seeds have one."""
     rs = entry["records"].get(n, [])
-    vals = [r[metric] for r in rs if not r.get("skipped") and r.get(metric) is not None]
+    done = [r for r in rs if not r.get("skipped")]
+    vals = [r[metric] for r in done if r.get(metric) is not None]
     if not vals:
-        return ("skipped" if any(r.get("skipped") for r in rs) else ""), None, None
+        return ("none" if done else "skipped" if rs else ""), None, None, 0
     m, s = statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0
-    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if len(vals) > 1 else ""), m, s
+    text = fmt_float(m, digits) + (f" ± {fmt_float(s, digits)}" if len(vals) > 1 else "")
+    return text + (f" ({len(vals)} of {len(done)})" * (len(vals) < len(done))), m, s, len(vals)
+
+
+def table(title, results, keys, metric, digits):
+    """results.md's lines for one metric: a row per run, a column per key (length), mean ± std
+    over the seeds, skipped cells explained, then flags()."""
+    lines = ["", title, "", "| run | " + " | ".join(map(str, keys)) + " | status |"]
+    lines += ["|---|" + "---:|" * len(keys) + "---|"]
+    cells = {name: [cell(e, n, metric, digits) for n in keys] for name, e in results.items()}
+    notes = {}
+    for name, e in results.items():
+        for n in [n for n, c in zip(keys, cells[name]) if c[0] == "skipped"]:
+            why = next(r.get("reason", "") for r in e["records"][n] if r.get("skipped"))
+            notes.setdefault(name, why)
+        texts = ["—" if c[0] == "skipped" else c[0] for c in cells[name]]
+        lines.append(f"| {name} | " + " | ".join(texts) + f" | {row_status(e)} |")
+    if notes:
+        lines += ["", "— = skipped: " + "; ".join(f"{k}: {v}" for k, v in notes.items())]
+    return lines + (["", line] if (line := flags(cells, keys)) else [])
+
+
+def flags(cells, keys):
+    """The line under a table: per column, the rows adjacent in rank whose means differ by at most
+    2 x the larger of their sample stds (each over >= 2 seeds), a pair with its columns."""
+    if not any(c[3] > 1 for cs in cells.values() for c in cs):
+        return "one seed: no error bars" if any(c[3] for cs in cells.values() for c in cs) else ""
+    close, order = {}, list(cells)
+    for i, n in enumerate(keys):
+        ranked = sorted((c[1], c[2], name) for name, cs in cells.items() if (c := cs[i])[3] > 1)
+        for (m1, s1, a), (m2, s2, b) in zip(ranked, ranked[1:]):
+            if m2 - m1 <= 2 * max(s1, s2):
+                close.setdefault(tuple(sorted((a, b), key=order.index)), []).append(str(n))
+    pairs = "; ".join(f"{a} vs {b} ({', '.join(ns)})" for (a, b), ns in close.items())
+    return "not separated by the seeds (means within 2 std): " + (pairs or "none")
 
 
 def write_results(sweep, tasks):
     """results.csv (mean and std of each metric at each length) and results.md (a table per
-    metric, skipped cells explained); returns results.md's path."""
+    metric, then the probes' if the sweep runs them); returns results.md's path."""
     results = collect(tasks, sweep["eval_args"])
     lengths = sorted({n for e in results.values() for n in e["records"]})
     recs = [r for e in results.values() for rs in e["records"].values() for r in rs]
     done = [r for r in recs if not r.get("skipped")]
-    metrics = [m for m in METRICS if done and all(r.get(m) is not None for r in done)] or ["ppl"]
+    by_byte = bool(done) and all(r.get("tokenizer") == "bytes" for r in done)  # bpb says it
+    metrics = [m for m in METRICS if done and all(r.get(m) is not None for r in done)
+               and not (by_byte and m == "word_ppl")] or ["ppl"]  # fmt: skip
+    title = lambda m: f"**{METRICS[m]}** by evaluation length (columns):"
+    tables = [(title(m), results, lengths, m, 2 + (m == "bits_per_byte")) for m in metrics]
+    if sweep["context_args"] is not None:
+        tables += probe_tables(tasks, sweep["context_args"])
     with open(os.path.join(sweep["out_dir"], "results.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        stats = [f"{m}@{n}{s}" for m in metrics for n in lengths for s in ("", "_std")]
+        name = lambda m, n: m if n == m else f"{m}@{n}"  # the horizon: one column
+        stats = [name(m, n) + s for _, _, keys, m, _ in tables for n in keys for s in ("", "_std")]
         w.writerow(["run", "encoding", "seeds", "status", *stats])
-        for name, e in results.items():
+        for row_name, e in results.items():
             enc = next((r["encoding"] for rs in e["records"].values() for r in rs), "")
-            row = [name, enc, len(e["tasks"]), row_status(e)]
-            for _, m, s in [cell(e, n, metric, 6) for metric in metrics for n in lengths]:
-                row += ["" if m is None else f"{m:.6g}", "" if s is None else f"{s:.3g}"]
+            row = [row_name, enc, len(e["tasks"]), row_status(e)]
+            for _, res, keys, metric, _ in tables:
+                for _, m, s, _ in [cell(res[row_name], n, metric, 6) for n in keys]:
+                    row += ["" if m is None else f"{m:.6g}", "" if s is None else f"{s:.3g}"]
             w.writerow(row)
-    lines, notes = [f"# Sweep `{sweep['name']}`", "", describe(sweep, tasks, recs, done)], {}
-    for m in metrics:
-        lines += ["", f"**{METRICS[m]}** by evaluation length (columns):", ""]
-        lines += ["| run | " + " | ".join(map(str, lengths)) + " | status |"]
-        lines += ["|---|" + "---:|" * len(lengths) + "---|"]
-        for name, e in results.items():
-            cells = [cell(e, n, m, 3 if m == "bits_per_byte" else 2)[0] for n in lengths]
-            for n in [n for n, c in zip(lengths, cells) if c == "skipped"]:
-                why = next(r.get("reason", "") for r in e["records"][n] if r.get("skipped"))
-                notes.setdefault(name, why)
-            cells = ["—" if c == "skipped" else c for c in cells]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {row_status(e)} |")
-    if notes:
-        lines += ["", "— = skipped: " + "; ".join(f"{k}: {v}" for k, v in notes.items())]
+    lines = [f"# Sweep `{sweep['name']}`", "", describe(sweep, tasks, recs, done)]
+    for t in [t for t in tables if t[2]]:  # those with columns
+        lines += table(*t)
     with open(os.path.join(sweep["out_dir"], "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return os.path.join(sweep["out_dir"], "results.md")
@@ -565,6 +635,8 @@ def show_status(sweep, tasks):
         print(f"  {t.name:<24} {what:<16} {job:<24} {t.log()}")
         if t.status == "failed" and t.error:
             print(f"      {t.error}")
+        if t.status != "running" and (todo := t.todo())[0] == "finished" and todo[1]:
+            print(f"      to evaluate: {', '.join(dict.fromkeys(f'{s}.py' for s, _ in todo[1]))}")
 
 
 def report_failures(tasks):

@@ -11,15 +11,17 @@ A sweep file sets keys of SWEEP_FILE (scripts/runs.py), e.g. configs/sweeps/demo
 run's settings go through train.py's and eval_lengths.py's own checks (keys, types, encoding and
 its kwargs, dataset, eval lengths and variants, devices, DDP): any problem is a line `error: RUN:
 problem`, and nothing runs (--dry_run: the checks, then the plan). A run at a seed is train.py
-(skipped when finished, resumed when not), then scripts/eval_lengths.py (skipped when done for
-this checkpoint), subprocesses logging to train.log / eval.log in its directory: a crash fails
-that run only, and the same command rerun picks up where it stopped. With gpus (--gpus wins), a
-run holds the first free group of gpus_per_run GPUs from train to eval (torchrun when > 1, eval
-on the first). Indices are ours: under CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] is GPUs 4, 5.
+(skipped when finished, resumed when not), then scripts/eval_lengths.py and, with context_args,
+scripts/eval_context.py's probes (each skipped when done for this checkpoint), subprocesses logging
+to train.log / eval.log in its directory: a crash fails that run only, and the same command rerun
+picks up where it stopped. With gpus (--gpus wins), a run holds the first free group of
+gpus_per_run GPUs from train to eval (torchrun when > 1, eval on the first). Indices are ours:
+under CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] is GPUs 4, 5.
 
 Writes out_dir/status.json, results.csv and results.md (a row per run and eval variant: mean ±
-sample std over seeds at each length). Exit status: 0 every run succeeded; 1 some runs failed;
-2 the sweep file, an option or a run's settings are invalid (nothing ran); 130 interrupted.
+sample std over seeds at each length, probes included; under each table the rows the seeds do not
+separate). Exit status: 0 every run succeeded; 1 some runs failed; 2 the sweep file, an option or a
+run's settings are invalid (nothing ran); 130 interrupted.
 """
 
 import os
@@ -53,7 +55,7 @@ def parse_cli(argv):
         print(__doc__.strip() + "\n")  # then parse_args lists the keys
     argv = [re.sub(r"^--dry-run", "--dry_run", a) for a in argv]
     argv = [a + "=True" if a in ("--dry_run", "--status", "--collect") else a for a in argv]
-    cfg = parse_args(argv, DEFAULTS, positional="sweep")
+    cfg = parse_args(argv, DEFAULTS, positional="sweep", usage="SWEEP_FILE [--key=value ...]")
     if not cfg["sweep"]:
         raise UserError("usage: python scripts/sweep.py configs/sweeps/NAME.py [--dry_run]")
     if cfg["launcher"] not in ("local", "slurm"):
@@ -88,7 +90,7 @@ def dry_run(sweep, tasks, slurm_params):
         gpus = starting.pop(0) if starting and (state != "finished" or todo) else ""
         where = f" on CUDA_VISIBLE_DEVICES={gpus}" if gpus else " on the first GPUs to free"
         where = where if sweep["groups"] else ""
-        cmds = [t.eval_cmd(args) for args in (todo if state == "finished" else t.evals())]
+        cmds = [t.eval_cmd(*e) for e in (todo if state == "finished" else t.evals())]
         if state == "finished":
             print(f"  {t.name}: trained; {'evaluate' + where if todo else 'evaluated'}")
         else:

@@ -86,6 +86,8 @@ def test_failures_are_isolated_then_finished_runs_are_skipped(tmp_path):
         dict(name="broken", config="configs/demo/rope.py", seeds=[1, 2]),
     ]
     path = write_sweep(tmp_path, runs)
+    probes = "dict(lengths=[16, 32], distances=[4, 8], max_tokens=200, device='cpu')"
+    path.write_text(path.read_text() + f"context_args = {probes}\n")
     for seed in (1, 2):
         (tmp_path / "sweep" / "broken" / f"seed{seed}").mkdir(parents=True)
         (tmp_path / "sweep" / "broken" / f"seed{seed}" / "ckpt.pt").write_bytes(b"garbage")
@@ -106,11 +108,21 @@ def test_failures_are_isolated_then_finished_runs_are_skipped(tmp_path):
     assert rows["broken"]["ppl@16"] == "" and "failed" in rows["broken"]["status"]
     md = (tmp_path / "sweep" / "results.md").read_text()
     assert "| alibi |" in md and "perplexity" in md and "nonoverlapping" in md
+    # the probes ran after eval_lengths.py: the gain at L = L_train is 0 by construction
+    probes = json.loads((ok_dir / "eval_context.json").read_text())
+    assert [(r["mode"], r["length"]) for r in probes] == [(m, n) for m, ns in
+            (("copy", (4, 8)), ("gain", (16, 32))) for n in ns]  # fmt: skip
+    assert probes[2]["gain"] == 0 and float(rows["alibi"]["gain@32"]) == pytest.approx(
+        probes[3]["gain"], abs=1e-6)  # fmt: skip
+    assert "**distant-context gain**" in md and "**retrieval horizon**" in md
     # second time: the finished run is neither retrained nor re-evaluated
-    mtime = (ok_dir / "eval_lengths.json").stat().st_mtime
+    mtimes = [(ok_dir / f).stat().st_mtime for f in ("eval_lengths.json", "eval_context.json")]
     p = sweep(path, "--only=alibi")
     assert p.returncode == 0, p.stdout + p.stderr
-    assert n_train_calls(ok_dir) == 1 and (ok_dir / "eval_lengths.json").stat().st_mtime == mtime
+    assert n_train_calls(ok_dir) == 1
+    assert [
+        (ok_dir / f).stat().st_mtime for f in ("eval_lengths.json", "eval_context.json")
+    ] == mtimes
     assert statuses(tmp_path)[("alibi", 1)]["status"] == "done"
     with open(tmp_path / "sweep" / "results.csv") as f:  # --only keeps the other runs' rows
         assert {r["run"] for r in csv.DictReader(f)} == {"alibi", "broken"}
@@ -312,6 +324,91 @@ def test_shipped_sweeps_cover_every_encoding():
     assert everything <= encodings["demo"] | encodings["demo_field"] | encodings["demo_time"]
 
 
+def test_tables_flag_rows_the_seeds_do_not_separate(tmp_path):
+    """Fake records of 2 runs x 3 seeds, no training: mean ± std per cell, per length the rows whose
+    means are within 2 std flagged, the gain and the retrieval horizon tables; one seed: said."""
+    ppl = {16: dict(a=[10, 11, 12], b=[11.5, 12.5, 13.5]), 32: dict(a=[10, 10.1, 9.9], b=[20] * 3)}
+    gain, horizon = (
+        dict(a=[0.1, 0.2, 0.3], b=[0.5, 0.6, 0.7]),
+        dict(a=[64, 128, None], b=[None] * 3),
+    )
+    sweep = runs.load_sweep(
+        gpu_sweep(tmp_path, "context_args = {}\n", runs=("a", "b"), seeds=(1, 2, 3))
+    )
+    tasks = [runs.Task(sweep, r, k) for r in sweep["runs"] for k in (1, 2, 3)]
+    for t in tasks:
+        os.makedirs(t.dir)
+        t.status, name, i = "ok", t.run["name"], t.seed - 1
+        rec = dict(split="val", iter_num=4, out_dir=t.dir, encoding="x", block_size=16)
+        lengths = [
+            dict(rec, mode="nonoverlapping", length=n, ppl=v[name][i]) for n, v in ppl.items()
+        ]
+        probes = [dict(rec, mode="gain", length=32, gain=gain[name][i])]
+        probes += [dict(rec, mode="copy", length=d, horizon=horizon[name][i]) for d in (64, 128)]
+        Path(t.dir, "eval_lengths.json").write_text(json.dumps(lengths))
+        Path(t.dir, "eval_context.json").write_text(json.dumps(probes))
+    md = Path(runs.write_results(sweep, tasks)).read_text()
+    assert (
+        "| a | 11.00 ± 1.00 | 10.00 ± 0.10 | ok |" in md
+        and "| b | 12.50 ± 1.00 | 20.00 ± 0.00 |" in md
+    )
+    flags = [line.split(": ")[1] for line in md.splitlines() if line.startswith("not separated")]
+    assert flags == ["a vs b (16)", "none", "none"]  # perplexity, gain, horizon
+    assert "| a | 0.200 ± 0.100 | ok |" in md and "largest distance D (64, 128)" in md
+    assert "| a | 96 ± 45 (2 of 3) | ok |" in md and "| b | none | ok |" in md
+    with open(tmp_path / "sweep/results.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert (rows["a"]["gain@32"], rows["a"]["horizon"], rows["b"]["horizon"]) == ("0.2", "96", "")
+    md = Path(runs.write_results(sweep, [t for t in tasks if t.seed == 1])).read_text()
+    assert md.count("one seed: no error bars") == 3 and "not separated" not in md
+    assert "| a | 10.00 | 10.00 | ok |" in md and "| a | 64 | ok |" in md
+
+
+def test_probes_added_to_a_finished_sweep_run_alone(tmp_path, monkeypatch, capsys):
+    """context_args added to a sweep that is done: --status and --dry_run show eval_context.py to
+    do, the sweep then runs it alone (no training, no eval_lengths.py), and next time nothing."""
+    sw = load_script("sweep")
+    path = gpu_sweep(tmp_path, runs=("a", "b"))
+    assert run_main(sw, monkeypatch, [path], FakeRuns(seconds=0.05)) == 0
+    path.write_text(path.read_text() + "context_args = dict(lengths=[32], distances=[4, 8])\n")
+    capsys.readouterr()
+    for flag in ("--status", "--dry_run"):
+        assert run_main(sw, monkeypatch, [path, flag], FakeRuns()) == 0
+    out = capsys.readouterr().out
+    assert out.count("to evaluate: eval_context.py") == 4 and "eval_lengths.py" not in out
+    assert out.count("eval_context.py --out_dir=") == 4 and out.count("trained; evaluate") == 4
+    fake = FakeRuns(seconds=0.05)
+    assert run_main(sw, monkeypatch, [path], fake) == 0
+    assert [Path(e["cmd"][1]).name for e in fake.events] == ["eval_context.py"] * 4
+    again = FakeRuns()
+    assert run_main(sw, monkeypatch, [path], again) == 0 and again.events == []
+    md = (tmp_path / "sweep/results.md").read_text()
+    assert "| a | 0.100 ± 0.000 | ok |" in md and "| a | 8 ± 0 | ok |" in md
+    # records of another probe option (or without a length) are not done for this one
+    run_dir = tmp_path / "sweep/a/seed1"
+    recs = json.loads((run_dir / "eval_context.json").read_text())
+    (run_dir / "eval_context.json").write_text(json.dumps([dict(r, tau=0.5) for r in recs]))
+    done = lambda **a: runs.eval_done(run_dir, "eval_context", {"lengths": [32], **a}, 4)
+    assert done() and done(tau=0.5) and not done(tau=1.0) and not done(lengths=[32, 64])
+
+
+@pytest.mark.parametrize(
+    "context_args, message",
+    [
+        ("dict(lengths=[32, 0])", "a: context_args: --lengths must be positive integers"),
+        ("dict(mode='sliding')", "a: context_args: unknown key 'mode'"),
+        ("[32]", "context_args must be a dict of scripts/eval_context.py options"),
+    ],
+)
+def test_bad_context_args_are_one_line_errors(tmp_path, monkeypatch, context_args, message):
+    sw = load_script("sweep")
+    path = gpu_sweep(tmp_path, f"context_args = {context_args}\n", runs=("a",), seeds=(1,))
+    fake = FakeRuns()
+    with pytest.raises(UserError) as e:
+        run_main(sw, monkeypatch, [path, "--dry_run"], fake)
+    assert message in str(e.value) and "\n" not in str(e.value) and fake.events == []
+
+
 # -----------------------------------------------------------------------------
 # gpus: one node, many GPUs. No GPU here: the device list is faked and subprocess.Popen is a
 # recorder that "trains" and "evaluates" by writing what train.py and eval_lengths.py would.
@@ -340,14 +437,14 @@ class FakeRuns:
                 time.sleep(fake.slow_seconds if slow else fake.seconds)
                 if is_train:
                     torch.save({"finished": True, "iter_num": 4}, out / "ckpt.pt")
-                else:
-                    lengths = next(a for a in cmd if a.startswith("--lengths="))
+                else:  # eval_lengths.py: a record per length; eval_context.py: and per distance
+                    script = Path(cmd[1]).stem
                     records = [
-                        dict(length=int(n), mode="nonoverlapping", split="val", iter_num=4,
-                             ppl=2.0, block_size=16, encoding="alibi", dataset="tiny")
-                        for n in lengths.split("=")[1].split(",")
+                        dict(length=n, mode=mode, split="val", iter_num=4, ppl=2.0, gain=0.1,
+                             horizon=8, out_dir=str(out), block_size=16, encoding="alibi")
+                        for mode, n in fake.wanted(cmd)
                     ]  # fmt: skip
-                    (out / "eval_lengths.json").write_text(json.dumps(records))
+                    (out / f"{script}.json").write_text(json.dumps(records))
                 event["end"] = time.monotonic()  # before the sweep frees the GPU
                 return 0
 
@@ -357,6 +454,15 @@ class FakeRuns:
             kill = send_signal
 
         return Proc()
+
+    def wanted(self, cmd):
+        """(mode, length) of each record cmd would write."""
+        ns = lambda k: [
+            int(n) for a in cmd if a.startswith(f"--{k}=") for n in a[3 + len(k) :].split(",")
+        ]
+        if cmd[1].endswith("eval_context.py"):
+            return [("gain", n) for n in ns("lengths")] + [("copy", d) for d in ns("distances")]
+        return [("nonoverlapping", n) for n in ns("lengths")]
 
     def run_dir(self, e):
         return next(a for a in e["cmd"] if a.startswith("--out_dir="))

@@ -68,15 +68,17 @@ def test_jobs_end_to_end_failure_isolated_finished_runs_not_resubmitted(tmp_path
     make_dataset(tmp_path)
     runs = [
         dict(name="alibi", config="configs/demo/alibi.py"),
-        dict(name="bad_heads", config="configs/demo/rope.py", overrides=dict(n_head=3)),
+        dict(name="broken", config="configs/demo/rope.py"),  # valid settings; fails as it runs
     ]
     path = slurm_sweep(tmp_path, runs)
+    (tmp_path / "sweep" / "broken" / "seed1").mkdir(parents=True)
+    (tmp_path / "sweep" / "broken" / "seed1" / "ckpt.pt").write_bytes(b"garbage")  # to resume
     p = sweep(tmp_path, path, "--launcher=slurm")
     assert p.returncode == 1, p.stdout + p.stderr  # one failed run
-    assert "submitted 2 SLURM job(s)" in p.stdout and "FAILED bad_heads/seed1" in p.stdout
+    assert "submitted 2 SLURM job(s)" in p.stdout and "FAILED broken/seed1" in p.stdout
     st = statuses(tmp_path)
     assert st["alibi"]["status"] == "done" and st["alibi"]["job"]
-    assert st["bad_heads"]["status"] == "failed" and "n_head" in st["bad_heads"]["error"]
+    assert st["broken"]["status"] == "failed" and "ckpt.pt" in st["broken"]["error"]
     run_dir = tmp_path / "sweep" / "alibi" / "seed1"
     records = json.loads((run_dir / "eval_lengths.json").read_text())
     assert [r["length"] for r in records] == [16, 32]
@@ -84,7 +86,7 @@ def test_jobs_end_to_end_failure_isolated_finished_runs_not_resubmitted(tmp_path
     with open(tmp_path / "sweep" / "results.csv") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
     assert float(rows["alibi"]["ppl@32"]) == pytest.approx(records[1]["ppl"], rel=1e-5)
-    assert "failed" in rows["bad_heads"]["status"]
+    assert "failed" in rows["broken"]["status"]
     assert (tmp_path / "sweep" / "ppl_vs_length.png").exists()
     # --status: every run's state, job and log
     s = sweep(tmp_path, path, "--status")
@@ -92,17 +94,14 @@ def test_jobs_end_to_end_failure_isolated_finished_runs_not_resubmitted(tmp_path
     lines = s.stdout.splitlines()
     alibi = next(line for line in lines if "alibi/seed1" in line)
     assert re.search(r"alibi/seed1 +done +job \d+", alibi) and alibi.endswith("train.log")
-    bad = next(i for i, line in enumerate(lines) if "bad_heads/seed1" in line)
-    assert "failed" in lines[bad] and "n_head" in lines[bad + 1]
+    bad = next(i for i, line in enumerate(lines) if "broken/seed1" in line)
+    assert "failed" in lines[bad] and "ckpt.pt" in lines[bad + 1]
     assert "1/2 done, 1 failed" in s.stdout
     # the same command again: the finished run is not resubmitted, the failed one is
     again = sweep(tmp_path, path, "--launcher=slurm")
     assert again.returncode == 1 and "submitted 1 SLURM job(s)" in again.stdout
     st2 = statuses(tmp_path)
-    assert (
-        st2["alibi"]["job"] == st["alibi"]["job"]
-        and st2["bad_heads"]["job"] != st["bad_heads"]["job"]
-    )
+    assert st2["alibi"]["job"] == st["alibi"]["job"] and st2["broken"]["job"] != st["broken"]["job"]
     assert (run_dir / "train.log").read_text().count("\n=== ") == 1
 
 
@@ -273,6 +272,7 @@ def test_queued_or_running_jobs_are_not_submitted_twice(tmp_path, monkeypatch, c
     monkeypatch.setattr(slurm, "POLL_S", 0.01)
     monkeypatch.setattr(slurm.runs, "collect_all", lambda sweep, tasks: None)
     FakeJob("42", states=["RUNNING", "RUNNING", "COMPLETED"])
+    make_dataset(tmp_path)  # the sweep checks every run's settings before it submits
     runs = [dict(name=n, config="configs/demo/alibi.py") for n in ("a", "b")]
     path = slurm_sweep(tmp_path, runs)
     (tmp_path / "sweep").mkdir()

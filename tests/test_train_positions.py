@@ -13,7 +13,7 @@ from helpers import write_token_dataset
 from test_train import read_log, run_train
 from test_train import tiny_args as train_tiny_args
 
-import train
+import runtime
 from checkpoint import load_checkpoint, save_checkpoint
 from model import GPT, GPTConfig
 
@@ -26,22 +26,22 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_random_positions_are_sorted_distinct_and_in_range():
-    pos = train.random_positions(np.random.default_rng(0), 50, 32, 100)
+    pos = runtime.random_positions(np.random.default_rng(0), 50, 32, 100)
     assert pos.shape == (50, 32) and pos.dtype == np.int64
     assert (np.diff(pos, axis=1) > 0).all()  # strictly increasing: sorted, no repeats
     assert pos.min() >= 0 and pos.max() < 100
     # T = bound: the only sample is every position
-    full = train.random_positions(np.random.default_rng(1), 3, 16, 16)
+    full = runtime.random_positions(np.random.default_rng(1), 3, 16, 16)
     assert (full == np.arange(16)).all()
 
 
 def test_random_positions_follow_the_generator_state():
     a, b = np.random.default_rng(7), np.random.default_rng(7)
-    first = train.random_positions(a, 4, 8, 64)
-    assert np.array_equal(first, train.random_positions(b, 4, 8, 64))  # same state, same draw
+    first = runtime.random_positions(a, 4, 8, 64)
+    assert np.array_equal(first, runtime.random_positions(b, 4, 8, 64))  # same state, same draw
     assert a.bit_generator.state == b.bit_generator.state  # and the same state after it
-    assert not np.array_equal(first, train.random_positions(a, 4, 8, 64))  # the state moved on
-    rows = train.random_positions(np.random.default_rng(3), 2, 8, 10**6)
+    assert not np.array_equal(first, runtime.random_positions(a, 4, 8, 64))  # the state moved on
+    rows = runtime.random_positions(np.random.default_rng(3), 2, 8, 10**6)
     assert not np.array_equal(rows[0], rows[1])  # rows are drawn independently
 
 
@@ -50,7 +50,7 @@ def test_random_positions_are_uniform_without_replacement():
     of T averages (M + 1) T/(T + 1) - 1, the smallest (M + 1)/(T + 1) - 1. Bounds of 5-6 sigma
     (and the seed is fixed); drawing from [0, M - 1) instead would move the largest by ~1."""
     R, T, M = 4000, 16, 128
-    pos = train.random_positions(np.random.default_rng(0), R, T, M)
+    pos = runtime.random_positions(np.random.default_rng(0), R, T, M)
     counts = np.bincount(pos.ravel(), minlength=M)
     expected = R * T / M  # 500, sd ~ sqrt(500 * (1 - 1/8)) ~ 21
     assert np.abs(counts - expected).max() < 120, counts
@@ -91,7 +91,7 @@ def test_forward_per_sequence_positions_equals_one_row_at_a_time(encoding, overr
         for block in m.transformer.h:
             torch.nn.init.normal_(block.attn.clock.weight, std=0.3)
     idx = torch.randint(0, 64, (3, 16))
-    pos = torch.from_numpy(train.random_positions(np.random.default_rng(0), 3, 16, 64))
+    pos = torch.from_numpy(runtime.random_positions(np.random.default_rng(0), 3, 16, 64))
     with torch.no_grad():
         batched, _ = m(idx, pos=pos)
         for i in range(3):
@@ -127,7 +127,7 @@ def test_embed_takes_positions_per_sequence(encoding):
     torch.manual_seed(0)
     m = GPT(config(encoding))
     pe = m.pe[0]
-    pos = torch.from_numpy(train.random_positions(np.random.default_rng(1), 2, 16, 64))
+    pos = torch.from_numpy(runtime.random_positions(np.random.default_rng(1), 2, 16, 64))
     pos[1, -1] = 63  # the last row of the table
     with torch.no_grad():
         got = pe.embed(pos)
