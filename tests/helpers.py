@@ -79,6 +79,19 @@ def case_id(name, kwargs):
 
 ENCODING_IDS = [case_id(n, k) for n, k in ENCODING_CASES]
 
+# Python loops over an encoding's hidden units, frequencies or table rows: each term is nodes of
+# a compiled graph (traced one by one) and an op of eager FlexAttention's score_mod. Fewer terms
+# run the same code several times faster; tests of code paths, not of the defaults, take these.
+FEWER_TERMS = {
+    "fire": {"mlp_width": 4},
+    "sandwich": {"d_bar": 8},
+    "huang": {"max_relative_position": 4},
+}
+
+
+def fewer_terms(name, kwargs):
+    return {**FEWER_TERMS.get(name, {}), **kwargs}
+
 
 def round_to_tf32(x):
     """x (float32) rounded to TF32's 10-bit mantissa, to nearest (ties away from zero) as the

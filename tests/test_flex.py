@@ -4,7 +4,7 @@ reference of the same math); on CUDA it is compiled, and the CUDA test below che
 
 import pytest
 import torch
-from helpers import ENCODING_CASES, case_id
+from helpers import ENCODING_CASES, case_id, fewer_terms
 
 import attention
 from attention import flex_training_note, has_flex_path, use_flex
@@ -43,6 +43,7 @@ def models(name, kwargs, flex_backend="flex"):
     """An SDPA model and a FlexAttention one with the same weights; the encoding's tables and
     slopes moved away from their init, so that they matter."""
     torch.manual_seed(0)
+    kwargs = fewer_terms(name, kwargs)
     sdpa = GPT(config(name, kwargs, "sdpa"))
     with torch.no_grad():
         for p in sdpa.pe.parameters():
