@@ -1,6 +1,7 @@
 """
 Plots of a length-extrapolation sweep: perplexity against evaluation length, loss at each position
-of the window, and training curves; runs with one label are seeds (docs/evaluation.md#plots).
+of the window, training curves, and (where eval_context.json exists) perplexity, distant-context
+gain and copy retrieval side by side; runs with one label are seeds (docs/evaluation.md#plots).
 
     python scripts/plot.py out/sweeps/demo                 # every eval_lengths.json below it
     python scripts/plot.py out/alibi out/rope --out=plots --metric=bits_per_byte
@@ -43,12 +44,16 @@ PALETTE = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("tab20").colors
 VARIANT_SEP = " + "  # "rope + yarn x8": a run evaluated with an evaluation-time change
 
 
-def find_eval_files(paths):
+def find_files(paths, name):
+    """Every file called `name` below the directories given; a file given is taken as it is."""
     for p in (p for p in paths if not os.path.exists(p)):
         raise UserError(f"{p} does not exist")
-    below = lambda p: glob.glob(os.path.join(p, "**", "eval_lengths.json"), recursive=True)
-    files = [f for p in paths for f in ([p] if os.path.isfile(p) else sorted(below(p)))]
-    if not files:
+    below = lambda p: glob.glob(os.path.join(p, "**", name), recursive=True)
+    return [f for p in paths for f in ([p] if os.path.isfile(p) else sorted(below(p)))]
+
+
+def find_eval_files(paths):
+    if not (files := find_files(paths, "eval_lengths.json")):
         hint = "run sweep.py or eval_lengths.py first"
         raise UserError(f"no eval_lengths.json under {' '.join(paths)}: {hint}")
     return files
@@ -142,9 +147,19 @@ def finish(fig, ax, title, xlabel, ylabel, out_dir, name):
     return save(fig, out_dir, name)
 
 
-def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    col = colours(runs)
+def band_line(ax, by_x, colour, **kw):
+    """Mean over seeds at each x of {x: [value per seed]}, +-1 sample std band if one has >= 2."""
+    xs = sorted(by_x)
+    mean = np.array([np.mean(by_x[x]) for x in xs])
+    std = np.array([np.std(by_x[x], ddof=1) if len(by_x[x]) > 1 else 0.0 for x in xs])
+    ax.plot(xs, mean, color=colour, **kw)
+    if max(map(len, by_x.values()), default=0) > 1:
+        ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.18, lw=0)
+    return mean
+
+
+def draw_metric(ax, runs, split, mode, metric, log_y, col):
+    """The metric vs evaluation length, one line per run; returns (records, notes, what, log y)."""
     all_recs, all_vals, notes, lengths = [], [], [], set()
     for rank, (label, seeds) in enumerate(runs.items()):
         by_len, skipped = {}, set()
@@ -157,20 +172,16 @@ def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
         if not by_len:
             notes += [f"{label}: every length skipped"] * bool(skipped)
             continue
-        xs = sorted(by_len)
-        lengths.update(xs, skipped)
-        mean, std = (np.array([f(by_len[x]) for x in xs]) for f in (np.mean, np.std))
+        lengths.update(by_len, skipped)
         n_seeds = max(len(v) for v in by_len.values())
         name = label + f" ({n_seeds} seeds)" * (n_seeds > 1)
-        name += f" (none past {max(xs)})" * bool(skipped)
+        name += f" (none past {max(by_len)})" * bool(skipped)
         # one point (a learned table: nothing past it) gets a bigger marker; later runs are drawn
         # thinner and on top, so that identical curves both stay visible
-        marker, ms = ("D", 7) if len(xs) == 1 else ("o", 4)
-        ax.plot(xs, mean, marker=marker, ms=ms, lw=2.8 - 1.6 * rank / max(1, len(runs) - 1),
-                ls="--" if VARIANT_SEP in label else "-", color=col[label], label=name,
-                zorder=3 + 0.01 * rank)  # fmt: skip
-        if n_seeds > 1:
-            ax.fill_between(xs, mean - std, mean + std, color=col[label], alpha=0.18, lw=0)
+        marker, ms = ("D", 7) if len(by_len) == 1 else ("o", 4)
+        mean = band_line(ax, by_len, col[label], marker=marker, ms=ms, label=name,
+                         lw=2.8 - 1.6 * rank / max(1, len(runs) - 1), zorder=3 + 0.01 * rank,
+                         ls="--" if VARIANT_SEP in label else "-")  # fmt: skip
         all_vals += list(mean)
     if not all_vals:
         raise UserError(f"no '{metric}' values to plot for {split}/{mode} (try --metric=ppl)")
@@ -184,12 +195,57 @@ def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
     unit = "byte-level " if all_recs[0].get("tokenizer") == "bytes" and metric == "ppl" else ""
-    what = unit + METRIC_NAMES.get(metric, metric)
+    return all_recs, notes, unit + METRIC_NAMES.get(metric, metric), log
+
+
+def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    all_recs, notes, what, log = draw_metric(ax, runs, split, mode, metric, log_y, colours(runs))
     if notes:
         fig.text(0.01, -0.02, "; ".join(notes), fontsize=7, color="0.4")
     title = title_of(all_recs, f"{what} vs evaluation length", split, mode)
     ylabel = what + " (log scale)" * log
     return finish(fig, ax, title, "evaluation length (tokens)", ylabel, out_dir, "ppl_vs_length")
+
+
+def seed_values(seeds, mode, values):
+    """{length: values(record) of each seed} over the records of a mode that ran (None dropped)."""
+    out = {}
+    for r in (r for _, rs in seeds for r in rs if r["mode"] == mode and not r.get("skipped")):
+        out.setdefault(r["length"], []).extend(v for v in values(r) if v is not None)
+    return {x: v for x, v in out.items() if v}
+
+
+def plot_context(runs, context, split, mode, metric, log_y, out_dir):
+    """Side by side: (a) the metric, (b) the distant-context gain vs evaluation length, (c) the
+    copy probe's ratio vs distance D, with each run's retrieval horizon (docs/context.md)."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2))
+    col = colours(list(runs) + [k for k in context if k not in runs])  # ppl_vs_length's colours
+    shown = {k: v for k, v in runs.items() if k in context} or runs
+    recs, _, what, log = draw_metric(a, shown, split, mode, metric, log_y, col)
+    kw = dict(marker="o", ms=4, lw=1.6)
+    for label, seeds in context.items():
+        by_len = seed_values(seeds, "gain", lambda r: [r.get("gain")])
+        by_d = seed_values(seeds, "copy", lambda r: r.get("ratio_by_seed") or [r.get("ratio")])
+        hs = sorted({r.get("horizon") or 0 for _, rs in seeds for r in rs if r["mode"] == "copy"})
+        hs = [length_label(h) if h else "none" for h in hs] or ["not run"]  # 0: no horizon
+        horizon = hs[0] + f" to {hs[-1]}" * (len(hs) > 1)  # the range over seeds
+        band_line(b, by_len, col[label], **kw)
+        band_line(c, by_d, col[label], **kw, label=f"{label}: horizon {horizon}")
+        recs += [r for _, rs in seeds for r in rs]
+    for ax in (b, c):
+        log_length_axis(ax, sorted({int(x) for line in ax.lines for x in line.get_xdata()}))
+        mark_training_lengths(ax, sorted({r["block_size"] for r in recs}))
+    b.axhline(0, color="0.35", lw=1, zorder=0)
+    c.axhline(0.5, color="0.35", ls=":", lw=1, zorder=0)
+    for ax, t in ((a, "(a) " + what + " (log scale)" * log), (b, "(b) distant-context gain")):
+        ax.set_title(t, fontsize=10)
+        ax.set(xlabel="evaluation length (tokens)", ylabel="nats" if ax is b else what)
+        ax.grid(True, which="major", alpha=0.3)
+    what = f"{what}, distant-context gain and retrieval"
+    fig.suptitle(title_of(recs, what, split, mode), fontsize=10, y=1.06)
+    title, xlabel = "(c) copy probe: retrieval below 0.5", "distance D (tokens)"
+    return finish(fig, c, title, xlabel, "repeat loss / first loss", out_dir, "context")
 
 
 def pooled_positions(recs, bins_per_octave=6):
@@ -277,13 +333,18 @@ def main(argv=None):
     if cfg["log_y"] not in ("auto", "yes", "no"):
         raise UserError("--log_y must be auto, yes or no")
     runs = load_runs(find_eval_files(paths))
+    dirs = [p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p)) for p in paths]
+    context = load_runs(find_files(dirs, "eval_context.json"))
     out_dir = cfg["out"] or next((p for p in paths if os.path.isdir(p)), os.path.dirname(paths[0]))
     os.makedirs(out_dir or ".", exist_ok=True)
     split, mode = cfg["split"], pick_mode(runs, cfg["split"], cfg["mode"])
-    of = lambda recs: [r for r in recs if r.get("split") == split and r.get("mode") == mode]
-    chosen = {label: [(d, of(recs)) for d, recs in seeds] for label, seeds in runs.items()}
+    of = lambda recs, modes: [r for r in recs if r.get("split") == split and r["mode"] in modes]
+    chosen = {label: [(d, of(recs, [mode])) for d, recs in seeds] for label, seeds in runs.items()}
     written = plot_ppl_vs_length(chosen, split, mode, cfg["metric"], cfg["log_y"], out_dir)
     written += plot_per_position(chosen, split, mode, out_dir)
+    context = {k: [(d, of(rs, ("gain", "copy"))) for d, rs in v] for k, v in context.items()}
+    if context := {k: v for k, v in context.items() if any(rs for _, rs in v)}:
+        written += plot_context(chosen, context, split, mode, cfg["metric"], cfg["log_y"], out_dir)
     return written + plot_training_curves(runs, out_dir)
 
 

@@ -23,7 +23,11 @@ CASES = {
     "scripts/eval_lengths.py": (None, "--max_tokens=0", "score only the split's first"),
     "scripts/plot.py": ("SWEEP_DIR|RUN_DIR|eval_lengths.json ...", "--metric='ppl'", "ppl | word"),
     "scripts/preflight.py": ("[CONFIG]", "--steps=5", "training steps per path"),
-    "scripts/sweep.py": ("[SWEEP]", "--dry_run=False", "list what would run, run nothing"),
+    "scripts/sweep.py": (
+        "SWEEP_FILE [--key=value ...]",
+        "--dry_run=False",
+        "list what would run, run nothing",
+    ),
 }
 
 

@@ -76,6 +76,7 @@ def test_writes_every_figure(tmp_path):
             assert f"{stem}.{ext}" in names
             f = sweep / f"{stem}.{ext}"
             assert f.stat().st_size > 5000
+    assert "context.png" not in names  # no eval_context.json: no context figure
     assert (sweep / "ppl_vs_length.png").read_bytes()[:4] == b"\x89PNG"
     svg = (sweep / "ppl_vs_length.svg").read_text()
     # title names dataset, size, training length and mode; the seeds and the skip are in the legend
@@ -88,6 +89,69 @@ def test_writes_every_figure(tmp_path):
         "none past 64",
     ):
         assert text in svg
+
+
+def make_context_sweep(root, probe_seeds=3):
+    """make_sweep's alibi and sinusoidal runs with 3 seeds, each with an eval_context.json."""
+    sweep = make_sweep(root)
+    horizons = {"alibi": [256] * 3, "sinusoidal": [None, 32, 64]}
+    for name, hs in horizons.items():
+        for seed, h in enumerate(hs, 1):
+            d = sweep / name / f"seed{seed}"
+            d.mkdir(exist_ok=True)
+            if seed == 3:
+                (d / "eval_lengths.json").write_text(
+                    (d.parent / "seed1/eval_lengths.json").read_text()
+                )
+            base = dict(record(name, 64, 8.0), split="val")
+            gains = [
+                dict(base, mode="gain", length=n, gain=0.1 * seed * (n > 64))
+                for n in (64, 128, 512)
+            ]
+            copies = [
+                dict(base, mode="copy", length=D, distance=D, ratio=0.3, horizon=h,
+                     ratio_by_seed=[0.2 + 0.1 * k + 0.01 * seed for k in range(probe_seeds)])
+                for D in (16, 64, 256)
+            ]  # fmt: skip
+            copies.append(dict(base, mode="copy", length=1024, skipped=True, horizon=h))
+            (d / "eval_context.json").write_text(json.dumps(gains + copies))
+    return sweep
+
+
+def test_context_figure(tmp_path, monkeypatch):
+    figs, save = {}, plot.save
+    monkeypatch.setattr(
+        plot, "save", lambda fig, d, name: figs.setdefault(name, fig) and save(fig, d, name)
+    )
+    sweep = make_context_sweep(tmp_path)
+    names = {Path(p).name for p in plot.main([str(sweep)])}
+    assert {"context.png", "context.svg"} <= names and (sweep / "context.png").stat().st_size > 5000
+    a, b, c = figs["context"].axes
+    # the runs' colours are those of ppl_vs_length; (a) shows the runs with probes only
+    colour = lambda ax: {
+        ln.get_label().split()[0]: ln.get_color() for ln in ax.lines if ln.get_label()[0] != "_"
+    }
+    assert colour(a) == {
+        k: v for k, v in colour(figs["ppl_vs_length"].axes[0]).items() if k != "learned"
+    }
+    # (b): mean gain over the 3 seeds, a +-1 sample std band; (c): over seeds x probe seeds
+    gain = [ln for ln in b.lines if ln.get_color() == colour(a)["alibi"]][0]
+    assert list(gain.get_xdata()) == [64, 128, 512] and gain.get_ydata()[1] == pytest.approx(0.2)
+    assert len(b.collections) == 2 and len(c.collections) == 2
+    band = b.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx(0.2 + 0.1)  # std(0.1, 0.2, 0.3, ddof=1) = 0.1
+    labels = [t.get_text() for t in c.get_legend().get_texts()]
+    assert labels == ["alibi: horizon 256", "sinusoidal: horizon none to 64"]
+
+
+def test_context_without_seeds_has_no_bands(tmp_path, monkeypatch):
+    figs = {}
+    monkeypatch.setattr(plot, "save", lambda fig, d, name: figs.setdefault(name, fig) and [])
+    sweep = make_context_sweep(tmp_path, probe_seeds=1)
+    plot.main([str(sweep / "alibi" / "seed1"), str(sweep / "sinusoidal" / "seed3")])
+    _, b, c = figs["context"].axes
+    assert not b.collections and not c.collections  # one seed, one probe seed: no band
+    assert [t.get_text() for t in c.get_legend().get_texts()][1] == "sinusoidal: horizon 64"
 
 
 def test_runs_group_seeds_and_order_by_encoding(tmp_path):
