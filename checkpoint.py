@@ -26,11 +26,9 @@ import torch
 from configurator import UserError
 from runtime import pick_dtype, resolve_device, set_tf32
 
-CKPT_NAME = "ckpt.pt"
-
 
 def checkpoint_path(out_dir):
-    return out_dir if out_dir.endswith(".pt") else os.path.join(out_dir, CKPT_NAME)
+    return out_dir if out_dir.endswith(".pt") else os.path.join(out_dir, "ckpt.pt")
 
 
 def tensors_crc32(obj, crc=0):
@@ -154,8 +152,7 @@ def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
 
     if not rope_scaling:
         return {}
-    takers = {n: encoding_class(n).scalings for n in available_encodings()}
-    takers = {n: s for n, s in takers.items() if s}
+    takers = {n: s for n in available_encodings() if (s := encoding_class(n).scalings)}
     methods = list(dict.fromkeys(m for s in takers.values() for m in s))
     if rope_scaling not in methods:
         raise UserError(f"--rope_scaling must be one of {', '.join(methods)}, got '{rope_scaling}'")
@@ -170,12 +167,9 @@ def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
 
 def load_model(out_dir, device="cpu", encoding_kwargs_override=None, rope_scaling=None,
                rope_factor=ROPE_FACTOR, attn_backend="auto"):  # fmt: skip
-    """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode.
-
-    encoding_kwargs_override: options merged into the saved encoding_kwargs, for evaluation-time
-    changes that keep the weights; an unknown option is a UserError. rope_scaling / rope_factor:
-    RoPE context extension (linear, dynamic, yarn, llama3) for rope and damped_rope checkpoints,
-    relative to the training length. attn_backend: as GPTConfig.attn_backend."""
+    """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode, with
+    encoding_kwargs_override merged into its saved encoding_kwargs (an unknown option is a
+    UserError), RoPE context extension if asked (rope_scaling_kwargs) and attn_backend."""
     from model import GPT, GPTConfig  # here: reading a checkpoint needs no model code
 
     device = resolve_device(device)

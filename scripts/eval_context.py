@@ -1,5 +1,6 @@
 """
-Does a checkpoint use the context past its training length L_train? Two probes beyond perplexity.
+Does a checkpoint use the context past its training length L_train? Two probes beyond perplexity;
+the protocol, its costs and the record fields: docs/context.md.
 
     python scripts/eval_context.py --out_dir=out/alibi                  # L_train x 1, 2, ..., 32
     python scripts/eval_context.py --out_dir=out/rope --lengths=1024,4096 --tau=1.0 --span=16
@@ -7,25 +8,19 @@ Does a checkpoint use the context past its training length L_train? Two probes b
 Distant-context gain, per evaluation length L (nonoverlapping windows, as eval_lengths.py):
     gain(t) = NLL(t | its last L_train tokens) - NLL(t | its whole window)   (nats)
 for targets t with at least L_train tokens of context in their window. The short context is a
-window of its own, data[t - L_train : t] at positions 0 .. L_train - 1, scored at its last
-position; a context of exactly L_train tokens is not cut (so at L = L_train every gain is 0).
-> 0: the far context helps; 0: it is ignored; < 0: it hurts. Key tokens: gain > tau (LongPPL's
-long-short difference, with the model under test as its own judge).
-Targets: t whose q = (t - 1) mod 2 L_train is L_train - 1 + k target_stride (k >= 0). Windows of
-L = L_train x 2^j (j >= 1) start at multiples of 2 L_train, so t sits at window position q plus a
-multiple of 2 L_train, >= L_train - 1: these lengths all score the same targets, and the short
-NLLs are computed once. Cost for n tokens: n / (2 target_stride) forwards of L_train tokens (2 n
-tokens at the default target_stride L_train / 4), plus eval_lengths.py's pass at each length.
+window of its own, data[t - L_train : t] at positions 0 .. L_train - 1; a context of exactly
+L_train tokens is not cut. > 0: the far context helps; 0: it is ignored; < 0: it hurts. Key
+tokens: gain > tau (LongPPL's long-short difference, with the model under test as its own judge).
+Targets: t whose q = (t - 1) mod 2 L_train is L_train - 1 + k target_stride (k >= 0): windows of
+L_train x 2^j (j >= 1) start at multiples of 2 L_train, so these lengths all score the same
+targets, and the short NLLs are computed once.
 
-Copy probe (after Olsson et al. 2022's repeated random tokens), per distance D: in a window of
-real text, a span of R random tokens follows R tokens of text and repeats D tokens after its start;
-ratio = mean NLL of the repeat's tokens 2..R / that of the first occurrence's, over placements x
-probe seeds. The span's tokens are drawn from the evaluated tokens (the dataset's distribution:
-tokens the model has read; a uniform draw would bring bytes absent from the corpus, or mostly rare
-BPE tokens, whose embeddings barely trained). Retrieval horizon: the largest D with ratio < 1/2.
-Cost: probe_seeds x placements x (D + 2R) tokens per distance.
+Copy probe (after Olsson et al. 2022), per distance D: in a window of real text, a span of R
+random tokens (drawn from the evaluated tokens: ones the model has read) follows R tokens of text
+and repeats D tokens after its start; ratio = mean NLL of the repeat's tokens 2..R / that of the
+first occurrence's. Retrieval horizon: the largest D with ratio < 1/2.
 
-Records (docs/context.md) merge into OUT_DIR/eval_context.json as eval_lengths.py merges its own.
+Records merge into OUT_DIR/eval_context.json as eval_lengths.py merges its own.
 """
 
 import itertools
@@ -41,13 +36,11 @@ import torch
 
 from configurator import UserError, fmt_float, parse_args, run_cli
 from runtime import autocast, resolve_device
-from scripts.eval_lengths import DEFAULTS as LENGTH_DEFAULTS
-from scripts.eval_lengths import __file__ as LENGTHS_FILE
-from scripts.eval_lengths import check_args as check_length_args
-from scripts.eval_lengths import finite_or_none, load, per_token_nll, windows, write
+from scripts import eval_lengths
+from scripts.eval_lengths import batch_for, cannot_run, finite_or_none, load, per_token_nll, windows
 
 # defaults, overridable as --key=value: eval_lengths.py's (but mode and stride), and these
-DEFAULTS = {k: v for k, v in LENGTH_DEFAULTS.items() if k not in ("mode", "stride")} | dict(
+DEFAULTS = {k: v for k, v in eval_lengths.DEFAULTS.items() if k not in ("mode", "stride")} | dict(
     tau=0.5,  # key tokens: helped by the far context by more than tau nats
     target_stride=0,  # gain targets every target_stride tokens; 0: the training length // 4
     span=0,  # copy probe: random tokens repeated; 0: min(32, training length // 4)
@@ -56,7 +49,6 @@ DEFAULTS = {k: v for k, v in LENGTH_DEFAULTS.items() if k not in ("mode", "strid
     probe_seeds=3,  # copy probe: seeds 0 .. probe_seeds - 1 (spans and placements)
     output="eval_context.json",  # file name inside out_dir
 )
-HALF = 0.5  # the retrieval horizon's ratio threshold
 # a figure for the table (fmt_float: a diverged model's perplexity has dozens of digits)
 fmt = lambda x, spec="": "-" if x is None else format(x, spec) if spec else fmt_float(x, 3)
 
@@ -134,22 +126,6 @@ def copy_stats(runs):
                 ratio_by_seed=[ratio([r], [f]) for f, r in runs])  # fmt: skip
 
 
-def batch_for(cfg, model, length):
-    """Windows per forward: --batch_size, or what keeps one batch's logits in the memory budget."""
-    fit = cfg["memory_budget_gb"] * 2**30 // (length * model.config.vocab_size * 4)
-    return cfg["batch_size"] or int(max(1, min(64, fit)))
-
-
-def cannot_run(model, length, n_tokens):
-    """Why a window of `length` inputs cannot be evaluated (None: it can)."""
-    max_len = getattr(model, "max_len", None)
-    if max_len is not None and length > max_len:
-        return f"the encoding has positions only up to {max_len}"
-    if n_tokens < length + 1:
-        return f"the evaluated range has only {n_tokens} tokens (raise --max_tokens)"
-    return None
-
-
 def attempt(rec, why, what, *args):
     """what(*args), unless there is a reason `why` not to; None, with rec marked skipped and the
     reason printed, if so or if it fails: out of memory, or the model refuses the length."""
@@ -178,7 +154,7 @@ def gain_records(cfg, model, run, data, context, lens, ctx):
         pos, t0 = (targets - 1) % length, time.time()  # the targets' positions in their windows
         use = pos >= block - 1
         cut = pos[use] >= block
-        why = cannot_run(model, length, len(data))
+        why = cannot_run(model, length, len(data) - 1)
         if not why and not use.any():
             why = f"no target has {block} tokens of context in windows of {length}"
         bsz = batch_for(cfg, model, length)
@@ -209,7 +185,7 @@ def copy_records(cfg, model, run, data, context, ctx):
                    placements=cfg["placements"], probe_seeds=cfg["probe_seeds"],
                    **context)  # fmt: skip
         records.append(rec)
-        why = cannot_run(model, 2 * span + d - 1, len(data))
+        why = cannot_run(model, 2 * span + d - 1, len(data) - 1)
         if d < span:
             why = f"the repeat would overlap the span (distance {d} < span {span})"
         args = run, data, d, span, cfg["placements"]
@@ -224,7 +200,7 @@ def copy_records(cfg, model, run, data, context, ctx):
         first, repeat, ratio = (fmt(rec[k]) for k in ("first_loss", "repeat_loss", "ratio"))
         print(f"  copy at {d:>6}: first {first}  repeat {repeat}  ratio {ratio}")
     done = [r for r in records if not r["skipped"] and r["ratio"] is not None]
-    horizon = max((r["distance"] for r in done if r["ratio"] < HALF), default=None)
+    horizon = max((r["distance"] for r in done if r["ratio"] < 0.5), default=None)
     for r in records:
         r["horizon"] = horizon
     print(f"  retrieval horizon: {fmt(horizon, 'd')} (span {span})")
@@ -232,9 +208,8 @@ def copy_records(cfg, model, run, data, context, ctx):
 
 
 def check_args(cfg):
-    """The options' own rules (eval_lengths' and these), before a checkpoint is read; a sweep's
-    check too."""
-    check_length_args(cfg | dict(mode="nonoverlapping", stride=0))
+    """The options' own rules (eval_lengths' and these), checked before a checkpoint is read."""
+    eval_lengths.check_args(cfg | dict(mode="nonoverlapping", stride=0))
     for key, low in (("target_stride", 0), ("span", 0), ("placements", 1), ("probe_seeds", 1)):
         if cfg[key] < low:
             raise UserError(f"--{key} must be at least {low}, got {cfg[key]}")
@@ -248,7 +223,7 @@ def check_args(cfg):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    cfg = parse_args(argv, DEFAULTS, sources=[__file__, LENGTHS_FILE])
+    cfg = parse_args(argv, DEFAULTS, sources=[__file__, eval_lengths.__file__])
     check_args(cfg)
     cfg["device"] = resolve_device(cfg["device"])
     cfg |= dict(mode="nonoverlapping", stride=0)  # the gain's long pass, as eval_lengths' load says
@@ -256,7 +231,7 @@ def main(argv=None):
     ctx = autocast(cfg["device"], cfg["dtype"])
     results = gain_records(cfg, model, run, data, context, lens, ctx)
     results += copy_records(cfg, model, run, data, context, ctx)
-    write(cfg, results, context)
+    eval_lengths.write(cfg, results, context)
     return results
 
 

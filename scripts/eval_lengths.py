@@ -154,6 +154,22 @@ def evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress):
             m.query_block = q
 
 
+def batch_for(cfg, model, length):
+    """Windows per forward: --batch_size, or what keeps one batch's logits in the memory budget."""
+    fit = cfg["memory_budget_gb"] * 2**30 // (length * model.config.vocab_size * 4)
+    return cfg["batch_size"] or int(max(1, min(64, fit)))
+
+
+def cannot_run(model, length, n_scored, encoding="the encoding"):
+    """Why windows of `length` inputs cannot be evaluated on n_scored targets (None: they can)."""
+    max_len = getattr(model, "max_len", None)  # a stand-in for a GPT may have none
+    if max_len is not None and length > max_len:
+        return f"{encoding} has positions only up to {max_len}"
+    if n_scored < length:
+        return f"the evaluated range has only {n_scored} tokens (raise --max_tokens)"
+    return None
+
+
 def bucketed(sum_pos, cnt_pos, edges):
     """Mean loss and number of scored tokens in each bucket of positions."""
     counts = [int(cnt_pos[a:b].sum()) for a, b in zip(edges[:-1], edges[1:])]
@@ -233,18 +249,15 @@ def score(rec, scored, meta):
 
 def evaluate_lengths(cfg, model, run, data, meta, context, lens):
     """One record per length: its figures, or skipped with the reason."""
-    max_len, n_scored, records = model.max_len, len(data) - 1, []
+    n_scored, records = len(data) - 1, []
     for length in lens:
         st = length if cfg["mode"] == "nonoverlapping" else (cfg["stride"] or max(1, length // 4))
         rec = dict(length=length, mode=cfg["mode"], stride=st, split=cfg["split"], **context)
         records.append(rec)
-        if max_len is not None and length > max_len:
-            reason = f"{context['encoding']} has positions only up to {max_len}"
-        elif n_scored < length:
-            reason = f"the evaluated range has only {n_scored} tokens (raise --max_tokens)"
-        elif st > length:
+        reason = cannot_run(model, length, n_scored, context["encoding"])
+        if not reason and st > length:
             reason = f"stride {st} is longer than the window"
-        else:
+        if not reason:
             continue
         rec.update(skipped=True, reason=reason)
         print(f"  length {length:>6}: skipped ({reason})")
@@ -255,9 +268,7 @@ def evaluate_lengths(cfg, model, run, data, meta, context, lens):
     ctx, dev = autocast(cfg["device"], cfg["dtype"]), cfg["device"]
     for rec in todo:
         length, t0 = rec["length"], time.time()
-        # bound the logits of a batch; at least one window, at most 64
-        fit = cfg["memory_budget_gb"] * 2**30 // (length * model.config.vocab_size * 4)
-        bsz = cfg["batch_size"] or int(max(1, min(64, fit)))
+        bsz = batch_for(cfg, model, length)
         try:
             scored = evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress)
             reason = "out of memory"  # if scored is None: not even at batch 1
