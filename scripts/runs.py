@@ -1,7 +1,6 @@
 """
-A sweep's runs, for scripts/sweep.py (the command) and scripts/slurm.py (its SLURM launcher): the
-sweep file, one Task per run and seed, the local runner (train.py, eval_lengths.py, eval_context.py
-as subprocesses, on GPU groups), status.json and the results tables.
+A sweep's runs, for scripts/sweep.py and scripts/slurm.py: the sweep file, a Task per run and seed,
+the local runner (its steps as subprocesses, on GPU groups), status.json and the results tables.
 """
 
 import copy
@@ -89,7 +88,9 @@ def check_run(path, i, r):
         raise UserError(f"{path}: runs[{i}] has unknown keys {sorted(set(r) - RUN_KEYS)}")
     r.setdefault("name", os.path.splitext(os.path.basename(r["config"]))[0])
     r.setdefault("overrides", {})
-    r["eval_variants"] = [dict(v) for v in r.get("eval_variants", [])]
+    r["eval_variants"] = [
+        dict(v) if isinstance(v, dict) else {} for v in r.get("eval_variants", [])
+    ]
     for v in r["eval_variants"]:
         if set(v) - VARIANT_KEYS or not (v.get("rope_scaling") or v.get("encoding_kwargs")):
             raise UserError(
@@ -102,9 +103,8 @@ def check_run(path, i, r):
 
 # the runs' settings, checked before the first run starts ----------------------------------------
 def check_runs(tasks, devices=True):
-    """'run: problem' for each problem train.py or an evaluation would meet as it starts, found
-    by their own checks on the arguments they would get (one seed of a run stands for all).
-    devices: check that the devices are here (not for SLURM: its jobs run on other nodes)."""
+    """'run: problem' for each problem train.py or an evaluation would meet as it starts, by their
+    own checks (one seed stands for all); devices: check them (not for SLURM: other nodes)."""
     one = {t.run["name"]: t for t in tasks if t.status == "pending"}  # not left out by --only
     found = {name: dict.fromkeys(check_task(t, devices)) for name, t in one.items()}
     return [f"{name}: {p}" for name, ps in found.items() for p in ps if p]  # each once
@@ -261,8 +261,7 @@ class Task:
         return state, [e for e in self.evals() if not eval_done(self.dir, *e, iter_num)]
 
     def is_done(self):
-        state, evals = self.todo()
-        return state == "finished" and not evals
+        return self.todo() == ("finished", [])
 
     def log(self, step=None):
         return os.path.join(self.dir, f"{step or self.step or 'train'}.log")
@@ -338,10 +337,11 @@ class Sweep:
             self.env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
 
     def call(self, task, cmd, step, gpus):
-        """cmd's exit code; on CUDA_VISIBLE_DEVICES=gpus if any, its output appended to the log."""
+        """task running step cmd: its exit code; on CUDA_VISIBLE_DEVICES=gpus if any, logged."""
+        task.status, task.step = "running", step
         env = dict(self.env, CUDA_VISIBLE_DEVICES=gpus) if gpus else self.env
         shown = (f"CUDA_VISIBLE_DEVICES={gpus} " if gpus else "") + " ".join(cmd)
-        with open(task.log(step), "a") as f:
+        with open(task.log(), "a") as f:
             f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shown}\n")
             f.flush()
             # in our process group: Ctrl-C reaches it and train.py saves (torchrun passes it on)
@@ -384,7 +384,6 @@ class Sweep:
         os.makedirs(task.dir, exist_ok=True)
         state, _ = train_state(task.dir)
         if state != "finished" and not self.stopping:
-            task.status, task.step = "running", "train"
             rc = self.call(task, task.train_cmd(resume=state == "partial"), "train", task.gpus)
             state, _ = train_state(task.dir)
         if state == "finished":
@@ -398,7 +397,6 @@ class Sweep:
     def evaluate(self, task):
         """Every evaluation not written yet, on the group's first GPU. 'done': nothing to do."""
         for e in task.todo()[1]:
-            task.status, task.step = "running", "eval"
             rc = self.call(task, task.eval_cmd(*e), "eval", task.gpus.split(",")[0])
             if rc != 0 or e in task.todo()[1]:
                 task.status = "interrupted" if self.stopping else "failed"
@@ -470,8 +468,7 @@ def write_status(sweep, tasks):
 
 def collect(tasks, args, script="eval_lengths", mode=None):
     """{row: {"tasks": [...], "records": {length: [a record per seed]}}}, a row per run and eval
-    variant ("rope + yarn x8"), from each run's script.json: records of args' split and of mode
-    (default: args' mode)."""
+    variant ("rope + yarn x8"), from each run's script.json: records of args' split and mode."""
     mode, split = mode or args.get("mode", "nonoverlapping"), args.get("split", "val")
     out = {}
     for t in tasks:
@@ -529,8 +526,7 @@ def cell(entry, n, metric, digits):
 
 
 def table(title, results, keys, metric, digits):
-    """results.md's lines for one metric: a row per run, a column per key (length), mean ± std
-    over the seeds, skipped cells explained, then flags()."""
+    """results.md's lines for one metric: a row per run, a column per key (length), then flags()."""
     lines = ["", title, "", "| run | " + " | ".join(map(str, keys)) + " | status |"]
     lines += ["|---|" + "---:|" * len(keys) + "---|"]
     cells = {name: [cell(e, n, metric, digits) for n in keys] for name, e in results.items()}

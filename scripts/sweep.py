@@ -7,21 +7,15 @@ Train and evaluate every run of a sweep, then tabulate: the overnight workhorse.
     python scripts/sweep.py configs/sweeps/wikitext103.py --launcher=slurm  # scripts/slurm.py
     python scripts/sweep.py configs/sweeps/wikitext103.py --status     # or --collect: the tables
 
-A sweep file sets keys of SWEEP_FILE (scripts/runs.py), e.g. configs/sweeps/demo.py. First every
-run's settings go through train.py's and eval_lengths.py's own checks (keys, types, encoding and
-its kwargs, dataset, eval lengths and variants, devices, DDP): any problem is a line `error: RUN:
-problem`, and nothing runs (--dry_run: the checks, then the plan). A run at a seed is train.py
-(skipped when finished, resumed when not), then scripts/eval_lengths.py and, with context_args,
-scripts/eval_context.py's probes (each skipped when done for this checkpoint), subprocesses logging
-to train.log / eval.log in its directory: a crash fails that run only, and the same command rerun
-picks up where it stopped. With gpus (--gpus wins), a run holds the first free group of
-gpus_per_run GPUs from train to eval (torchrun when > 1, eval on the first). Indices are ours:
-under CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] is GPUs 4, 5.
-
-Writes out_dir/status.json, results.csv and results.md (a row per run and eval variant: mean ±
-sample std over seeds at each length, probes included; under each table the rows the seeds do not
-separate). Exit status: 0 every run succeeded; 1 some runs failed; 2 the sweep file, an option or a
-run's settings are invalid (nothing ran); 130 interrupted.
+A sweep file sets keys of SWEEP_FILE (scripts/runs.py), e.g. configs/sweeps/demo.py; the guide is
+docs/sweeps.md. Every run's settings first go through train.py's and the evaluations' own checks:
+any problem is a line `error: RUN: problem`, and nothing runs (--dry_run: the checks, then the
+plan). A run at a seed trains (skipped when finished, resumed when not), then evaluates (each step
+skipped when done), as subprocesses logging to train.log / eval.log: a crash fails that run only,
+and the same command rerun picks up where it stopped. GPU indices are ours: under
+CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] is GPUs 4, 5. Writes out_dir/status.json, results.csv
+and results.md. Exit status: 0 every run succeeded; 1 some runs failed; 2 the sweep file, an option
+or a run's settings are invalid (nothing ran); 130 interrupted.
 """
 
 import os

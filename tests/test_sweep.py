@@ -269,9 +269,10 @@ def test_eval_variants_are_rows_of_their_own(tmp_path):
     assert eval_log.read_text().count("\n=== ") == n_evals  # nothing evaluated twice
 
 
-def test_bad_eval_variant_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("variant", [dict(factor=4), "yarn"])
+def test_bad_eval_variant_is_a_clear_error(tmp_path, variant):
     make_dataset(tmp_path)
-    runs = [dict(name="rope", config="configs/rope.py", eval_variants=[dict(factor=4)])]
+    runs = [dict(name="rope", config="configs/rope.py", eval_variants=[variant])]
     p = sweep(write_sweep(tmp_path, runs))
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "eval_variants" in p.stderr
