@@ -82,7 +82,9 @@ def load_checkpoint(out_dir, map_location="cpu", mmap=False):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
-        raise UserError(f"could not read {path}: {type(e).__name__}: {e}") from e
+        why = (str(e).strip().splitlines() or [""])[0][:160]
+        fix = "if it is damaged (cut short?), restore it from a copy, or delete it and train again"
+        raise UserError(f"could not read {path}: {type(e).__name__}: {why}; {fix}") from e
     if not mmap and "crc32" in ckpt and tensors_crc32(ckpt) != ckpt["crc32"]:
         fix = "the run keeps no older one: restore it from a copy, or delete it and train again"
         raise UserError(f"{path} is corrupt (its tensors do not match their saved CRC32); {fix}")

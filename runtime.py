@@ -1,9 +1,11 @@
 """What train.py and the scripts share: device and precision, config checks, FLOPs/MFU, schedule."""
 
 import ctypes
+import fcntl
 import math
 import os
 import shutil
+import sys
 from contextlib import nullcontext
 from dataclasses import asdict
 
@@ -157,6 +159,29 @@ def gpt_config(c, vocab_size=256):
         raise ConfigError(str(e)) from e
 
 
+def hold_lock(directory, fix):
+    """directory/.lock, held until the returned file is closed or the process ends (the kernel
+    releases it, even after SIGKILL): a second holder is refused, naming the first. fix: the
+    alternative the refusal offers."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        f = open(os.path.join(directory, ".lock"), "a+")
+    except OSError as e:
+        raise UserError(f"cannot write to {directory}: {e.strerror}; {fix}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        who, wait = f.read().strip() or "another process", "wait for it to end, or stop it"
+        raise UserError(f"{directory} is in use by {who}: {wait}, or {fix}") from None
+    except OSError as e:  # a file system without flock (e.g. Lustre mounted without -o flock)
+        print(f"note: cannot lock {directory} ({e}); make sure no other process writes there")
+    f.truncate(0)
+    me = os.path.basename(sys.argv[0]) or "python"
+    print(f"{me} (pid {os.getpid()} on {os.uname().nodename})", file=f, flush=True)
+    return f
+
+
 def build_gpt(c, vocab_size, saved_args=None):
     """train.py's GPT of config c, its vocabulary padded to a multiple of 64 (faster matmuls).
     saved_args: a checkpoint's model_args; its architecture wins (dropouts, kernel may change)."""
@@ -190,7 +215,9 @@ def check_model(c):
         pos = torch.arange(c["block_size"])[-64:]  # 8 queries over the last (at most) 64 keys
         k = torch.randn(1, c["n_head"], len(pos), c["n_embd"] // c["n_head"])
         with torch.no_grad():
-            pe.scores(k[:, :, -8:], k, pos[-8:], pos)
+            scores = pe.scores(k[:, :, -8:], k, pos[-8:], pos)
+        if not scores[:, :, pos[None, :] <= pos[-8:, None]].isfinite().all():  # keys it may see
+            raise ValueError("its attention scores are not finite (NaN or inf) at these settings")
         make_clock(config, pe)
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
         raise ConfigError(f"encoding_kwargs={c['encoding_kwargs']!r}: {e}") from e

@@ -10,7 +10,6 @@ main() runs the phases below in order, passing the run's state r from one to the
 exact (bitwise on CPU): every random state is checkpointed.
 """
 
-import fcntl
 import json
 import math
 import os
@@ -74,18 +73,7 @@ def lock_run(c):
     out, master = c["out_dir"], os.environ.get("RANK", "0") == "0"
     if not master or not (c["init_from"] == "scratch" or os.path.isdir(out)):
         return nullcontext()  # a resume of no directory: open_run says there is no checkpoint
-    os.makedirs(out, exist_ok=True)
-    f = open(os.path.join(out, ".lock"), "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        fix = "wait for it to end, or stop it, or pick another --out_dir"
-        raise UserError(f"{out} is in use by {f.read().strip() or 'another run'}: {fix}") from None
-    except OSError as e:  # a file system without flock (e.g. Lustre mounted without -o flock)
-        print(f"note: cannot lock {out} ({e}); make sure no other run writes there")
-    f.truncate(0)
-    print(f"train.py (pid {os.getpid()} on {os.uname().nodename})", file=f, flush=True)
+    f = runtime.hold_lock(out, "pick another --out_dir")
     remove_partial_save(out)  # the writer now: a save killed midway may fill the disk
     return f
 

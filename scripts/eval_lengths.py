@@ -166,7 +166,9 @@ def cannot_run(model, length, n_scored, encoding="the encoding"):
     if max_len is not None and length > max_len:
         return f"{encoding} has positions only up to {max_len}"
     if n_scored < length:
-        return f"the evaluated range has only {n_scored} tokens (raise --max_tokens)"
+        return (
+            f"the evaluated range has only {n_scored} tokens (--max_tokens, if set, or the split)"
+        )
     return None
 
 
@@ -188,6 +190,8 @@ def finite_or_none(x):
 def load(cfg):
     """(model, what evaluation calls (it, or compiled), the evaluated tokens, the split's meta, the
     context every record repeats, the lengths)."""
+    if os.path.isdir(cfg["out_dir"]) and not os.access(cfg["out_dir"], os.W_OK):
+        raise UserError(f"cannot write {cfg['output']} into {cfg['out_dir']}: make it writable")
     scaling, factor = cfg["rope_scaling"] or None, cfg["rope_factor"]
     kwargs, backend = cfg["encoding_kwargs"] or None, cfg["attn_backend"]
     model, ckpt = load_model(cfg["out_dir"], cfg["device"], kwargs, scaling, factor, backend)

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import scripts.runs as runs
 from configurator import UserError, parse_args, run_cli
+from runtime import hold_lock
 from scripts import slurm
 
 DEFAULTS = dict(
@@ -136,7 +137,10 @@ def main(argv=None):
         raise UserError("\nerror: ".join(problems))  # a line each; run_cli: exit status 2
     if cfg["dry_run"]:
         return dry_run(sweep, tasks, params)
-    return slurm.launch(sweep, tasks, params) if params else run_local(sweep, tasks, cfg["sweep"])
+    with hold_lock(sweep["out_dir"], "set another out_dir in the sweep file"):  # one sweep at once
+        if params:
+            return slurm.launch(sweep, tasks, params)
+        return run_local(sweep, tasks, cfg["sweep"])
 
 
 if __name__ == "__main__":

@@ -53,6 +53,15 @@ def test_a_flipped_byte_in_the_weights_is_a_one_line_error(tmp_path):
     assert load_checkpoint(path, mmap=True)["iter_num"] == 3  # metadata reads skip the CRC
 
 
+@pytest.mark.parametrize("size", [0, 200])
+def test_a_truncated_checkpoint_is_a_one_line_error_with_advice(tmp_path, size):
+    save_checkpoint(str(tmp_path), tiny_ckpt())
+    os.truncate(tmp_path / "ckpt.pt", size)
+    with pytest.raises(UserError) as e:
+        load_checkpoint(str(tmp_path))
+    assert "\n" not in str(e.value) and "restore it from a copy" in str(e.value)
+
+
 def test_the_crc_covers_every_tensor_and_older_checkpoints_still_load(tmp_path):
     ckpt = tiny_ckpt()
     crc = checkpoint.tensors_crc32(ckpt)

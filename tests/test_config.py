@@ -151,6 +151,8 @@ def run_train(argv, capsys):
         (["--encoding=learned", "--encoding_kwargs={'max_len': 8}"], "learned absolute positions"),
         (["--encoding=rope", "--encoding_kwargs={'base': 'x'}"], "encoding_kwargs={'base': 'x'}"),
         (["--encoding=t5", "--encoding_kwargs={'num_buckets': 1}"], "encoding_kwargs="),
+        (["--encoding=rope", "--encoding_kwargs={'base': -1.0}"], "scores are not finite"),
+        (["--out_dir=/dev/null/run"], "cannot write to /dev/null/run"),
     ],
 )
 def test_train_user_errors_are_one_line(args, message, capsys):

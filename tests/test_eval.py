@@ -236,6 +236,12 @@ def test_bad_options_fail_before_the_checkpoint_is_read(tmp_path, arg, message):
     assert str(e.value) == message
 
 
+def test_an_unwritable_run_directory_fails_before_evaluating(tmp_path, monkeypatch):
+    monkeypatch.setattr(ev.os, "access", lambda path, mode: False)  # a read-only mount
+    with pytest.raises(ev.UserError, match="cannot write eval_lengths.json into"):
+        ev.main([f"--out_dir={tmp_path}", "--device=cpu"])
+
+
 def test_rope_scaling_is_evaluated_as_a_variant(tmp_path):
     from scripts.eval_lengths import main
 

@@ -231,6 +231,22 @@ def test_dry_run_lists_and_runs_nothing(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_second_sweep_on_the_same_out_dir_is_refused(tmp_path):
+    import fcntl
+
+    make_dataset(tmp_path)
+    path = write_sweep(tmp_path, [dict(name="alibi", config="configs/demo/alibi.py")])
+    (tmp_path / "sweep").mkdir()
+    with open(tmp_path / "sweep" / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("sweep.py (pid 4242 on node7)\n")
+        held.flush()
+        p = sweep(path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "in use by sweep.py (pid 4242 on node7)" in p.stderr
+    assert os.listdir(tmp_path / "sweep") == [".lock"]  # nothing ran
+
+
 def test_bad_sweep_file_is_one_clear_line(tmp_path):
     path = tmp_path / "s.py"
     path.write_text("runs = [dict(name='a', config='configs/demo/alibi.py')]\nseed = [1]\n")
