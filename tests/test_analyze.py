@@ -1,6 +1,6 @@
 """scripts/analyze.py: every statistic equals a direct float64 computation written out here; an
 ALiBi head with no q/k is purely positional with ALiBi's closed forms; a head built to follow
-content scores near 0; figures and analysis.json for every encoding; one-line errors."""
+content scores near 0; analysis.json for every encoding, figures for two; one-line errors."""
 
 import copy
 import dataclasses
@@ -142,13 +142,24 @@ def read(out_dir):
     return json.loads((Path(out_dir) / "analysis.json").read_text())
 
 
+def draw_run_figures(monkeypatch, encodings=()):
+    """A run's figures only for these encodings: drawing one costs seconds, and what it draws is
+    analysis.json, which the tests check (test_every_encoding_writes_analysis_and_figures checks
+    the files)."""
+    for name in ("plot_heads", "plot_maps", "plot_kernel"):
+        plot = getattr(an, name)
+        only = lambda r, *args, plot=plot: r["encoding"] in encodings and plot(r, *args)
+        monkeypatch.setattr(an, name, only)
+
+
 @pytest.mark.parametrize(
     "encoding,budget",
     [("alibi", 0.5), ("rope", 0.5), ("shaw", 1e-9), ("sinusoidal", 1e-9)],
 )
-def test_statistics_equal_direct_computation(tmp_path, encoding, budget):
+def test_statistics_equal_direct_computation(tmp_path, monkeypatch, encoding, budget):
     """Every statistic and the kernel, per layer and head, at the training length and 3x past it;
     budget 1e-9 runs one query per block (the blockwise accumulation), 0.5 one block."""
+    draw_run_figures(monkeypatch)
     make_dataset(tmp_path)
     model = tiny_model(encoding)
     out = save_run(tmp_path, model, encoding)
@@ -229,10 +240,11 @@ def alibi_closed_forms(m, T, L):
     return dist / (T - 1), sink / (T - 1), beyond / (T - 1)
 
 
-def test_alibi_without_queries_and_keys_is_purely_positional(tmp_path):
+def test_alibi_without_queries_and_keys_is_purely_positional(tmp_path, monkeypatch):
     """Zeroed q/k projections: logits are ALiBi's bias alone, the same for every text. Positional
     score 1; mean distance, sink share and mass beyond L = 16 equal the closed forms; the kernel
     is ALiBi's line -m_h (t - s)."""
+    draw_run_figures(monkeypatch)
     make_dataset(tmp_path)
     model = tiny_model("alibi", n_layer=1, n_head=4, block_size=16)
     C = model.config.n_embd
@@ -257,11 +269,12 @@ def test_alibi_without_queries_and_keys_is_purely_positional(tmp_path):
     np.testing.assert_allclose(np.array(kern["values"][0]), want, rtol=1e-5, atol=1e-5)
 
 
-def test_content_head_scores_near_zero(tmp_path):
+def test_content_head_scores_near_zero(tmp_path, monkeypatch):
     """A NoPE head whose keys are large on marker tokens (0 and 1) and whose query is constant
     attends to the markers wherever they are: two texts put them at different places, so rows
     barely overlap (expected score ~ marker density 1/16 + the rows before the first marker).
     The same model with q/k zeroed is uniform: score 1."""
+    draw_run_figures(monkeypatch)
     make_dataset(tmp_path)
     model = tiny_model("nope", n_layer=1, n_head=1)
     C = model.config.n_embd
@@ -290,10 +303,13 @@ def test_content_head_scores_near_zero(tmp_path):
     assert (tmp_path / "analysis_compare.png").exists()
 
 
-def test_every_encoding_writes_analysis_and_figures(tmp_path):
+def test_every_encoding_writes_analysis_and_figures(tmp_path, monkeypatch):
     """A 1-layer tiny model of every encoding in encodings/, analysed as one sweep: analysis.json
-    and the figures for each, the comparison figure; learned tables skip lengths past their
-    size; an unfinished run is left out."""
+    for each, the comparison figure; learned tables skip lengths past their size; an unfinished
+    run is left out. A run's figures draw its analysis.json, whatever the encoding, and cost
+    seconds: drawn for ALiBi (a bias kernel, two lengths) and learned (a logit kernel, one)."""
+    drawn = ("alibi", "learned")
+    draw_run_figures(monkeypatch, drawn)
     make_dataset(tmp_path, n_val=600)
     names = available_encodings()
     for name in names:
@@ -306,7 +322,8 @@ def test_every_encoding_writes_analysis_and_figures(tmp_path):
         run = tmp_path / "sweep" / name / "seed1"
         res = read(run)
         for fig, ext in itertools.product(FIGURES, ("png", "svg")):
-            assert (run / f"{fig}.{ext}").stat().st_size > 0
+            path = run / f"{fig}.{ext}"
+            assert path.stat().st_size > 0 if name in drawn else not path.exists()
         for rec in res["lengths"]:
             if rec["skipped"]:
                 assert name in ("learned", "axial") and rec["length"] == 32, rec

@@ -145,7 +145,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     ]  # fmt: skip
     gain, copy = records[3:], records[:3]
     assert gain[0]["gain"] == 0.0 and gain[1]["tau"] == 1.0 and gain[1]["target_stride"] == 4
-    assert gain[2]["skipped"] and "raise --max_tokens" in gain[2]["reason"]
+    assert gain[2]["skipped"] and "--max_tokens, if set" in gain[2]["reason"]
     assert all(r["encoding"] == "alibi" and r["block_size"] == 16 for r in records)
     assert all(r["dtype"] == "float32" and r["max_tokens"] == 400 for r in records)
     assert all(r["span"] == 4 and len(r["ratio_by_seed"]) == 3 and "horizon" in r for r in copy)

@@ -21,11 +21,16 @@ _LEARNABLE = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Eager FlexAttention compiles its own wrapper: shapes left by an earlier test make it
+    recompile with dynamic sizes, which some score_mods do not survive (torch 2.13)."""
+    torch._dynamo.reset()
+
+
 def config(name, kwargs, backend, **extra):
-    return GPTConfig(
-        vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=32, encoding=name,
-        encoding_kwargs=kwargs, attn_block_size=16, attn_backend=backend, **extra,
-    )  # fmt: skip
+    sizes = dict(vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=32, attn_block_size=16)
+    return GPTConfig(**sizes | extra, encoding=name, encoding_kwargs=kwargs, attn_backend=backend)
 
 
 def note(name, kwargs, backend, **extra):
@@ -39,16 +44,16 @@ CASES = [
 IDS = [case_id(*c) + ("-learnable" if c in _LEARNABLE else "") for c in CASES]
 
 
-def models(name, kwargs, flex_backend="flex"):
+def models(name, kwargs, flex_backend="flex", **extra):
     """An SDPA model and a FlexAttention one with the same weights; the encoding's tables and
     slopes moved away from their init, so that they matter."""
     torch.manual_seed(0)
     kwargs = fewer_terms(name, kwargs)
-    sdpa = GPT(config(name, kwargs, "sdpa"))
+    sdpa = GPT(config(name, kwargs, "sdpa", **extra))
     with torch.no_grad():
         for p in sdpa.pe.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    flex = GPT(config(name, kwargs, flex_backend))
+    flex = GPT(config(name, kwargs, flex_backend, **extra))
     flex.load_state_dict(sdpa.state_dict())
     return sdpa, flex
 
@@ -199,13 +204,14 @@ def test_compiled_flex_training(name, kwargs, flex_calls, monkeypatch):
     """Compiled training (aot_eager: dynamo's and AOTAutograd's graphs, as inductor gets them,
     device check lifted): an encoding trains through FlexAttention with SDPA's gradients, or
     declares compiled_flex_grad = False and takes SDPA blocks (compiled FlexAttention drops the
-    gradient of a tensor its score_mod captures when that tensor is computed in the graph)."""
+    gradient of a tensor its score_mod captures when that tensor is computed in the graph). One
+    layer: a second traces the same score_mod again (the eager tests above run two)."""
     if not hasattr(flex_module, "_validate_device"):
         pytest.skip("this torch checks devices elsewhere: the CUDA test covers gradients")
     monkeypatch.setattr(flex_module, "_validate_device", lambda *args: None)
     monkeypatch.setattr(attention, "use_flex", lambda backend, device_type, grad: backend == "flex")
     torch._dynamo.reset()
-    sdpa, flex = models(name, kwargs)
+    sdpa, flex = models(name, kwargs, n_layer=1)
     idx = torch.randint(0, 64, (2, 32))
     sdpa(idx, idx)[1].backward()
     torch.compile(flex, backend="aot_eager")(idx, idx)[1].backward()

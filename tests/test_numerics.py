@@ -3,7 +3,7 @@ torch.compile) rely on, checked on CPU with the same math."""
 
 import pytest
 import torch
-from helpers import ENCODING_CASES, ENCODING_IDS, EmulateTF32, round_to_tf32
+from helpers import ENCODING_CASES, ENCODING_IDS, EmulateTF32, fewer_terms, round_to_tf32
 
 from attention import causal_attention
 from encoding import Encoding, available_encodings, build_encoding
@@ -96,6 +96,7 @@ def test_compiles_without_graph_breaks(name):
     """torch.compile must see one graph: a break per layer would make the GPU runs slow."""
     dynamo = pytest.importorskip("torch._dynamo")
     cfg = GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=16, encoding=name)
+    cfg.encoding_kwargs = fewer_terms(name, {})
     model = GPT(cfg)
     idx = torch.randint(0, 64, (1, 16))
     dynamo.reset()

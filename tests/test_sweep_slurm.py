@@ -25,9 +25,13 @@ from scripts import sweep as sw
 
 # scripts/sweep.py as a user runs it, with SLURM replaced by submitit's local executor
 LOCAL_SLURM = """
-import runpy, sys
+import os, runpy, sys
 import submitit
 
+sys.path.insert(0, os.getcwd())
+import scripts.slurm
+
+scripts.slurm.POLL_S = 0.1  # jobs of seconds: look at them often
 _auto = submitit.AutoExecutor
 
 def local(folder, cluster):
@@ -130,7 +134,7 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path):
     of the same run never interrupted."""
     make_dataset(tmp_path)
     runs = [dict(name=n, config="configs/demo/alibi.py") for n in ("preempted", "reference")]
-    path = slurm_sweep(tmp_path, runs, max_iters=1500)
+    path = slurm_sweep(tmp_path, runs, max_iters=300)
     path.write_text(path.read_text().replace("'eval_interval': 2", "'eval_interval': 500"))
     p = subprocess.Popen(
         command(tmp_path, path, "--launcher=slurm"),
@@ -142,7 +146,7 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path):
     run_dir = tmp_path / "sweep" / "preempted" / "seed1"
     log = run_dir / "train.log"
     deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "iter 100 " in log.read_text()):
+    while time.time() < deadline and not (log.exists() and "iter 50 " in log.read_text()):
         time.sleep(0.1)
     job_id = statuses(tmp_path)["preempted"]["job"]
     pid = job_process(int(job_id))
@@ -156,10 +160,10 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path):
     assert "Requeued job" in job_log
     ref_dir = tmp_path / "sweep" / "reference" / "seed1"
     losses, ref = iter_losses(text), iter_losses((ref_dir / "train.log").read_text())
-    assert len(ref) == 1500 and losses == ref
+    assert len(ref) == 300 and losses == ref
     a = torch.load(run_dir / "ckpt.pt", weights_only=True)
     b = torch.load(ref_dir / "ckpt.pt", weights_only=True)
-    assert a["finished"] and a["iter_num"] == 1500
+    assert a["finished"] and a["iter_num"] == 300
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     ppl = [json.loads((d / "eval_lengths.json").read_text())[0]["ppl"] for d in (run_dir, ref_dir)]
     assert ppl[0] == ppl[1]
