@@ -220,7 +220,10 @@ def _blockwise(q, k, v, pos, pe, dropout_p, query_block, explicit, scale):
     return torch.cat(out, dim=2)
 
 
-_blockwise_outside_graph = torch.compiler.disable(_blockwise)
+def _blockwise_outside_graph(*args):
+    """_blockwise, run outside the graph being compiled: called only while compiling, so that
+    importing this module does not load the compiler."""
+    return torch.compiler.disable(_blockwise)(*args)
 
 
 def _attend_block(q, k, v, pos_q, pos_k, mask, pe, explicit, scale, dropout_p):
