@@ -233,7 +233,7 @@ def config_warnings(c, device_type):
     ours = os.listdir(data) if os.path.isdir(data) else []
     names = set(KNOWN) | {d for d in ours if os.path.isfile(os.path.join(data, d, "meta.json"))}
     named = [p for p in os.path.normpath(c["out_dir"]).split(os.sep) if p in names]
-    last = lr_at(iters - 1, c, c["lr_decay_iters"] or iters)
+    last = lr_at(iters - 1, c)
     rules = [
         (decay and 0 < iters <= warmup, f"warmup_iters={warmup} >= max_iters={iters}: the LR "
          f"stays in warmup (last {last:.1e}, peak {c['learning_rate']}): lower warmup_iters"),
@@ -284,9 +284,10 @@ def flops_per_token(n_params, n_layer, n_embd, block_size):
     return 6 * n_params + 6 * n_layer * n_embd * block_size
 
 
-def lr_at(it, c, lr_decay_iters):
+def lr_at(it, c):
     """Linear warmup from ~0 to learning_rate over warmup_iters, then a cosine down to min_lr at
-    lr_decay_iters, then min_lr (nanoGPT's schedule)."""
+    lr_decay_iters (0: max_iters), then min_lr (nanoGPT's schedule)."""
+    lr_decay_iters = c["lr_decay_iters"] or c["max_iters"]
     if not c["decay_lr"]:
         return c["learning_rate"]
     if it < c["warmup_iters"]:

@@ -385,7 +385,7 @@ def train(r):
     say(f"training {end - r.iter_num} iterations, from iter {r.iter_num} to {end}")
     t_log, since_log, eval_seconds = time.time(), 0, 0.0
     while True:
-        lr = runtime.lr_at(r.iter_num, c, c["lr_decay_iters"] or end)
+        lr = runtime.lr_at(r.iter_num, c)
         for group in r.optimizer.param_groups:
             group["lr"] = lr
         # evaluate at iter 0, every eval_interval and at the end; the iteration of the checkpoint

@@ -133,7 +133,7 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
 
     def step(i, x, y, pos):
         for group in optimizer.param_groups:
-            group["lr"] = runtime.lr_at(i, c, c["lr_decay_iters"] or c["max_iters"])
+            group["lr"] = runtime.lr_at(i, c)
         with ctx:
             logits, loss = fwd(x, y, pos=pos)
         scale = scaler.get_scale() if scaler.is_enabled() else None
