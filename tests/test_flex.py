@@ -12,6 +12,7 @@ from encoding import build_encoding
 from model import GPT, GPTConfig
 
 flex_module = pytest.importorskip("torch.nn.attention.flex_attention")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster, and deterministic
 
 # learnable slopes are captured tensors too: their gradients must come through score_mod
 _SLOPE = [{"type": "zero", "count": "rest"}, {"type": "nilpotent", "learnable": True}]

@@ -9,6 +9,8 @@ import torch
 from encoding import Encoding, build_encoding
 from model import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster, and deterministic
+
 H, D = 2, 8  # heads, head dim of the unit tests
 F64 = torch.float64
 MIXED = [

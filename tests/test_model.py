@@ -419,7 +419,7 @@ def test_kv_cache_decoding_equals_full_forward(encoding, kwargs):
     every step's logits equal a full forward of the whole context (to float32 rounding), and
     generate()'s greedy tokens are those of full forwards. Dynamic NTK too: its base changes with
     the length, so a cache of the old base's states must not be reused."""
-    block = 16
+    block = 8
     m = tiny_model(encoding, fewer_terms(encoding, kwargs), block_size=block, attn_block_size=8)
     n = 4 * block if m.max_len is None else m.max_len
     seq = tokens(2, n)

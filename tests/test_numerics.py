@@ -9,6 +9,8 @@ from attention import causal_attention
 from encoding import Encoding, available_encodings, build_encoding
 from model import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster, and deterministic
+
 H, D = 4, 32
 CASES = [(n, k) for n, k in ENCODING_CASES if n != "learned"]  # learned: no rows past 64
 IDS = [i for i, (n, _) in zip(ENCODING_IDS, ENCODING_CASES) if n != "learned"]

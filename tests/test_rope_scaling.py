@@ -10,6 +10,8 @@ import torch
 from encoding import build_encoding, encoding_class
 from model import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: faster, and deterministic
+
 # the formulas live with the encoding that owns them (damped_rope imports them from there)
 scaled_rope_frequencies = importlib.import_module(
     encoding_class("rope").__module__
