@@ -1,16 +1,12 @@
 """
-Causal attention under a positional encoding, one route per kind of need, the same on CPU and GPU:
+Causal attention under a positional encoding, one route per kind of need, the same on CPU and GPU
+(docs/encodings.md, "How attention runs them"):
 
-    fused   orthogonal rotation or nothing (RoPE, NoPE, absolute): rotate once, then one call of the
-            fused causal kernel (flash attention on a GPU: memory linear in T);
-    flex    a bias with a score_mod (ALiBi, T5, Shaw, KERPLE, FIRE, Sandwich, ...), on CUDA or when
-            asked for: the bias is evaluated inside FlexAttention's kernel, element-wise, and the
-            causal block mask skips the blocks above the diagonal;
-    blocks  every other bias or a non-orthogonal rotation: queries in blocks, each through SDPA with
-            the causal mask folded into its float bias (SDPA refuses attn_mask with is_causal);
-            memory O(block * T);
-    scores  the same blocks through the encoding's explicit scores() (multiplicative encodings,
-            and tests that ask for the reference).
+    fused   orthogonal rotation or nothing (RoPE, NoPE, absolute): one fused causal SDPA call;
+    flex    a bias with a score_mod (ALiBi, T5, ...), on CUDA or when asked for: FlexAttention;
+    blocks  every other bias or a non-orthogonal rotation: query blocks through SDPA, the causal
+            mask folded into the float bias (SDPA refuses attn_mask with is_causal);
+    scores  the same blocks through the encoding's explicit scores() (multiplicative encodings).
 
 route() makes the decision; causal_attention() follows it; preflight reports it.
 """
@@ -92,29 +88,22 @@ def route(
     return "blocks"
 
 
-def flex_training_note(config, pe, compiled=False):
-    """Why training on CUDA takes SDPA blocks although config.attn_backend allows FlexAttention for
-    pe (None if it takes flex): route() decides, this says why. The model prints it once."""
+def flex_training_note(config, pe):
+    """Why eager training on CUDA takes SDPA blocks although config.attn_backend allows
+    FlexAttention for pe (None if it takes flex): route() decides, this says why."""
     if config.attn_backend == "sdpa" or not has_flex_path(pe):
         return None
     # index time (1-D positions): a learned clock never takes flex (see route)
-    how = route(pe, torch.zeros(1), config.attn_backend, "cuda", True, config.attn_dropout,
-                compiled=compiled)  # fmt: skip
-    if how == "flex":
+    if route(pe, torch.zeros(1), config.attn_backend, "cuda", True, config.attn_dropout) == "flex":
         return None
     if not FLEX_BACKWARD:
         return (
             f"torch {torch.__version__} cannot take gradients through a FlexAttention score_mod's"
             " tables (needs torch >= 2.6): on CUDA, training attention runs on SDPA"
         )
-    if config.attn_dropout > 0:
-        return (
-            f"FlexAttention has no attention dropout: with attn_dropout={config.attn_dropout},"
-            " training attention runs on SDPA (evaluation uses FlexAttention on CUDA)"
-        )
-    return (
-        f"compiled FlexAttention passes no gradient to tensors {config.encoding}'s score_mod"
-        " computes: compiled training attention runs on SDPA (evaluation uses FlexAttention)"
+    return (  # what else keeps eager training off flex: attention dropout
+        f"FlexAttention has no attention dropout: with attn_dropout={config.attn_dropout},"
+        " training attention runs on SDPA (evaluation uses FlexAttention on CUDA)"
     )
 
 
@@ -201,8 +190,10 @@ def _blockwise(q, k, v, pos, pe, dropout_p, query_block, explicit, scale):
     elif not torch.is_grad_enabled() and Tq > query_block:
         # compiled evaluation visits many lengths, and dynamo unrolls a loop over a symbolic number
         # of blocks with a guard on the count: one graph per count. Past one block the loop runs
-        # outside the graph instead (a break per layer); each block is still one SDPA call
-        return _blockwise_outside_graph(q, k, v, pos, pe, dropout_p, query_block, explicit, scale)
+        # outside the graph instead (a break per layer; wrapped here, not at import: importing
+        # this module does not load dynamo); each block is still one SDPA call
+        blockwise = torch.compiler.disable(_blockwise)
+        return blockwise(q, k, v, pos, pe, dropout_p, query_block, explicit, scale)
     exact = not pe.orthogonal and not explicit
     if exact:
         ct = compute_dtype(q.dtype)
@@ -218,12 +209,6 @@ def _blockwise(q, k, v, pos, pe, dropout_p, query_block, explicit, scale):
             y = _attend_block(q_b, k_b, v_b, pos_q, pos_k, mask, pe, explicit, scale, dropout_p)
         out.append(y.to(out_dtype))
     return torch.cat(out, dim=2)
-
-
-def _blockwise_outside_graph(*args):
-    """_blockwise, run outside the graph being compiled: called only while compiling, so that
-    importing this module does not load the compiler."""
-    return torch.compiler.disable(_blockwise)(*args)
 
 
 def _attend_block(q, k, v, pos_q, pos_k, mask, pe, explicit, scale, dropout_p):

@@ -1,24 +1,12 @@
 """
 Checkpoints: out_dir/ckpt.pt, written atomically and read with weights_only=True (a checkpoint
-is data: loading it must not run code).
-
-A checkpoint is a dict:
-    model          state_dict of the plain GPT (never the torch.compile or DDP wrapper)
-    model_args     asdict(GPTConfig): enough to rebuild the model
-    config         the full training config (configs/base.py keys)
-    optimizer      AdamW state_dict;  scaler: GradScaler state_dict (float16 only, else empty)
-    iter_num       iterations done;   finished: True once iter_num == max_iters
-    best_val_loss, tokens_seen, elapsed_s, tokenizer ("gpt2" | "bytes"), wandb_run_id
-    rng            every random state of rank 0: torch, cuda (its device only), numpy, python,
-                   the generator of training windows; restoring them makes resume exact
-    crc32          tensors_crc32 of the rest, checked on load (absent in older checkpoints)
+is data: loading it must not run code). What the dict holds: docs/training.md.
 """
 
 import contextlib
 import os
 import random
 import zlib
-from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -51,9 +39,8 @@ def remove_partial_save(out_dir):
 
 
 def save_checkpoint(out_dir, ckpt):
-    """Write ckpt and the CRC of its tensors to a temporary file, fsync it, rename it over
-    ckpt.pt: a crash or SIGKILL at any moment leaves the previous checkpoint or the new one, never
-    half a file. An I/O error (disk full, no permission) is a UserError and leaves no temp file."""
+    """ckpt and the CRC of its tensors, through a temporary file: a crash at any moment leaves the
+    previous checkpoint or the new one. An I/O error is a UserError and leaves no temp file."""
     path = checkpoint_path(out_dir)
     try:
         with open(path + ".tmp", "wb") as f:
@@ -72,9 +59,8 @@ def save_checkpoint(out_dir, ckpt):
 
 
 def load_checkpoint(out_dir, map_location="cpu", mmap=False):
-    """The checkpoint dict in out_dir (or a path to a .pt file). UserError if there is none.
-    mmap=True maps tensors from the file lazily: cheap when only the config is needed (and the
-    CRC of the tensors, which reads them all, is checked only without it)."""
+    """The checkpoint dict in out_dir (or a .pt file). mmap=True maps tensors lazily, cheap when
+    only the config is needed: the CRC, which reads every tensor, is then not checked."""
     path = checkpoint_path(out_dir)
     if not os.path.isfile(path):
         hint = f"train one with: python train.py CONFIG --out_dir={out_dir}"
@@ -112,18 +98,12 @@ def set_rng_states(rng, batch_rng, device):
     cuda = rng["cuda"]
     if device.startswith("cuda") and cuda is not None and len(cuda) > 0:
         if isinstance(cuda, (list, tuple)):  # older checkpoints: a state per GPU visible then
-            i = torch.device(device).index
-            i = torch.cuda.current_device() if i is None else i
+            i = torch.device(device).index or 0
             cuda = cuda[i] if i < len(cuda) else cuda[0]
         torch.cuda.set_rng_state(cuda.cpu(), device)
     np.random.set_state(tuple(rng["numpy"]))
     random.setstate(rng["python"])
     batch_rng.bit_generator.state = rng["batch"]
-
-
-def model_args(model):
-    """The GPTConfig of model as a plain dict (what the checkpoint stores)."""
-    return asdict(model.config)
 
 
 ROPE_FACTOR = 8.0  # the default --rope_factor of eval_lengths.py and sample.py
@@ -169,9 +149,8 @@ def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
 
 def load_model(out_dir, device="cpu", encoding_kwargs_override=None, rope_scaling=None,
                rope_factor=ROPE_FACTOR, attn_backend="auto"):  # fmt: skip
-    """(model, ckpt): the GPT saved in out_dir, on `device`, in eval mode, with
-    encoding_kwargs_override merged into its saved encoding_kwargs (an unknown option is a
-    UserError), RoPE context extension if asked (rope_scaling_kwargs) and attn_backend."""
+    """(model, ckpt): the GPT saved in out_dir, in eval mode, its saved encoding_kwargs updated
+    with encoding_kwargs_override and RoPE context extension if asked (rope_scaling_kwargs)."""
     from model import GPT, GPTConfig  # here: reading a checkpoint needs no model code
 
     device = resolve_device(device)

@@ -3,10 +3,9 @@ Configuration for train.py and the scripts: plain-Python config files plus --key
 
     python train.py configs/rope.py --n_layer=4 --learning_rate=1e-3 --out_dir=out/try
 
-configs/base.py is the schema: every name it assigns is a key, its value the default and the type.
-A config file runs in a namespace holding the current values (`n_head = n_embd // 64` works) and
-may `include("base.py")` (relative to itself). Overrides are parsed with ast.literal_eval, never
-eval; strings may be bare. Mistakes raise ConfigError: run_cli prints one line, exit code 2.
+configs/base.py is the schema: every name it assigns is a key, its value the default and the type
+(docs/training.md). Overrides are parsed with ast.literal_eval, never eval. Mistakes raise
+ConfigError: run_cli prints one line, exit code 2.
 """
 
 import ast
@@ -94,17 +93,6 @@ def key_comments(path):
     return out
 
 
-def print_help(defaults, usage, sources):
-    """The usage line, then every key with its default and its comment (parse_args); exits."""
-    print(f"usage: {os.path.basename(sys.argv[0])} {usage}")
-    notes = {k: v for path in reversed(sources) for k, v in key_comments(path).items() if v}
-    keys = {k: f"--{k}={v!r}" for k, v in defaults.items()}
-    width = min(32, max(map(len, keys.values()), default=0))
-    print("keys, with their defaults:")
-    print("\n".join(f"  {o:<{width}}  {notes.get(k, '')}".rstrip() for k, o in keys.items()))
-    raise SystemExit(0)
-
-
 def fmt_float(x, decimals=2):
     """x with `decimals` decimals, or in scientific notation from 1e6 on: a diverged model's
     perplexity has dozens of digits. What every printed or tabulated figure goes through."""
@@ -113,14 +101,19 @@ def fmt_float(x, decimals=2):
 
 def parse_args(argv, defaults, positional=None, usage=None, sources=None):
     """`defaults` (key -> default) with the `--key=value` overrides of argv applied, type-checked.
-    positional: the key a single bare argument sets (None: none allowed), e.g. "sweep" for
-    ["configs/sweeps/demo.py"]. -h/--help prints `usage` (the arguments; default [POSITIONAL]
-    [--key=value ...]), then each key with its default and the comment beside it in the first of
-    the files `sources` that has one (default: the caller's file, where defaults is written)."""
+    positional: the key a single bare argument sets (None: none allowed). -h/--help prints usage,
+    then each key, its default and its comment in the first of `sources` (default: the caller's
+    file, where defaults is written) that has one."""
     if "-h" in argv or "--help" in argv:
         bare = f"[{positional.upper()}] " if positional else ""
+        print(f"usage: {os.path.basename(sys.argv[0])} {usage or f'{bare}[--key=value ...]'}")
         sources = sources or [sys._getframe(1).f_code.co_filename]
-        print_help(defaults, usage or f"{bare}[--key=value ...]", sources)
+        notes = {k: v for path in reversed(sources) for k, v in key_comments(path).items() if v}
+        keys = {k: f"--{k}={v!r}" for k, v in defaults.items()}
+        width = min(32, max(map(len, keys.values()), default=0))
+        print("keys, with their defaults:")
+        print("\n".join(f"  {o:<{width}}  {notes.get(k, '')}".rstrip() for k, o in keys.items()))
+        raise SystemExit(0)
     config, seen_positional = dict(defaults), False
     for arg in argv:
         if not arg.startswith("--"):

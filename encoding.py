@@ -60,13 +60,18 @@ def rotate_pairs(x, cos, sin):
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
 
 
-def pair_products(q, k):
-    """Per rotation pair i the two bilinear forms of q_i^T R(phi)^T k_i = cos(phi) dot +
-    sin(phi) cross: dot = a_q a_k + b_q b_k, cross = a_q b_k - b_q a_k, each (B, H, Tq, Tk, d/2).
-    For the explicit scores() of rotation encodings only (memory Tq*Tk*d/2)."""
-    qa, qb = q[..., 0::2].unsqueeze(3), q[..., 1::2].unsqueeze(3)
-    ka, kb = k[..., 0::2].unsqueeze(2), k[..., 1::2].unsqueeze(2)
-    return qa * ka + qb * kb, qa * kb - qb * ka
+def rotation_scores(q, k, phi, weight=None):
+    """sum_i w_i q_i^T R(phi_i)^T k_i = sum_i w_i (cos(phi_i) dot_i + sin(phi_i) cross_i) over the
+    rotation pairs i, dot = a_q a_k + b_q b_k, cross = a_q b_k - b_q a_k; phi and the optional
+    weight w are (..., Tq, Tk, d/2). (B, H, Tq, Tk) in float32 at least. For the explicit scores()
+    of rotation encodings only (memory Tq*Tk*d/2)."""
+    ct = compute_dtype(q.dtype)
+    qa, qb = q[..., 0::2].to(ct).unsqueeze(3), q[..., 1::2].to(ct).unsqueeze(3)
+    ka, kb = k[..., 0::2].to(ct).unsqueeze(2), k[..., 1::2].to(ct).unsqueeze(2)
+    cos, sin = phi.cos(), phi.sin()
+    if weight is not None:
+        cos, sin = weight * cos, weight * sin
+    return (cos.to(ct) * (qa * ka + qb * kb) + sin.to(ct) * (qa * kb - qb * ka)).sum(-1)
 
 
 def decay_query_block(rate):
@@ -97,41 +102,28 @@ def bounded_decay_raw(alpha, max_alpha):
 
 
 class Encoding(nn.Module):
-    """Base class of every positional encoding; subclasses override the hooks they need.
+    """Base class of every positional encoding; subclasses override the hooks they need and set
+    the class attributes below that differ from these defaults."""
 
-    Class attributes:
-      per_layer  -- every layer gets its own instance (Shaw) rather than one shared (T5).
-      orthogonal -- rotate() preserves dot-product scale (RoPE): attention runs in one fused
-                    causal kernel. False (decays, Jordan blocks): query blocks in float32, times
-                    relative to each block's first query so that e^{alpha t} stays bounded.
-      explicit   -- none of embed/rotate/bias (multiplicative, DA): attention calls scores().
-      max_len    -- absolute tables: positions must lie in [0, max_len). None: any position.
-      max_query_block -- the largest query block that keeps a decaying encoding's factors finite.
-      decayed_parameters -- names AdamW decays. Positional parameters are not decayed unless listed
-                    (the learned table is, as GPT-2's wpe): decay pulls slopes and tables to zero.
-      context_dependent -- the math changes with context_len (dynamic NTK): no KV cache reuse.
-      scalings   -- RoPE context-extension methods taken as encoding_kwargs["scaling"].
-      time, clock_init -- "learned": always runs on a LearnedClock made with clock_init (FoX).
-      rounds_distances -- t - s is rounded to buckets (T5, Shaw): a learned clock would get no
-                    gradient, so it is refused.
-      compiled_flex_grad -- False when score_mod captures tensors computed in the graph (KERPLE's
-                    clamped r1, r2, FIRE's MLP output, Shaw's q.a): compiled FlexAttention drops
-                    their gradient (torch 2.13, tests/test_flex.py), so compiled training takes
-                    SDPA blocks.
-    """
-
-    per_layer = False
+    per_layer = False  # every layer gets its own instance (Shaw) rather than one shared (T5)
+    # rotate() preserves dot-product scale (RoPE): one fused causal kernel. False (decays, Jordan
+    # blocks): query blocks in float32, times relative to each block's first query
     orthogonal = True
-    explicit = False
-    max_len = None
-    max_query_block = None
+    explicit = False  # none of embed/rotate/bias (multiplicative, DA): attention calls scores()
+    max_len = None  # absolute tables: positions must lie in [0, max_len); None: any position
+    max_query_block = None  # the largest query block that keeps a decay's factors finite
+    # the parameters AdamW decays (the learned table, as GPT-2's wpe): decay pulls slopes and
+    # tables to zero, so no other positional parameter is decayed
     decayed_parameters = ()
     context_len = None  # length of the sequence in the current forward (set by GPT.forward)
-    context_dependent = False
-    scalings = ()
-    time = None
+    context_dependent = False  # the math changes with context_len (dynamic NTK): no KV cache reuse
+    scalings = ()  # RoPE context-extension methods taken as encoding_kwargs["scaling"]
+    time = None  # "learned": always runs on a LearnedClock made with clock_init (FoX)
     clock_init = {}
-    rounds_distances = False
+    rounds_distances = False  # t - s rounded to buckets (T5, Shaw): a learned clock is refused
+    # False when score_mod captures tensors computed in the graph (KERPLE's clamped r1, r2, FIRE's
+    # MLP output, Shaw's q.a): compiled FlexAttention drops their gradient (torch 2.13,
+    # tests/test_flex.py), so compiled training takes SDPA blocks
     compiled_flex_grad = True
 
     def __init__(self, config):
@@ -219,19 +211,14 @@ def encoding_class(name):
     return found[0]
 
 
-def encoding_options(name):
-    """The keyword options (encoding_kwargs) an encoding accepts, with their defaults."""
-    params = list(inspect.signature(encoding_class(name).__init__).parameters.values())[2:]
-    return {p.name: p.default for p in params}
-
-
 def build_encoding(config):
     """A fresh encoding module for config.encoding, configured by config.encoding_kwargs."""
-    options = encoding_options(config.encoding)
+    cls = encoding_class(config.encoding)
+    options = list(inspect.signature(cls.__init__).parameters)[2:]  # after self and config
     for key in config.encoding_kwargs or {}:
         if key not in options:
             raise ValueError(
                 f"encoding '{config.encoding}' has no option '{key}'{nearest_hint(key, options)};"
                 f" its options: {', '.join(options) or 'none'}"
             )
-    return encoding_class(config.encoding)(config, **(config.encoding_kwargs or {}))
+    return cls(config, **(config.encoding_kwargs or {}))

@@ -1,8 +1,5 @@
-"""
-The KV cache of GPT.generate(): each new token costs O(context) and gives what a full forward
-would. Orthogonal rotations (RoPE) keep keys rotated (a key's rotation does not depend on the
-query); other encodings keep raw keys and apply decays and biases relative to each query.
-"""
+"""The KV cache of GPT.generate(): RoPE's keys are kept rotated, every other encoding's raw, its
+decays and biases applied relative to each query (docs/encodings.md, "Decoding with a KV cache")."""
 
 import torch
 

@@ -8,7 +8,6 @@ encoding from encodings/. Its collaborators each have a file:
     kv_cache.py   what generate() keeps of the tokens so far
 """
 
-import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -41,8 +40,7 @@ class GPTConfig:
     max_train_position: int = 0  # randomized training positions: their bound (0: block_size)
 
     def __post_init__(self):
-        """Every rule on the model's fields, here once: a bad value is a ValueError that says
-        what to change (train.py turns it into a one-line error)."""
+        """Every rule on the model's fields: a ValueError that says what to change."""
         for key in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "attn_block_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
@@ -51,10 +49,8 @@ class GPTConfig:
         for key in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
-        choices = {"attn_backend": ATTN_BACKENDS, "time": TIMES}
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                got = getattr(self, key)
+        for key, valid in {"attn_backend": ATTN_BACKENDS, "time": TIMES}.items():
+            if (got := getattr(self, key)) not in valid:
                 raise ValueError(f"{key} must be one of {', '.join(valid)}; got '{got}'")
         if self.max_train_position and self.max_train_position < self.block_size:
             raise ValueError(
@@ -62,18 +58,6 @@ class GPTConfig:
                 f"({self.block_size}), or 0 for 8 x block_size"
             )
         encoding_class(self.encoding)  # an unknown name: the loader says which exist
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
-
-    def __init__(self, ndim, bias):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-
-    def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
 class CausalSelfAttention(nn.Module):
@@ -120,9 +104,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x, pos, pe, explicit=False, kv=None):
@@ -133,14 +117,13 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
-        assert config.vocab_size is not None and config.block_size is not None
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -150,9 +133,7 @@ class GPT(nn.Module):
         for name, p in self.transformer.named_parameters():
             if name.endswith("c_proj.weight"):  # scaled residual projections (GPT-2 paper)
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        # the positional encoding: one per layer, or one shared by every layer
-        per_layer = encoding_class(config.encoding).per_layer
-        n_pe = config.n_layer if per_layer else 1
+        n_pe = config.n_layer if encoding_class(config.encoding).per_layer else 1
         self.pe = nn.ModuleList([build_encoding(config) for _ in range(n_pe)])
         # learned time: a clock per layer (each from its own input), or one from the embeddings
         self.clock = make_clock(config, self.pe[0]) if config.time_shared else None
@@ -236,25 +217,19 @@ class GPT(nn.Module):
                   if n in pe.decayed_parameters}  # fmt: skip
         params = [p for p in self.parameters() if p.requires_grad]
         is_decayed = lambda p: id(p) in chosen or (p.dim() >= 2 and id(p) not in pe_params)
-        decay = [p for p in params if is_decayed(p)]
-        no_decay = [p for p in params if not is_decayed(p)]
         groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {"params": [p for p in params if is_decayed(p)], "weight_decay": weight_decay},
+            {"params": [p for p in params if not is_decayed(p)], "weight_decay": 0.0},
         ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused else {}
+        extra = {"fused": True} if device_type == "cuda" else {}  # torch >= 2.0 has fused AdamW
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Sample max_new_tokens continuations of idx (B, T). temperature=0 decodes greedily.
-        The prompt runs once; then each new token is one position's forward over a KVCache, so
-        it costs O(context), and gives what a full forward of the whole context would. The
-        context keeps growing past block_size for encodings that allow it; learned absolute
-        tables crop it to their size, and once cropping starts every step re-encodes the window
-        (its positions shift). So does a context-dependent encoding (dynamic NTK), every step:
-        a cache made under the previous length's base would not be what a full forward gives."""
+        """Sample max_new_tokens continuations of idx (B, T); temperature=0 decodes greedily. Each
+        new token is one forward over a KVCache, which gives what a full forward would; learned
+        tables crop the context to their size and, as dynamic NTK, then re-encode it every step
+        (docs/encodings.md, "Decoding with a KV cache")."""
         cache = None
         stale = any(pe.context_dependent for pe in self.pe)
         for _ in range(max_new_tokens):

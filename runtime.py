@@ -19,9 +19,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def resolve_device(device):
     """'auto' -> cuda if there is one, else cpu; a device that is not there is a UserError. On CPU
-    denormals are flushed to zero: a softmax over strongly decayed logits (FoX, ALiBi far out)
-    makes probabilities below 2^-126, and x86 matmuls that touch them run ~100x slower (a
-    (32, 128, 256) @ (256, 64) bmm: 154 ms against 1.6 ms). Only values below 1.2e-38 change."""
+    denormals flush to zero: strongly decayed logits (FoX, ALiBi far out) make probabilities
+    below 2^-126, where x86 matmuls run ~100x slower (docs/training.md, device and precision)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -37,10 +36,8 @@ def resolve_device(device):
 
 
 def keep_freed_memory():
-    """glibc on CPU: keep freed blocks up to 32 MB for the next tensor instead of returning them to
-    the system and faulting in fresh zeroed pages for each new (B, H, block, T) attention tensor
-    (measured: CoPE's CPU training step is 1.6x NoPE's with it, 2.1x without). Up to 1 GB of
-    freed memory stays with the process."""
+    """glibc: keep freed blocks up to 32 MB (1 GB in all) for the next tensor instead of faulting
+    in fresh pages for every attention tensor (CoPE's CPU step: 1.6x NoPE's; 2.1x without)."""
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
@@ -65,8 +62,6 @@ def pick_dtype(dtype, device_type):
 def autocast(device, dtype):
     """The context a forward pass runs in for `dtype`: autocast on CUDA, nothing elsewhere (the
     non-orthogonal encodings keep their attention in float32 either way)."""
-    if dtype not in DTYPES:
-        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     if torch.device(device).type == "cuda" and dtype != "float32":
         return torch.autocast(device_type="cuda", dtype=DTYPES[dtype])
     return nullcontext()
@@ -81,6 +76,19 @@ def set_tf32(on):
 def has_cpp_compiler():
     """torch.compile on CPU (inductor) builds its kernels with a C++ compiler."""
     return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
+
+
+def compiles(want, device_type):
+    """(does torch.compile run, a note if `want` is not honoured): inductor builds kernels for
+    CUDA and, with a C++ compiler, for CPU; MPS stays eager. train.py, bench and preflight agree."""
+    ok = want and (device_type == "cuda" or device_type == "cpu" and has_cpp_compiler())
+    need = "needs a C++ compiler (g++); none found" if device_type == "cpu" else "is experimental"
+    return (
+        ok,
+        f"torch.compile on {device_type.upper()} {need}: running eager"
+        if want and not ok
+        else None,
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -160,9 +168,8 @@ def gpt_config(c, vocab_size=256):
 
 
 def hold_lock(directory, fix):
-    """directory/.lock, held until the returned file is closed or the process ends (the kernel
-    releases it, even after SIGKILL): a second holder is refused, naming the first. fix: the
-    alternative the refusal offers."""
+    """directory/.lock, held until the returned file is closed or the process ends (even by
+    SIGKILL): a second holder is refused, naming the first and offering `fix`."""
     try:
         os.makedirs(directory, exist_ok=True)
         f = open(os.path.join(directory, ".lock"), "a+")
@@ -224,9 +231,7 @@ def check_model(c):
 
 
 def config_warnings(c, device_type):
-    """One line each, for settings that make a run meaningless: a schedule that never leaves its
-    warmup or has no cosine, torch.compile on CPU (seconds to minutes of compiling, and small models
-    step no faster: docs/training.md), an out_dir named after another dataset."""
+    """One line each, for settings that make a run meaningless (docs/training.md)."""
     from data.prepare import KNOWN
 
     warmup, iters, data, decay = c["warmup_iters"], c["max_iters"], c["data_dir"], c["decay_lr"]
@@ -275,12 +280,9 @@ def peak_tflops(device, configured=0.0):
 
 
 def flops_per_token(n_params, n_layer, n_embd, block_size):
-    """Model FLOPs of one training token, forward + backward. Weights: 6N (a multiply-add per
-    weight forward, two backward). Attention: a query at t meets t keys, and q.k and the sum
-    over v cost 2 * n_embd FLOPs per key each: 4 * n_embd * t forward, on average over t ~ T/2
-    keys (the causal half) 2 * n_embd * T per token, 6 * n_embd * T with the backward. PaLM
-    (appendix B) counts the full square, 12 * n_layer * n_embd * T; a causal flash kernel skips
-    the masked half."""
+    """Model FLOPs of one training token, forward + backward: 6N for the weights, and per layer
+    6 n_embd T for attention (q.k and the sum over v: 2 n_embd each per key, ~T/2 keys causally,
+    x3 with the backward). PaLM (appendix B) counts the full square, 12 n_layer n_embd T."""
     return 6 * n_params + 6 * n_layer * n_embd * block_size
 
 

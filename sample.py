@@ -1,22 +1,21 @@
 """
-Generate text from a trained checkpoint.
+Generate text from a trained checkpoint, with a KV cache, also past block_size
+(docs/evaluation.md#sampling).
 
     python sample.py --out_dir=out/demo/alibi
     python sample.py --out_dir=out/demo/alibi --start="The function" --num_samples=3 --top_k=50
     python sample.py --out_dir=out/wikitext103/rope --start=FILE:prompt.txt --max_new_tokens=2000
-
-Generation runs past block_size for every encoding but learned absolute positions (cropped to
-their table), with a KV cache (model.GPT.generate); text is decoded with the run's tokenizer.
 """
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
 from checkpoint import ROPE_FACTOR, eval_precision, load_model
 from configurator import UserError, parse_args, run_cli
-from data.prepare import get_tokenizer, load_meta
+from data.prepare import get_tokenizer
 from runtime import autocast, resolve_device
 
 DEFAULTS = dict(
@@ -50,20 +49,14 @@ def main(argv=None):
         if not os.path.isfile(path):
             raise UserError(f"--start=FILE:{path}: no such file")
         try:
-            with open(path, encoding="utf-8") as f:
-                start = f.read()
+            start = Path(path).read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise UserError(f"--start=FILE:{path}: not UTF-8 text ({e.reason})") from e
 
     kwargs, scaling = cfg["encoding_kwargs"] or None, cfg["rope_scaling"] or None
     model, ckpt = load_model(cfg["out_dir"], device, kwargs, scaling, cfg["rope_factor"])
     ctx = autocast(device, eval_precision(ckpt, device, cfg["dtype"])[0])
-    # the checkpoint names its tokenizer, or else its dataset (whose meta.json does)
-    tokenizer_name = ckpt.get("tokenizer")
-    if tokenizer_name is None:
-        tc = ckpt["config"]
-        tokenizer_name = load_meta(os.path.join(tc["data_dir"], tc["dataset"]))["tokenizer"]
-    tok = get_tokenizer(tokenizer_name)
+    tok = get_tokenizer(ckpt["tokenizer"])
     ids = tok.encode(start)
     if not ids:
         raise UserError("--start encodes to no tokens: give some text (the default is '\\n')")

@@ -6,8 +6,7 @@ Train a GPT with a chosen positional encoding, on one CPU/GPU or on several GPUs
     python train.py --out_dir=out/wikitext103/rope --init_from=resume --max_iters=20000
     torchrun --standalone --nproc_per_node=8 train.py configs/rope.py     # 8 GPUs, one node
 
-main() runs the phases below in order, passing the run's state r from one to the next. Resume is
-exact (bitwise on CPU): every random state is checkpointed.
+main() runs the phases below in order on the run's state r. docs/training.md explains the run.
 """
 
 import json
@@ -18,6 +17,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,7 +29,6 @@ import runtime
 from checkpoint import (
     checkpoint_path,
     load_checkpoint,
-    model_args,
     remove_partial_save,
     rng_states,
     save_checkpoint,
@@ -37,7 +36,7 @@ from checkpoint import (
     set_rng_states,
 )
 from configurator import ConfigError, UserError, load_base, load_config, run_cli
-from data.prepare import ensure_prepared, load_meta, write_json
+from data.prepare import atomic, ensure_prepared, load_meta, write_json
 
 # keys that define the model and its data: a resumed run must keep them
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "encoding", "encoding_kwargs")
@@ -51,27 +50,18 @@ class Diverged(Exception):
 def truncate_log(path, last_iter):
     """Drop log lines past the checkpoint we resume from (and a line cut short by SIGKILL), so
     that log.jsonl describes the run the checkpoint continues."""
-
-    def keep(line):
-        try:
-            return json.loads(line)["iter"] <= last_iter
-        except (ValueError, KeyError, TypeError):
-            return False
-
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if keep(ln)]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
+    if os.path.exists(path):
+        with open(path) as f:  # a line is written whole with its "\n": a cut one has none
+            lines = [ln for ln in f if ln.endswith("\n") and json.loads(ln)["iter"] <= last_iter]
+        with atomic(path) as f:
+            f.writelines(lines)
 
 
 def lock_run(c):
     """out_dir/.lock, held by rank 0 (the writer) for the run's life: a second train.py on the
     directory is refused. The kernel releases it when the process ends, even by SIGKILL."""
-    out, master = c["out_dir"], os.environ.get("RANK", "0") == "0"
-    if not master or not (c["init_from"] == "scratch" or os.path.isdir(out)):
+    out = c["out_dir"]
+    if os.environ.get("RANK", "0") != "0" or c["init_from"] == "resume" and not os.path.isdir(out):
         return nullcontext()  # a resume of no directory: open_run says there is no checkpoint
     f = runtime.hold_lock(out, "pick another --out_dir")
     remove_partial_save(out)  # the writer now: a save killed midway may fill the disk
@@ -97,7 +87,7 @@ def open_run(c):
                 f"To continue it as it was: python train.py --out_dir={out} --init_from=resume"
             )
     if ckpt["iter_num"] >= c["max_iters"]:
-        master = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 writes
+        master = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
         if master and ckpt["iter_num"] == c["max_iters"] and not ckpt.get("finished"):
             ckpt["finished"] = True  # a stopped run, resumed with max_iters lowered to where it is
             save_checkpoint(out, ckpt)
@@ -153,8 +143,7 @@ def load_data(r):
         dist.barrier()
         r.meta = r.meta or load_meta(dataset_dir)
     r.bins = {split: os.path.join(dataset_dir, f"{split}.bin") for split in ("train", "val")}
-    dtype = r.meta["dtype"]
-    r.n_tokens = {s: len(np.memmap(p, dtype=dtype, mode="r")) for s, p in r.bins.items()}
+    r.n_tokens = {s: len(np.memmap(p, dtype=r.meta["dtype"], mode="r")) for s, p in r.bins.items()}
     for split, n in r.n_tokens.items():
         if n < T + 1:
             fix = "use a smaller --block_size or more text"
@@ -166,8 +155,7 @@ def load_data(r):
 
 
 def batch(r, split, starts, pos=None):
-    """Inputs and targets (len(starts), T) of the windows data[s : s + T + 1] (and the positions
-    pos, if given) on the device."""
+    """Inputs, targets (and positions pos, if given) of the windows data[s : s + T + 1]."""
     # a new memmap per batch, as nanoGPT does: a long-lived one slowly leaks memory
     data = np.memmap(r.bins[split], dtype=r.meta["dtype"], mode="r")
     w = torch.from_numpy(np.stack([data[s : s + r.T + 1] for s in starts]).astype(np.int64))
@@ -220,8 +208,6 @@ def restore(r, ckpt):
     keys = [k for k in c if k != "init_from" and saved[k] != c[k]]
     changed = "; changed: " + ", ".join(f"{k} {saved[k]!r} -> {c[k]!r}" for k in keys)
     r.say(f"resuming {r.out_dir} at iter {r.iter_num}" + (changed if keys else ""))
-    if c["lr_decay_iters"] == 0 and saved["max_iters"] != c["max_iters"]:
-        r.say("note: lr_decay_iters=0 follows max_iters, so the LR schedule is stretched")
     set_rng_states(ckpt["rng"], r.batch_rng, r.device)
     if r.rank > 0:  # only rank 0's streams are saved: others get fresh ones, still per rank
         torch.manual_seed(c["seed"] + r.rank + 7919 * r.iter_num)
@@ -231,18 +217,16 @@ def wrap_model(r):
     """torch.compile (inductor: CUDA, or CPU with a C++ compiler; MPS stays eager), DDP, and the
     FLOPs per iteration behind the MFU of the progress line."""
     c, say, kind = r.c, r.say, r.device_type
-    compiled = c["compile"] and kind in ("cuda", "cpu")
-    if c["compile"] and not compiled:
-        say(f"note: torch.compile is not used on {kind} (experimental there); eager")
-    if compiled and kind == "cpu" and not runtime.has_cpp_compiler():
-        say("note: torch.compile on CPU needs a C++ compiler (g++); none found: running eager")
-        compiled = False
+    compiled, note = runtime.compiles(c["compile"], kind)
+    if note:
+        say(f"note: {note}")
     if compiled:
         say("compiling the model (the first iterations and evaluation take a while)...")
         r.model = torch.compile(r.model)
     if r.ddp:
         r.model = DDP(r.model, device_ids=[torch.cuda.current_device()] if kind == "cuda" else None)
-    r.peak, peak_note = runtime.peak_tflops(r.device, c["peak_tflops"])
+    peak, peak_note = runtime.peak_tflops(r.device, c["peak_tflops"])
+    r.peak_flops = peak and peak * 1e12 * r.world  # MFU: over the peak of all processes' devices
     if peak_note:
         say(f"note: {peak_note}")
     per_token = runtime.flops_per_token(r.n_params, c["n_layer"], c["n_embd"], r.T)
@@ -253,7 +237,6 @@ def wrap_model(r):
 
 
 # -----------------------------------------------------------------------------
-# the training loop and what it calls: r.model may be compiled or DDP-wrapped, r.raw_model is not
 
 
 def check_losses(r):
@@ -262,8 +245,7 @@ def check_losses(r):
     if not r.recent:
         return None
     losses = torch.stack([loss for _, loss in r.recent])
-    if r.ddp:  # every rank must see the same, or they would disagree on stopping
-        # the ranks stop together (one that stopped alone would hang the others), agreeing here,
+    if r.ddp:  # the ranks agree on stopping (one that stopped alone would hang the others) here,
         # where the loop waits for the GPU anyway: a check every iteration would make each wait
         losses = torch.cat((losses, torch.full((1,), float(bool(r.signal)), device=r.device)))
         dist.all_reduce(losses)
@@ -282,7 +264,7 @@ def save(r, finished=False):
     if not r.master:
         return
     save_checkpoint(r.out_dir, {
-        "model": r.raw_model.state_dict(), "model_args": model_args(r.raw_model),
+        "model": r.raw_model.state_dict(), "model_args": asdict(r.raw_model.config),
         "config": r.c, "optimizer": r.optimizer.state_dict(), "scaler": r.scaler.state_dict(),
         "iter_num": r.iter_num, "best_val_loss": r.best_val_loss, "tokens_seen": r.tokens_seen,
         "elapsed_s": time.time() - r.t0, "finished": finished, "tokenizer": r.meta["tokenizer"],
@@ -316,8 +298,7 @@ def eval_and_log(r, lr):
         with open(os.path.join(r.out_dir, "log.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
         if r.wandb is not None:
-            r.wandb.log({"iter": r.iter_num, "train/loss": train_loss, "val/loss": val_loss,
-                         "lr": lr, "tokens_seen": r.tokens_seen}, step=r.iter_num)  # fmt: skip
+            r.wandb.log(record, step=r.iter_num)
         r.say(f"eval iter {r.iter_num}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
               + (f"; saving {checkpoint_path(r.out_dir)}" if saving else ""))  # fmt: skip
     if saving:
@@ -355,8 +336,7 @@ def train_step(r):
 
 
 def train(r):
-    """config.json and wandb, then the loop: until max_iters or a stop signal (save, say how to
-    resume)."""
+    """config.json and wandb, then the loop, until max_iters or a stop signal."""
     c, say, out, end = r.c, r.say, r.out_dir, r.c["max_iters"]
     if r.master:
         write_json(os.path.join(out, "config.json"), c, indent=1)
@@ -366,7 +346,7 @@ def train(r):
         name = c["wandb_run_name"] or os.path.basename(os.path.normpath(out))
         run = wandb.init(project=c["wandb_project"], name=name, config=c, dir=out,
                          id=r.wandb_run_id, resume="allow")  # fmt: skip
-        r.wandb, r.wandb_run_id = wandb, getattr(run, "id", None)
+        r.wandb, r.wandb_run_id = wandb, run.id
     r.t0 = time.time() - r.elapsed_before  # elapsed_s: training time over all resumes
 
     def request_stop(signum, frame):  # finish the iteration, save, exit 0; a second signal quits
@@ -383,7 +363,7 @@ def train(r):
     signals = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; schedulers and `kill`
     r.old_handlers = {s: signal.signal(s, request_stop) for s in signals}
     say(f"training {end - r.iter_num} iterations, from iter {r.iter_num} to {end}")
-    t_log, since_log, eval_seconds = time.time(), 0, 0.0
+    t_log, it_log, eval_seconds = time.time(), r.iter_num, 0.0
     while True:
         lr = runtime.lr_at(r.iter_num, c)
         for group in r.optimizer.param_groups:
@@ -394,7 +374,7 @@ def train(r):
         if due and r.iter_num != r.last_saved:
             t_eval = time.time()
             eval_and_log(r, lr)
-            t_log, since_log, eval_seconds = time.time(), 0, time.time() - t_eval  # not in ms/iter
+            t_log, it_log, eval_seconds = time.time(), r.iter_num, time.time() - t_eval
         if r.iter_num >= end:
             break
         if r.stop:  # under DDP set by check_losses, on every rank at the same iteration
@@ -405,16 +385,14 @@ def train(r):
                 f"  {launcher} train.py --out_dir={out} --init_from=resume")  # fmt: skip
             return
         train_step(r)
-        since_log += 1
         if r.iter_num % c["log_interval"] == 0:
-            loss, dt, left = check_losses(r), (time.time() - t_log) / since_log, end - r.iter_num
-            # MFU: model FLOPs per second over the peak of all processes' devices
-            mfu = r.flops_per_iter / dt / (r.world * r.peak * 1e12) if r.peak else None
-            mfu = "" if mfu is None else f"MFU {mfu:.1%} | "
+            loss, left = check_losses(r), end - r.iter_num
+            dt = (time.time() - t_log) / (r.iter_num - it_log)
+            mfu = f"MFU {r.flops_per_iter / dt / r.peak_flops:.1%} | " if r.peak_flops else ""
             eta = runtime.fmt_duration(left * dt + (left // c["eval_interval"] + 1) * eval_seconds)
             say(f"iter {r.iter_num} | loss {loss:.4f} | lr {lr:.1e} | {dt * 1000:.1f} ms/iter | "
                 f"{r.tokens_per_iter / dt:,.0f} tok/s | {mfu}ETA {eta}")  # fmt: skip
-            t_log, since_log = time.time(), 0
+            t_log, it_log = time.time(), r.iter_num
     save(r, finished=True)
     say(f"done: iter {r.iter_num}, best val loss {r.best_val_loss:.4f}; "
         f"checkpoint {checkpoint_path(out)}")  # fmt: skip

@@ -2,11 +2,8 @@
 # assigns it, and its value here fixes the key's type (an int is accepted for a float). Encoding
 # files (configs/rope.py, ...) change a few lines on top of it.
 #
-# Sized for WikiText-103 on one A100/H100-class GPU: GPT-2 small (N = 124M parameters), 16 x 512
-# tokens x 4 steps = 32,768 tokens per iteration, 10,000 iterations = 328M tokens (~2.8 passes),
-# 6N + 6 * n_layer * n_embd * block_size = 0.77 GFLOP per token: ~34 min per run at 40% MFU of an
-# A100 (bias and decay encodings up to ~2x slower). block_size 512 is the ALiBi paper's training
-# length. On a CPU use configs/demo/*.py.
+# Sized for WikiText-103 on one A100/H100-class GPU (GPT-2 small, 328M tokens: README, "Train one
+# encoding"); block_size 512 is the ALiBi paper's training length. On a CPU use configs/demo/*.py.
 
 # I/O
 out_dir = "out/wikitext103/base"  # run directory: ckpt.pt, log.jsonl, config.json

@@ -1,5 +1,4 @@
-# The generator family A(t) = exp(tL) (encodings/generator.py). Without blocks it is all rotations,
-# i.e. RoPE; edit the blocks to build your own (docs/generator.md).
+# The generator family A(t) = exp(tL) (docs/generator.md): edit the blocks to build your own.
 encoding = "generator"
 encoding_kwargs = {
     "blocks": [

@@ -1,9 +1,6 @@
-# xPos (configs/xpos.py) written as a generator (encodings/generator.py): one damped block
-# e^{alpha_i t} R(-theta_i t) per rotation pair i (a block's decay varies by head, not by pair),
-# theta_i = 10000^(-2i/d), alpha_i = ln(zeta_i) / 512, zeta_i = (2i/d + 0.4) / 1.4. Same scores
-# as xpos, slower. Written for the head dimension of the settings loaded before this file (768 /
-# 12 = 64): a --n_embd or --n_head on the command line comes after, and the generator then
-# reports the channel mismatch.
+# xPos as a generator (docs/generator.md): one damped block per pair, the same scores, slower.
+# For the head dimension set before this file (768 / 12 = 64): a later --n_embd or --n_head
+# makes the generator report a channel mismatch.
 import math
 
 _d = n_embd // n_head  # noqa: F821 (set by configs/base.py before this file runs)

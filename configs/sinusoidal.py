@@ -1,4 +1,3 @@
-# Sinusoidal absolute positions (Vaswani et al. 2017, "Attention Is All You Need"): fixed sines
-# and cosines added to the token embeddings. The ALiBi paper's baseline that fails past L.
+# Sinusoidal absolute positions (Vaswani et al. 2017): the ALiBi paper's baseline.
 encoding = "sinusoidal"
 out_dir = "out/wikitext103/sinusoidal"

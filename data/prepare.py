@@ -5,10 +5,8 @@ Prepare token datasets for nanoPE: text in, flat arrays of token ids out.
     python data/prepare.py wikitext103                 # WikiText-103 (raw), GPT-2 BPE
     python data/prepare.py text --input PATH --name NAME [--tokenizer bytes|gpt2]
 
-Each writes DATA_DIR/NAME/{train,val,test}.bin (uint16 token ids, uint32 past 65536), then
-meta.json (last: it means "complete"): the tokenizer and, per split, tokens, bytes, words
-(len(text.split())), lines (blank ones included) and word_level_tokens = words + lines, the
-denominator of word-level perplexity as fairseq counts it (an end-of-sentence per line).
+Each writes DATA_DIR/NAME/{train,val,test}.bin (token ids), then meta.json (last: it means
+"complete") with the counts of each split; docs/data.md describes both.
 """
 
 import argparse
@@ -92,7 +90,7 @@ def _first_line(e):  # of an exception's message, at most 160 characters
 
 
 @contextlib.contextmanager
-def _atomic(path, mode="w", **kwargs):  # written under a temporary name: complete or absent
+def atomic(path, mode="w", **kwargs):  # written under a temporary name: complete or absent
     with open(path + ".tmp", mode, **kwargs) as f:
         yield f
     os.replace(path + ".tmp", path)
@@ -100,7 +98,7 @@ def _atomic(path, mode="w", **kwargs):  # written under a temporary name: comple
 
 def write_json(path, obj, indent=2):
     """Write obj as JSON atomically: every script writes its JSON through this."""
-    with _atomic(path) as f:
+    with atomic(path) as f:
         f.write(json.dumps(obj, indent=indent) + "\n")
 
 
@@ -111,13 +109,10 @@ def token_dtype(vocab_size):
 def write_tokens(path, chunks, vocab_size):
     """Stream sequences of token ids to a flat binary file; returns the number of tokens."""
     n, dtype = 0, token_dtype(vocab_size)
-    with _atomic(path, "wb") as f:
+    with atomic(path, "wb") as f:
         for ids in chunks:
-            arr = np.asarray(ids, dtype=np.int64)
-            if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
-                raise ValueError(f"token id out of range for vocab_size {vocab_size}")
-            arr.astype(dtype).tofile(f)
-            n += arr.size
+            np.asarray(ids, dtype=dtype).tofile(f)
+            n += len(ids)
     return n
 
 
@@ -174,7 +169,6 @@ def write_dataset(out_dir, name, source, tokenizer, split_lines):
         meta["splits"][split] = write_split(path, split_lines[split], tokenizer)
     write_json(meta_path, meta)
     print(f"wrote {out_dir}/{{train,val,test}}.bin + meta.json")
-    print(f"  tokenizer {meta['tokenizer']}, vocab {meta['vocab_size']}, dtype {meta['dtype']}")
     for split, s in meta["splits"].items():
         counts = f"{s['tokens']:>13,} tokens {s['bytes']:>13,} bytes {s['words']:>12,} words"
         print(f"  {split:5s} {counts} {s['word_level_tokens']:>12,} word-level tokens")
@@ -211,22 +205,19 @@ def _lines(text):
 
 
 def read_text_input(input_path):
-    """One file, or every *.txt/*.md/*.rst under a folder (recursively, sorted by relative path,
-    hidden files and folders skipped), joined with a newline after each file."""
+    """One file, or every *.txt/*.md/*.rst under a folder (recursively, sorted by relative path;
+    glob skips hidden files and folders), joined with a newline after each file."""
     if os.path.isfile(input_path):
         files = [input_path]
     elif os.path.isdir(input_path):
-        files = []
-        for root, dirs, names in os.walk(input_path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            names = [n for n in names if n.lower().endswith(TEXT_SUFFIXES) and n[0] != "."]
-            files += [os.path.join(root, n) for n in names]
+        every = glob.glob(os.path.join(glob.escape(input_path), "**", "*"), recursive=True)
+        files = [p for p in every if p.lower().endswith(TEXT_SUFFIXES) and os.path.isfile(p)]
         if not files:
             raise PrepareError(f"no {'/'.join(TEXT_SUFFIXES)} files found under {input_path}")
     else:
         raise PrepareError(f"input not found: {input_path}")
     parts = []
-    for path in sorted(files, key=lambda p: os.path.relpath(p, input_path).replace(os.sep, "/")):
+    for path in sorted(files):  # by relative path: they share input_path
         try:
             with open(path, encoding="utf-8") as f:
                 t = f.read()
@@ -300,7 +291,7 @@ def demo_text():
 def prepare_demo(data_dir=DATA_DIR):
     out_dir, text = os.path.join(data_dir, "demo"), demo_text()
     os.makedirs(out_dir, exist_ok=True)
-    with _atomic(os.path.join(out_dir, "input.txt"), encoding="utf-8", newline="") as f:
+    with atomic(os.path.join(out_dir, "input.txt"), encoding="utf-8", newline="") as f:
         f.write(text)  # so users can read what it learns
     print(f"demo corpus: {len(text.encode('utf-8')):,} bytes of Python's own documentation")
     pieces = {k: _lines(v) for k, v in split_text(text).items()}

@@ -29,9 +29,7 @@ def positive_pair(name, value):
     return tuple(value)
 
 
-class Axial(Learned):
-    """Learned's embed() does the lookup: its position checks, then self.table[pos]."""
-
+class Axial(Learned):  # Learned's embed() does the lookup: its position checks, then table[pos]
     decayed_parameters = ("table1", "table2")  # weight-decayed as the learned table is
 
     def __init__(self, config, shape=None, dims=None):

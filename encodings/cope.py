@@ -25,14 +25,6 @@ def gates(q, k):
     return torch.sigmoid((q @ k.mT) / math.sqrt(q.size(-1)))
 
 
-def contextual_positions(g, npos_max):
-    """p_ts = min(sum_{u=s}^{t} g_tu, npos_max), queries the last Tq keys, summed from t back."""
-    Tq, Tk = g.shape[-2:]
-    seen = causal_mask(Tk - Tq, Tk, g.device)
-    g = g.masked_fill(~seen, 0.0)
-    return g.flip(-1).cumsum(-1).flip(-1).clamp(max=npos_max)
-
-
 def interpolated_logits(z, p):
     """(1 - w) z[floor p] + w z[ceil p], w = p - floor p, for z[m] = q_t . e[m] (B, H, Tq, npos + 1)
     and p (B, H, Tq, Tk): q_t . e[p] is linear in e, so no (Tq, Tk, d) tensor."""
@@ -61,6 +53,9 @@ class CoPE(Encoding):
         with no_autocast(q.device.type):
             ct = compute_dtype(q.dtype)
             q, k = q.to(ct), k.to(ct)
-            p = contextual_positions(gates(q, k), self.npos_max)
+            # p_ts = min(sum_{u=s}^{t} g_tu, npos_max), summed from t back (queries: last Tq keys)
+            Tq, Tk = q.size(2), k.size(2)
+            g = gates(q, k).masked_fill(~causal_mask(Tk - Tq, Tk, q.device), 0.0)
+            p = g.flip(-1).cumsum(-1).flip(-1).clamp(max=self.npos_max)
             z = q @ self.e.to(ct).T  # (B, H, Tq, npos_max + 1): q_t . e[m]
             return interpolated_logits(z, p) / math.sqrt(q.size(-1))

@@ -15,19 +15,18 @@ import torch
 import torch.nn as nn
 
 from encoding import (
-    Encoding,
     bounded_decay,
     bounded_decay_raw,
     compute_dtype,
     decay_query_block,
     hp_dtype,
-    pair_products,
     relative_distance,
     rope_frequencies,
     rotate_pairs,
+    rotation_scores,
 )
 
-from .rope import SCALINGS, check_scaling, scaled_rope_frequencies
+from .rope import RoPE
 
 
 def retnet_gammas(n_head):
@@ -35,9 +34,8 @@ def retnet_gammas(n_head):
     return [1.0 - 2.0 ** (-5 - h) for h in range(n_head)]
 
 
-class DampedRoPE(Encoding):
+class DampedRoPE(RoPE):  # RoPE's options and frequencies, context extension included
     orthogonal = False
-    scalings = SCALINGS  # its rotation takes RoPE's context extension
 
     def __init__(
         self,
@@ -52,19 +50,13 @@ class DampedRoPE(Encoding):
         factor=1.0,
         original_length=None,
     ):
-        super().__init__(config)
+        super().__init__(config, base, scaling, factor, original_length)
         if decay not in ("logit", "weight"):
             raise ValueError(f"damped_rope decay must be 'logit' or 'weight', got {decay!r}")
-        if self.head_dim % 2:
-            raise ValueError("damped_rope needs an even head dimension (n_embd / n_head)")
         gammas = retnet_gammas(self.n_head) if gammas is None else list(gammas)
         if len(gammas) != self.n_head or not all(0 < g <= 1 for g in gammas):
             raise ValueError(f"damped_rope gammas: need {self.n_head} values in (0, 1]")
-        check_scaling(scaling)
         self.decay, self.learn_alpha, self.max_alpha = decay, learn_alpha, max_alpha
-        self.base, self.scaling, self.factor = base, scaling, factor
-        self.original_length = original_length or config.block_size
-        self.context_dependent = scaling == "dynamic"  # its base follows the context length
         self.orthogonal = decay == "weight"  # pure rotation + bias: no scaled q/k
         self.compiled_flex_grad = not learn_alpha  # alpha is computed from alpha_raw (encoding.py)
         alpha = torch.log(torch.tensor(gammas, dtype=torch.float64))
@@ -92,11 +84,8 @@ class DampedRoPE(Encoding):
         if self.scaling is None:
             return self.omega.to(dtype), 1.0
         dev = self.omega.device  # computed there: no copy per layer and step
-        args = (self.head_dim, self.base)
-        theta, scale = scaled_rope_frequencies(
-            *args, self.scaling, self.factor, self.original_length, self.context_len, device=dev
-        )
-        ratio = (theta / rope_frequencies(*args, device=dev)).to(dtype)
+        theta, scale = self.frequencies(dev)
+        ratio = (theta / rope_frequencies(self.head_dim, self.base, dev)).to(dtype)
         return self.omega.to(dtype) * ratio, scale
 
     def _rotate_scale(self, x, pos, sign):
@@ -126,13 +115,9 @@ class DampedRoPE(Encoding):
         return lambda score, b, h, i, j: score + alpha[h] * (t[i] - t[j]).float()
 
     def scores(self, q, k, pos_q, pos_k):
-        # explicit: e^{alpha (t-s)} sum_j q_j^T R(omega_j (s - t)) k_j / sqrt(d)
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))  # (B|1, H|1,) Tq, Tk
         omega, scale = self.omegas(delta.dtype)
         phi = delta[..., None] * omega[:, None, None, :]  # (H|1, Tq, Tk, d/2) | (B|1, H, ...)
-        ct = compute_dtype(q.dtype)
-        dot, cross = pair_products(q.to(ct), k.to(ct))
-        s = (phi.cos().to(ct) * dot + phi.sin().to(ct) * cross).sum(-1)
-        s = s * scale**2 / math.sqrt(self.head_dim)
+        s = rotation_scores(q, k, phi) * scale**2 / math.sqrt(self.head_dim)
         a = self.alpha().to(delta.dtype)[:, None, None] * delta  # (H, Tq, Tk) | (B|1, H, Tq, Tk)
-        return s * a.exp().to(ct) if self.decay == "logit" else s + a.to(ct)
+        return s * a.exp().to(s.dtype) if self.decay == "logit" else s + a.to(s.dtype)

@@ -19,8 +19,8 @@ lam, slope) take a scalar or n_head values; `learnable=True` trains them (alpha,
 
 Defaults make `rotation` exactly `rope`, `damped` `damped_rope`, `zero` `nope` (omega_j =
 base^(-2j / (2 count)), RetNet's alpha, lam = 0, ALiBi's slopes; no `blocks`: RoPE). The
-polynomial blocks are a bias computed in t - s, sum_p (t - s)^p / p! sum_i q_i k_{i+p}: applied
-to q and k the logit would be a difference of terms of size t^3/6, which TF32 rounds to noise.
+polynomial blocks are a bias in t - s, sum_p (t - s)^p / p! sum_i q_i k_{i+p}: TF32 would round
+their terms of size t^3/6 to noise on q and k (docs/encodings.md, "Exact under TF32").
 """
 
 import math
@@ -35,10 +35,10 @@ from encoding import (
     compute_dtype,
     decay_query_block,
     hp_dtype,
-    pair_products,
     relative_distance,
     rope_frequencies,
     rotate_pairs,
+    rotation_scores,
 )
 
 from .alibi import alibi_slopes
@@ -109,7 +109,7 @@ class Generator(Encoding):
                 if start < d
                 else f"generator blocks use {start} channels but the head dimension is only {d}"
             )
-        kinds = {g[0] for g in self.groups}
+        self.kinds = kinds = {g[0] for g in self.groups}
         self.orthogonal = kinds <= {"zero", "rotation", "nilpotent"}
         self.max_query_block = decay_query_block(worst_decay)
         self.has_rotate = bool(kinds - {"zero", "nilpotent"})
@@ -131,12 +131,7 @@ class Generator(Encoding):
         if count == "rest":  # as many blocks as fill the channels the others leave
             fixed = [b for j, b in enumerate(blocks) if j != i and b.get("count", 1) != "rest"]
             others = sum(int(b.get("count", 1)) * block_width(b) for b in fixed)
-            count = (self.head_dim - others) // max(width, 1)
-            if count < 0:
-                raise ValueError(
-                    f"generator blocks need {others} channels but the head dimension is"
-                    f" only {self.head_dim}"
-                )
+            count = max((self.head_dim - others) // max(width, 1), 0)  # < 0: __init__ says so
         return kind, int(count), size, width
 
     def _add_parameters(self, i, spec, kind, count, base):
@@ -181,13 +176,12 @@ class Generator(Encoding):
             self._fixed[f"g{i}_{name}"] = value.clone()
 
     def get(self, i, name, like):
-        """Block i's parameter `name` on like's device, in hp_dtype (float64) for precision."""
-        key = f"g{i}_{name}"
+        """Block i's parameter `name` (a learnable decay bounded) on like's device, in hp_dtype."""
+        key, device = f"g{i}_{name}", like.device
         if key in self._parameters:
-            return self._parameters[key].to(device=like.device, dtype=hp_dtype(like.device))
-        return self._fixed_on(key, like.device)
-
-    def _fixed_on(self, key, device):
+            value = self._parameters[key]
+            value = bounded_decay(value, self.max_alpha) if name == "decay" else value
+            return value.to(device=device, dtype=hp_dtype(device))
         # moved to the device at first use and kept there: no blocking copy at every call on CUDA
         if self._fixed[key].device != device:
             self._fixed[key] = self._fixed[key].to(device=device, dtype=hp_dtype(device))
@@ -200,14 +194,11 @@ class Generator(Encoding):
         return angle.cos(), angle.sin()
 
     def decay(self, i, like):
-        """Block i's decay rates alpha (or lam) per head, (H,), all <= 0."""
-        key = f"g{i}_decay"
-        if key in self._parameters:
-            return bounded_decay(self._parameters[key], self.max_alpha).to(like.dtype)
-        return self._fixed_on(key, like.device).to(like.dtype)
+        """Block i's decay rates alpha (or lam) per head, (H,), all <= 0, in like's dtype."""
+        return self.get(i, "decay", like).to(like.dtype)
 
     # --- the fast path, part 1: q' = A(t)^T q, k' = A(-s) k for the zero, decay and rotation blocks
-    def _transform(self, i, x, pos, query):
+    def _transform(self, i, x, pos, sign):
         kind = self.groups[i][0]
         if kind in BIAS_TYPES:  # their logits come from bias(): zeros here
             return torch.zeros_like(x)
@@ -215,7 +206,6 @@ class Generator(Encoding):
             cos, sin = self._angle(i, pos)
             x = rotate_pairs(x, cos.to(x.dtype), sin.to(x.dtype))
         if kind in ("decay", "damped"):  # alpha (H, 1) against t: (H, T), or (B|1, H, T)
-            sign = 1.0 if query else -1.0
             x = x * torch.exp(sign * self.decay(i, x)[:, None] * pos.to(x.dtype))[..., None]
         return x
 
@@ -223,8 +213,8 @@ class Generator(Encoding):
         ct = compute_dtype(q.dtype)
         qs, ks = [], []
         for i, (_, c0, c1, _, _) in enumerate(self.groups):
-            qs.append(self._transform(i, q[..., c0:c1].to(ct), pos_q, True))
-            ks.append(self._transform(i, k[..., c0:c1].to(ct), pos_k, False))
+            qs.append(self._transform(i, q[..., c0:c1].to(ct), pos_q, 1.0))
+            ks.append(self._transform(i, k[..., c0:c1].to(ct), pos_k, -1.0))
         return torch.cat(qs, -1).to(q.dtype), torch.cat(ks, -1).to(k.dtype)
 
     # --- the fast path, part 2: the polynomial blocks, as a bias computed in t - s
@@ -236,16 +226,14 @@ class Generator(Encoding):
         for i, (kind, c0, c1, count, size) in enumerate(self.groups):
             if kind == "nilpotent":  # (1, H, 1, 1) slopes: a 4-D bias (SDPA is slow on a 3-D one)
                 total = total - self.get(i, "slope", q).to(ct)[None, :, None, None] * delta
-                continue
-            if kind not in BIAS_TYPES:
-                continue
-            shape = (count, size, 1) if kind == "jordan" else (count, size, 2)
-            qg = q[..., c0:c1].to(ct).unflatten(-1, shape)  # (B, H, Tq, count, size, pair)
-            kg = k[..., c0:c1].to(ct).unflatten(-1, shape)
-            if kind == "damped_jordan":  # R(omega t) q and R(omega s) k: orthogonal, no cancelling
-                qg, kg = self._rotate_pairs(i, qg, pos_q), self._rotate_pairs(i, kg, pos_k)
-            part = poly_logits(qg, kg, delta) / math.sqrt(self.head_dim)
-            total = total + part * torch.exp(self.decay(i, delta)[:, None, None] * delta)
+            elif kind in BIAS_TYPES:
+                shape = (count, size, 1) if kind == "jordan" else (count, size, 2)
+                qg = q[..., c0:c1].to(ct).unflatten(-1, shape)  # (B, H, Tq, count, size, pair)
+                kg = k[..., c0:c1].to(ct).unflatten(-1, shape)
+                if kind == "damped_jordan":  # R(omega t) q, R(omega s) k: orthogonal, no cancelling
+                    qg, kg = self._rotate_pairs(i, qg, pos_q), self._rotate_pairs(i, kg, pos_k)
+                part = poly_logits(qg, kg, delta) / math.sqrt(self.head_dim)
+                total = total + part * torch.exp(self.decay(i, delta)[:, None, None] * delta)
         return total
 
     def _rotate_pairs(self, i, x, pos):  # x (.., T, count, size, 2): block c's pairs by omega_c t
@@ -253,8 +241,7 @@ class Generator(Encoding):
         return rotate_pairs(x.flatten(-3), cos, sin).unflatten(-1, x.shape[-3:])
 
     def score_mod(self, q, pos):  # nilpotent blocks only (ALiBi): the bias, element-wise
-        kinds = {g[0] for g in self.groups}
-        if not kinds & BIAS_TYPES <= {"nilpotent"} or not self.has_bias:
+        if not self.kinds & BIAS_TYPES <= {"nilpotent"} or not self.has_bias:
             return None
         ct = compute_dtype(q.dtype)
         slope = sum(
@@ -275,9 +262,7 @@ class Generator(Encoding):
             if kind in ("zero", "decay"):
                 part = qg @ kg.transpose(-2, -1)
             elif kind in ("rotation", "damped"):
-                phi = delta[..., None] * self.get(i, "omega", delta)
-                dot, cross = pair_products(qg, kg)
-                part = (phi.cos() * dot + phi.sin() * cross).sum(-1)
+                part = rotation_scores(qg, kg, delta[..., None] * self.get(i, "omega", delta))
             elif kind == "jordan":
                 P = poly_matrix(delta.flatten(), size).view(*delta.shape, size, size)
                 qg, kg = qg.unflatten(-1, (count, size)), kg.unflatten(-1, (count, size))

@@ -15,22 +15,14 @@ import torch
 
 from encoding import (
     Encoding,
-    compute_dtype,
     hp_dtype,
-    pair_products,
     relative_distance,
     rope_frequencies,
     rotate_pairs,
+    rotation_scores,
 )
 
 SCALINGS = ("linear", "dynamic", "yarn", "llama3")  # context extension at evaluation time
-
-
-def check_scaling(scaling):
-    if scaling is not None and scaling not in SCALINGS:
-        raise ValueError(f"unknown rope scaling {scaling!r}; choose from {SCALINGS}")
-
-
 YARN_BETA = (32.0, 1.0)  # YaRN's beta_fast, beta_slow
 LLAMA3_FREQ_FACTORS = (1.0, 4.0)  # Llama 3.1's low_freq_factor, high_freq_factor
 
@@ -49,7 +41,6 @@ def scaled_rope_frequencies(
       llama3  -- Llama 3.1: wavelengths above L0 / low_freq_factor interpolated, below
                  L0 / high_freq_factor kept, a smooth blend in between
     """
-    check_scaling(scaling)
     theta = rope_frequencies(dim, base, device)
     if scaling is None or factor == 1.0:
         return theta, 1.0
@@ -82,8 +73,9 @@ class RoPE(Encoding):
     def __init__(self, config, base=10000.0, scaling=None, factor=1.0, original_length=None, p=1.0):
         super().__init__(config)
         if self.head_dim % 2:
-            raise ValueError("rope needs an even head dimension (n_embd / n_head)")
-        check_scaling(scaling)
+            raise ValueError("rotary encodings need an even head dimension (n_embd / n_head)")
+        if scaling is not None and scaling not in SCALINGS:
+            raise ValueError(f"unknown rope scaling {scaling!r}; choose from {SCALINGS}")
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise ValueError(f"rope p (fraction of frequencies kept) must be in (0, 1], got {p!r}")
         self.pairs = int(p * self.head_dim // 2)  # rotated pairs: the m highest frequencies
@@ -116,11 +108,7 @@ class RoPE(Encoding):
         return rotate_pairs(q, cos_q, sin_q), rotate_pairs(k, cos_k, sin_k)
 
     def scores(self, q, k, pos_q, pos_k):
-        # explicit relative form: sum_i q_i^T R(theta_i (s - t)) k_i, no rotated copies of q or k
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))
         theta, scale = self.frequencies(q.device)
-        phi = delta[..., None] * theta  # (Tq, Tk, d/2) | (B|1, H|1, Tq, Tk, d/2)
-        ct = compute_dtype(q.dtype)
-        dot, cross = pair_products(q.to(ct), k.to(ct))
-        s = phi.cos().to(ct) * dot + phi.sin().to(ct) * cross
-        return s.sum(-1) * scale**2 / math.sqrt(self.head_dim)
+        s = rotation_scores(q, k, delta[..., None] * theta)
+        return s * scale**2 / math.sqrt(self.head_dim)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from encoding import Encoding, hp_dtype
+from encoding import Encoding, rope_frequencies
 
 TOKEN_RMS = 0.02 * math.sqrt(2)  # P's RMS is 1/sqrt(2): this scale makes it 0.02, as the tokens'
 
@@ -25,9 +25,8 @@ class Sinusoidal(Encoding):
 
     def table(self, pos):
         """P[pos] as in the paper, float32: (T,) -> (T, D), (B, T) -> (B, T, D)."""
-        dt = hp_dtype(pos.device)
-        two_i = torch.arange(0, self.n_embd, 2, device=pos.device, dtype=dt)
-        angle = pos.to(dt)[..., None] / self.base ** (two_i / self.n_embd)  # (..., T, D/2)
+        w = rope_frequencies(self.n_embd, self.base, pos.device)  # base^(-2i/D), in hp_dtype
+        angle = pos.to(w.dtype)[..., None] * w  # (..., T, D/2)
         return torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(-2).float()  # interleaved
 
     def embed(self, pos):

@@ -15,13 +15,12 @@ import torch
 
 from encoding import (
     Encoding,
-    compute_dtype,
     decay_query_block,
     hp_dtype,
-    pair_products,
     relative_distance,
     rope_frequencies,
     rotate_pairs,
+    rotation_scores,
 )
 
 
@@ -54,19 +53,14 @@ class XPos(Encoding):
         theta, rate = self.rates(x.device)
         t = pos.to(theta.dtype)[..., None]  # (T, 1), or (B|1, H|1, T, 1) on a clock
         scale = torch.exp(sign * t * rate)
-        angle = t * theta
-        ct = compute_dtype(x.dtype)
-        return rotate_pairs(x, (angle.cos() * scale).to(ct), (angle.sin() * scale).to(ct))
+        angle = t * theta  # rotate_pairs casts the factors to x's compute dtype
+        return rotate_pairs(x, angle.cos() * scale, angle.sin() * scale)
 
     def rotate(self, q, k, pos_q, pos_k):
         return self._rotate_scale(q, pos_q, 1.0), self._rotate_scale(k, pos_k, -1.0)
 
     def scores(self, q, k, pos_q, pos_k):
-        # explicit: sum_i zeta_i^((t - s)/B) q_i^T R(theta_i (s - t)) k_i / sqrt(d), in t - s
         delta = relative_distance(pos_q, pos_k).to(hp_dtype(q.device))[..., None]  # (.., Tq, Tk, 1)
         theta, rate = self.rates(q.device)
-        phi, decay = delta * theta, torch.exp(delta * rate)  # (..., Tq, Tk, d/2)
-        ct = compute_dtype(q.dtype)
-        dot, cross = pair_products(q.to(ct), k.to(ct))
-        s = (decay * phi.cos()).to(ct) * dot + (decay * phi.sin()).to(ct) * cross
-        return s.sum(-1) / math.sqrt(self.head_dim)
+        s = rotation_scores(q, k, delta * theta, torch.exp(delta * rate))
+        return s / math.sqrt(self.head_dim)

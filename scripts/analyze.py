@@ -1,22 +1,15 @@
 """
 What each attention head does with position, at and past the training length, and what it
-learned about distance.
+learned about distance; the statistics, the kernel and the figures: docs/analysis.md.
 
     python scripts/analyze.py --out_dir=out/wikitext103/alibi
     python scripts/analyze.py --out_dir=out/alibi --lengths=512,2048,4096 --windows=8
     python scripts/analyze.py out/sweeps/demo          # every finished run below the directory
 
-At each length T (default: training length L x 1, 4, 8, at most max_length; the cost is O(T^2))
-the model's own forward reads the first `windows` nonoverlapping windows of T tokens of the split.
-A hook on each layer's attention takes its q, k and positions (token index or learned clock) and
-recomputes softmax(pe.scores(q, k, pos, pos) + causal mask) in float32, in blocks of queries.
-STATISTICS are per layer and head, a_ts the attention of query t on key s, averaged over the
-windows and the queries t = 1 .. T-1. positional_score is 1 when the text does not move the head
-(a uniform head too), near 0 when the tokens decide (Urrutia et al., arXiv 2511.11579, permute the
-keys of one context instead). The distance kernel, at the longest length: the mean over the pairs
-at distance t - s of the positional part of the logit, pe.scores - q.k/sqrt(d) for an encoding
-that only adds a bias, else the logit itself (rotations, multiplicative, absolute, NoPE). Writes
-RUN/analysis.json and figures (.png, .svg); for a sweep, SWEEP_DIR/analysis_compare.
+A hook on each layer's attention takes the q, k and positions (token index or learned clock) of
+the model's own forward and recomputes softmax(pe.scores(q, k, pos, pos) + causal mask) in
+float32, in blocks of queries. STATISTICS are per layer and head, a_ts the attention of query t
+on key s, averaged over the windows and the queries t = 1 .. T-1.
 """
 
 import itertools
@@ -41,7 +34,7 @@ from configurator import UserError, parse_args, run_cli
 from data.prepare import PrepareError, write_json
 from encoding import hp_dtype
 from runtime import resolve_device
-from scripts.eval_lengths import load_split, position_edges
+from scripts.eval_lengths import bucketed, cannot_run, load_split, position_edges
 from scripts.plot import colours, log_length_axis, mark_training_lengths, run_label, save
 from scripts.runs import train_state
 
@@ -51,7 +44,7 @@ DEFAULTS = dict(
     lengths=(),  # e.g. --lengths=512,2048; empty: block_size x 1, 4, 8, at most max_length
     max_length=4096,  # cap of the default lengths (the analysis costs O(T^2) per head)
     windows=4,  # text windows per length (at least 2: the positional score compares pairs)
-    split="val",  # val | test
+    split="val",  # val | test | train
     data_dir="",  # default: the data_dir the checkpoint was trained with
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     memory_budget_gb=0.5,  # bound on one block of queries' attention tensors
@@ -133,8 +126,7 @@ def layer_statistics(pe, q, k, pos, block_size, budget_gb):
 
 
 class _LastLayerSeen(Exception):
-    """Ends the forward after the last layer's hook: the rest (that layer's attention, the
-    (N, T, vocab) logits, 3.3 GB for 4 windows of 4096 GPT-2 tokens) is not needed."""
+    """Stops the forward at the last layer's hook: the logits (3.3 GB at 4 x 4096 GPT-2 tokens)."""
 
 
 @torch.no_grad()
@@ -165,8 +157,7 @@ def bucket_kernel(kernel_sum, n_windows, edges):
     occurs in T - delta pairs of each window."""
     T = kernel_sum.size(-1)
     count = n_windows * (T - torch.arange(T, dtype=kernel_sum.dtype))
-    sums = [kernel_sum[:, a:b].sum(-1) / count[a:b].sum() for a, b in zip(edges, edges[1:])]
-    return torch.stack(sums, -1).tolist()
+    return [bucketed(row, count, edges)[0] for row in kernel_sum]
 
 
 # -----------------------------------------------------------------------------
@@ -193,12 +184,10 @@ def analyze_run(out_dir, cfg):
     for T in lens:
         rec, t0 = {"length": T}, time.time()
         result["lengths"].append(rec)
-        reason = None
-        if model.max_len is not None and T > model.max_len:
-            reason = f"{encoding} has positions only up to {model.max_len}"
-        elif n_win * T > len(data) - 1:  # the last token is only a target (as in eval_lengths)
+        reason = cannot_run(model, T, math.inf, encoding)  # positions past a table
+        if not reason and n_win * T > len(data) - 1:  # the last token is only a target
             reason = f"the {cfg['split']} split has fewer than {n_win} windows of {T} tokens"
-        else:
+        if not reason:
             idx = torch.from_numpy(data[: n_win * T].astype(np.int64)).view(n_win, T)
             try:
                 done[T] = analyze_length(model, idx.to(cfg["device"]), L, cfg["memory_budget_gb"])
@@ -208,10 +197,8 @@ def analyze_run(out_dir, cfg):
             rec.update(skipped=True, reason=reason)
             print(f"  length {T:>6}: skipped ({reason})")
             continue
-        rec["skipped"] = False
-        for name in STATISTICS:
-            rec[name] = [layer[name].tolist() for layer in done[T]]  # [layer][head]
-        rec["elapsed_s"] = round(time.time() - t0, 2)
+        stats = {name: [layer[name].tolist() for layer in done[T]] for name in STATISTICS}
+        rec.update(skipped=False, **stats, elapsed_s=round(time.time() - t0, 2))  # [layer][head]
         ps = np.array(rec["positional_score"])
         print(
             f"  length {T:>6}: mean distance {np.mean(rec['mean_distance']):.1f}, beyond training"
@@ -266,9 +253,9 @@ def plot_heads(result, out_dir):
     lens = " | ".join(f"length {r['length']}" for r in recs)
     for ax, name in zip(axes.flat, STATISTICS):
         parts = [np.array(r[name]) for r in recs]
-        image = np.hstack([parts[0], gap, parts[1]]) if len(parts) > 1 else parts[0]
+        image = np.hstack([x for p in parts for x in (gap, p)][1:])
         im = ax.imshow(image, aspect="auto", cmap="viridis", vmin=0, vmax=np.max(parts) or 1)
-        ticks = [x for x in range(image.shape[1]) if x != H or len(parts) == 1]
+        ticks = [x for x in range(image.shape[1]) if x != H]
         ax.set_xticks(ticks, [str(x % (H + 1)) for x in ticks])
         ax.set_yticks(range(L))
         style(ax, f"{name}: {lens}", "head", "layer")

@@ -1,11 +1,10 @@
 """
 What each positional encoding costs: training throughput, and evaluation speed and memory far past
-the training length, on random tokens. What each table measures: docs/benchmarks.md.
+the training length, on random tokens. Options and what each table measures: docs/benchmarks.md.
 
     python scripts/bench.py                        # every encoding, defaults for this device
     python scripts/bench.py --encodings=rope,alibi,t5 --eval_lengths=512,8192 --json=out/b.json
     python scripts/bench.py --relative=True        # each training step over NoPE's (the floor)
-    python scripts/bench.py --compare_compile=True     # training tok/s eager vs torch.compile
     python scripts/bench.py --generate=2000 --uncached=True --n_layer=2 --n_embd=64  # sampling
 """
 
@@ -26,7 +25,7 @@ from configurator import UserError, parse_args, run_cli
 from data.prepare import write_json
 from encoding import available_encodings, build_encoding
 from model import GPT, GPTConfig
-from runtime import autocast, has_cpp_compiler, resolve_device, set_tf32
+from runtime import autocast, compiles, resolve_device, set_tf32
 
 # defaults, overridable as --key=value; 0 / () / "auto" mean "pick for the device" (see below)
 DEFAULTS = dict(
@@ -46,7 +45,6 @@ DEFAULTS = dict(
     device="auto",  # auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps
     dtype="auto",  # auto: bfloat16 on CUDA where supported, else float32; CPU runs in float32
     compile=False,  # torch.compile the model (inductor: CUDA, or CPU with a C++ compiler)
-    compare_compile=False,  # instead: training tok/s eager vs compiled per encoding (no eval)
     generate=0,  # instead: seconds to generate this many tokens per encoding (0: off)
     prompt_length=64,  # --generate: length of the random prompt
     uncached=False,  # --generate: also time a full forward per new token, and the speed-up
@@ -60,7 +58,7 @@ CPU_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=256, vocab_size=256, batch_size=
 CPU_DEFAULTS["train_length"] = 128
 CUDA_DEFAULTS = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50304, batch_size=16)
 CUDA_DEFAULTS.update(train_length=512, steps=10)
-MODES = ("compare_compile", "generate", "relative")  # the other tables; none: the main one
+MODES = ("generate", "relative")  # the other tables; none: the main one
 
 
 def settings(argv):
@@ -95,16 +93,7 @@ def settings(argv):
             os.remove(cfg["json"] + ".tmp")
         except OSError as e:
             raise UserError(f"cannot write --json={cfg['json']}: {e.strerror or e}") from None
-    # inductor compiles for CUDA and for CPU (with a C++ compiler); MPS stays eager, as in train.py
-    if cfg["compare_compile"] and device_type not in ("cuda", "cpu"):
-        raise UserError(f"--compare_compile needs a cuda or cpu device, not {device_type}")
-    if cfg["compile"] and device_type not in ("cuda", "cpu"):
-        cfg["compile"], cfg["compile_note"] = False, f"--compile is not used on {device_type}"
-    if (cfg["compile"] or cfg["compare_compile"]) and dev == "cpu" and not has_cpp_compiler():
-        raise UserError(
-            "torch.compile on CPU needs a C++ compiler (inductor builds its kernels with one):"
-            " install g++, or run without --compile / --compare_compile"
-        )
+    cfg["compile"], cfg["compile_note"] = compiles(cfg["compile"], device_type)
     return cfg
 
 
@@ -147,10 +136,9 @@ def median_seconds(fn, warmup, steps, device):
 
 
 def cpu_peak_bytes(fn):
-    """Peak bytes of CPU tensor memory that fn() allocated and held at once (what
-    torch.cuda.max_memory_allocated gives on CUDA), exact: the replay of every allocation and free
-    the profiler records (RSS is no measure: malloc keeps freed pages). Frees of older blocks are
-    ignored."""
+    """Peak bytes of CPU tensor memory that fn() allocated and held at once (as
+    torch.cuda.max_memory_allocated on CUDA): a replay of the allocations and frees the profiler
+    records, frees of older blocks ignored (RSS is no measure: malloc keeps freed pages)."""
     cpu = [torch.profiler.ProfilerActivity.CPU]
     prof = torch.profiler.profile(activities=cpu, profile_memory=True)
     sys.stderr.flush()  # silence fd 2: the profiler logs at start, stop and each older block freed
@@ -167,8 +155,7 @@ def cpu_peak_bytes(fn):
         prof.export_chrome_trace(os.path.join(tmp, "trace.json"))
         with open(os.path.join(tmp, "trace.json")) as f:
             events = json.load(f)["traceEvents"]
-    memory = [e for e in events if e.get("name") == "[memory]"]
-    memory = [e for e in memory if e.get("args", {}).get("Device Type") == 0]  # 0: CPU
+    memory = [e for e in events if e.get("name") == "[memory]" and e["args"]["Device Type"] == 0]
     live, current, peak = {}, 0, 0
     for e in sorted(memory, key=lambda e: e["ts"]):  # stable: ties keep the recorded order
         addr = e["args"]["Addr"]
@@ -292,18 +279,6 @@ def memory_exponent(evals):
     return math.log(b["peak_mb"] / a["peak_mb"]) / math.log(b["length"] / a["length"])
 
 
-def compile_comparison(name, cfg, ctx):
-    """Training tokens/s of one encoding eager, then compiled, and the compiled first step's s."""
-    raw_model = build_model(name, cfg)
-    eager = train_tokens_per_s(raw_model, make_train_step(raw_model, raw_model, cfg, ctx), cfg)
-    torch._dynamo.reset()  # as in bench_encoding
-    step = make_train_step(raw_model, torch.compile(raw_model), cfg, ctx)
-    compile_s, _ = timed(step, cfg["device"])  # the timed steps reuse its inputs: no recompile
-    fast = train_tokens_per_s(raw_model, step, cfg)
-    return dict(encoding=name, params=raw_model.get_num_params(), eager_tokens_per_s=eager,
-                compiled_tokens_per_s=fast, speedup=fast / eager, compile_s=compile_s)  # fmt: skip
-
-
 def relative_rows(cfg, ctx):
     """Each encoding's training step time over NoPE's in the same round (the median over rounds):
     the encodings take turns, one step each per round, so a drifting machine hits them alike."""
@@ -373,11 +348,6 @@ def columns(cfg, mode):
     """The columns of the table of `mode` (None: the main one)."""
     cols = [col("encoding", 12, "encoding"), col("params", 8, params)]
     mfu = lambda key: [col("MFU", 8, key, ".1%")] * bool(cfg["peak_tflops"])
-    if mode == "compare_compile":
-        return cols + [col("eager tok/s", 12, "eager_tokens_per_s", ",.0f"),
-                       col("compiled tok/s", 15, "compiled_tokens_per_s", ",.0f"),
-                       col("speed-up", 10, "speedup", ".2f", "x"),
-                       col("compile s", 11, "compile_s", ".1f")]  # fmt: skip
     if mode == "generate":
         cols += [col("cached s", 10, "cached_s", ".2f"),
                  col("tok/s", 9, lambda r: r["new_tokens"] / r["cached_s"], ",.0f")]  # fmt: skip
@@ -388,17 +358,17 @@ def columns(cfg, mode):
         return cols + [col("ms/step", 10, lambda r: r["step_s"] * 1000, ".1f"),
                        col("relative", 10, "relative", ".3f"), *mfu("mfu")]  # fmt: skip
     cols += [col("train tok/s", 12, "train_tokens_per_s", ",.0f"), *mfu("train_mfu")]
-    for i in range(len(cfg["eval_lengths"])):
+    for i, n in enumerate(cfg["eval_lengths"]):  # each length: tok/s, then peak MB
         cell = lambda j, i=i: lambda r: eval_cells(r["eval"][i])[j]
-        cols += [("tok/s", 12, cell(0)), ("peak MB", 9, cell(1))]
+        cols += [(f"tok/s@{n}", 12, cell(0)), (f"MB@{n}", 10, cell(1))]
     return cols + [col("mem~T^k", 9, "memory_exponent", ".2f")]
 
 
 def intro(cfg, mode):
     """The title line, then the conditions of the measurements (docs/benchmarks.md explains)."""
     c, shape = cfg, f"{cfg['n_layer']} layers x {cfg['n_embd']} wide x {cfg['n_head']} heads"
-    what = dict(compare_compile="eager vs compiled", generate=f"generating {c['generate']} tokens")
-    title = ["nanoPE bench", c["device"], c["dtype"], what.get(mode, "compiled" * c["compile"])]
+    what = {"generate": f"generating {c['generate']} tokens", None: "compiled" * c["compile"]}
+    title = ["nanoPE bench", c["device"], c["dtype"], what.get(mode, "")]
     title += ["learned time" * (c["time"] == "learned"), f"{shape}, vocab {c['vocab_size']}"]
     title += [f"torch {torch.__version__}", f"{torch.get_num_threads()} threads"]
     how = f"train: batch {c['batch_size']} x {c['train_length']} tokens, forward+backward+AdamW"
@@ -415,22 +385,16 @@ def notes(r):
     """What a row could not measure, and why."""
     out = [f"{r['encoding']} training: {r['train_error']}"] if r.get("train_error") else []
     skipped = [e for e in r.get("eval", ()) if e["skipped"]]
-    for reason in dict.fromkeys(e["reason"] for e in skipped):
-        at = ", ".join(str(e["length"]) for e in skipped if e["reason"] == reason)
-        out.append(f"{r['encoding']} @ {at}: skipped ({reason})")
-    return out
+    return out + [f"{r['encoding']} @ {e['length']}: skipped ({e['reason']})" for e in skipped]
 
 
 def print_table(cfg, mode, report, rows):
     """Print each row as it is measured (and save the JSON), then the main table's last lines."""
-    cols, lengths, later = columns(cfg, mode), report.get("eval_lengths", ()), []
-    lead = sum(w for _, w, _ in cols[: len(cols) - 2 * len(lengths) - 1])  # before the lengths
+    cols, later = columns(cfg, mode), []
     line = lambda cells: "".join(
         f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, (_, w, _)) in enumerate(zip(cells, cols))
     )
     print("\n".join(intro(cfg, mode)))
-    if lengths:
-        print(" " * lead + "".join(f"  {f'eval @ {n}':^19}" for n in lengths))
     header = line([title for title, _, _ in cols])
     print(header + "\n" + "-" * len(header))
     for r in rows:
@@ -439,9 +403,9 @@ def print_table(cfg, mode, report, rows):
         if cfg["json"]:  # after every encoding: a crash later loses nothing measured
             write_json(cfg["json"], report, indent=1)
         later += notes(r)
-    if lengths:  # the quadratic reference: one head's full (T, T) float32 score matrix
-        mb = "".join(f"{'':>12}{n * n * 4 / 2**20:>9,.1f}" for n in lengths)
-        print(f"{'full (T,T) fp32 matrix, 1 head':<{lead}}{mb}")
+    if mode is None:  # the quadratic reference: one head's full (T, T) float32 score matrix
+        mb = ", ".join(f"{n * n * 4 / 2**20:,.1f} MB @ {n}" for n in cfg["eval_lengths"])
+        print(f"full (T,T) fp32 matrix, 1 head: {mb}")
     for note in later + [f"wrote {cfg['json']}"] * bool(cfg["json"]):
         print(note)
 
@@ -451,7 +415,7 @@ def main(argv=None):
     dev, mode = cfg["device"], next((m for m in MODES if cfg[m]), None)
     if dev.startswith("cuda"):
         set_tf32(True)  # as train.py with configs/base.py
-    for note in filter(None, (cfg["dtype_note"], cfg.get("compile_note"), cfg["peak_note"])):
+    for note in filter(None, (cfg["dtype_note"], cfg["compile_note"], cfg["peak_note"])):
         print(f"note: {note}")
     report = {k: cfg[k] for k in ("device", "dtype", "compile")}
     report.update(torch=torch.__version__, threads=torch.get_num_threads())
@@ -464,8 +428,8 @@ def main(argv=None):
     if mode == "relative":
         rows = relative_rows(cfg, ctx)
     else:
-        measure = {"compare_compile": compile_comparison, "generate": generation}.get(mode)
-        rows = ((measure or bench_encoding)(n, cfg, ctx) for n in cfg["encodings"])
+        measure = generation if mode == "generate" else bench_encoding
+        rows = (measure(n, cfg, ctx) for n in cfg["encodings"])
     print_table(cfg, mode, report, rows)
     return report
 

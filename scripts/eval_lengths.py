@@ -1,13 +1,10 @@
 """
-Perplexity of one checkpoint at several evaluation lengths: train short, evaluate long.
+Perplexity of one checkpoint at several evaluation lengths: train short, evaluate long. Every
+length scores the same tokens; records merge into OUT_DIR/eval_lengths.json. The protocol, metrics
+and record fields: docs/evaluation.md.
 
     python scripts/eval_lengths.py --out_dir=out/alibi --lengths=512,1024,4096 --split=test
     python scripts/eval_lengths.py --out_dir=out/alibi --mode=sliding --stride=256 --compile=True
-
-Every length scores the same tokens (the split's first max_tokens + 1), in windows of `length`
-(nonoverlapping) or advancing by `stride` (sliding); records (loss, ppl, bits_per_byte, word_ppl,
-per-position loss, or skipped with the reason) are merged into OUT_DIR/eval_lengths.json.
-The protocol, metrics and record fields: docs/evaluation.md.
 """
 
 import itertools
@@ -114,8 +111,7 @@ def evaluate_length(model, data, length, mode, stride, bsz, ctx, dev, progress):
 
 
 def load_split(data_dir, split, tcfg):
-    """(meta, tokens as a read-only memmap) of the split of the dataset the run trained on (tcfg:
-    its saved config), in data_dir or, if that is empty, where the run found its data."""
+    """(meta, read-only memmap of the tokens) of a split of the dataset of training config tcfg."""
     dataset_dir = os.path.join(data_dir or tcfg.get("data_dir", "data"), tcfg["dataset"])
     meta = load_meta(dataset_dir)
     path = os.path.join(dataset_dir, f"{split}.bin")
@@ -123,9 +119,8 @@ def load_split(data_dir, split, tcfg):
 
 
 def evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress):
-    """evaluate_length of model (called as `run`, e.g. compiled) at rec's length; out of memory,
-    again at half the batch (down to 1), then half the query block (down to MIN_QUERY_BLOCK), else
-    None. The model's query blocks are restored afterwards."""
+    """evaluate_length of `run` (model, or it compiled) at rec's length; out of memory, again at
+    half the batch (down to 1), then half the query block (down to MIN_QUERY_BLOCK), else None."""
     attns = [m for m in model.modules() if hasattr(m, "query_block")]
     saved = [m.query_block for m in attns]
     qb, done = min(saved, default=MIN_QUERY_BLOCK), progress.n
@@ -254,32 +249,28 @@ def score(rec, scored, meta):
 def evaluate_lengths(cfg, model, run, data, meta, context, lens):
     """One record per length: its figures, or skipped with the reason."""
     n_scored, records = len(data) - 1, []
+    # a bar on a terminal only (in a sweep's log one line per length is enough); lines above it
+    progress = tqdm(total=len(lens) * n_scored, unit="tok", unit_scale=True, disable=None)
+    say = progress.write
+    ctx, dev = autocast(cfg["device"], cfg["dtype"]), cfg["device"]
     for length in lens:
         st = length if cfg["mode"] == "nonoverlapping" else (cfg["stride"] or max(1, length // 4))
         rec = dict(length=length, mode=cfg["mode"], stride=st, split=cfg["split"], **context)
         records.append(rec)
+        t0, start, scored = time.time(), progress.n, None
         reason = cannot_run(model, length, n_scored, context["encoding"])
         if not reason and st > length:
             reason = f"stride {st} is longer than the window"
         if not reason:
-            continue
-        rec.update(skipped=True, reason=reason)
-        print(f"  length {length:>6}: skipped ({reason})")
-    todo = [rec for rec in records if not rec.get("skipped")]
-    # a bar on a terminal only (in a sweep's log one line per length is enough); lines above it
-    progress = tqdm(total=len(todo) * n_scored, unit="tok", unit_scale=True, disable=None)
-    say = progress.write
-    ctx, dev = autocast(cfg["device"], cfg["dtype"]), cfg["device"]
-    for rec in todo:
-        length, t0 = rec["length"], time.time()
-        bsz = batch_for(cfg, model, length)
-        try:
-            scored = evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress)
-            reason = "out of memory"  # if scored is None: not even at batch 1
-        except ValueError as e:  # the model refuses this length (e.g. past a position table)
-            scored, reason = None, str(e)
+            bsz = batch_for(cfg, model, length)
+            try:
+                scored = evaluate_fitting(model, run, data, rec, bsz, ctx, dev, progress)
+                reason = "out of memory"  # if scored is None: not even at batch 1
+            except ValueError as e:  # the model refuses this length (e.g. past a position table)
+                reason = str(e)
         if scored is None:  # skipped: the other lengths still count
             rec.update(skipped=True, reason=reason)
+            progress.update(start + n_scored - progress.n)
             say(f"  length {length:>6}: skipped ({reason})")
             continue
         text = score(rec, scored, meta)

@@ -52,13 +52,6 @@ def find_files(paths, name):
     return [f for p in paths for f in ([p] if os.path.isfile(p) else sorted(below(p)))]
 
 
-def find_eval_files(paths):
-    if not (files := find_files(paths, "eval_lengths.json")):
-        hint = "run sweep.py or eval_lengths.py first"
-        raise UserError(f"no eval_lengths.json under {' '.join(paths)}: {hint}")
-    return files
-
-
 def run_label(run_dir):
     """out/sweeps/demo/alibi/seed1337 -> alibi; out/alibi -> alibi."""
     run_dir = os.path.normpath(os.path.abspath(run_dir))
@@ -158,17 +151,21 @@ def band_line(ax, by_x, colour, **kw):
     return mean
 
 
+def seed_values(seeds, mode, values):
+    """{length: values(record) of each seed} over the records of a mode that ran (None dropped)."""
+    out = {}
+    for r in (r for _, rs in seeds for r in rs if r["mode"] == mode and not r.get("skipped")):
+        out.setdefault(r["length"], []).extend(v for v in values(r) if v is not None)
+    return {x: v for x, v in out.items() if v}
+
+
 def draw_metric(ax, runs, split, mode, metric, log_y, col):
     """The metric vs evaluation length, one line per run; returns (records, notes, what, log y)."""
     all_recs, all_vals, notes, lengths = [], [], [], set()
     for rank, (label, seeds) in enumerate(runs.items()):
-        by_len, skipped = {}, set()
-        for r in (r for _, recs in seeds for r in recs):
-            all_recs.append(r)
-            if r.get("skipped"):
-                skipped.add(r["length"])
-            elif r.get(metric) is not None:
-                by_len.setdefault(r["length"], []).append(r[metric])
+        all_recs += [r for _, rs in seeds for r in rs]
+        by_len = seed_values(seeds, mode, lambda r: [r.get(metric)])
+        skipped = {r["length"] for _, rs in seeds for r in rs if r.get("skipped")}
         if not by_len:
             notes += [f"{label}: every length skipped"] * bool(skipped)
             continue
@@ -206,14 +203,6 @@ def plot_ppl_vs_length(runs, split, mode, metric, log_y, out_dir):
     title = title_of(all_recs, f"{what} vs evaluation length", split, mode)
     ylabel = what + " (log scale)" * log
     return finish(fig, ax, title, "evaluation length (tokens)", ylabel, out_dir, "ppl_vs_length")
-
-
-def seed_values(seeds, mode, values):
-    """{length: values(record) of each seed} over the records of a mode that ran (None dropped)."""
-    out = {}
-    for r in (r for _, rs in seeds for r in rs if r["mode"] == mode and not r.get("skipped")):
-        out.setdefault(r["length"], []).extend(v for v in values(r) if v is not None)
-    return {x: v for x, v in out.items() if v}
 
 
 def plot_context(runs, context, split, mode, metric, log_y, out_dir):
@@ -275,9 +264,9 @@ def plot_per_position(runs, split, mode, out_dir):
     all_recs = []
     for label, seeds in runs.items():
         recs = [r for _, rs in seeds for r in rs if r.get("per_position_loss")]
-        xs, ys = pooled_positions(recs) if recs else ([], [])
-        if len(xs) == 0:
+        if not recs:
             continue
+        xs, ys = pooled_positions(recs)
         all_recs += recs
         length = max(r["length"] for r in recs)
         name, ls = f"{label} (up to {length_label(length)})", "--" if VARIANT_SEP in label else "-"
@@ -332,7 +321,10 @@ def main(argv=None):
         raise UserError(f"--metric must be one of {', '.join(METRIC_NAMES)}")
     if cfg["log_y"] not in ("auto", "yes", "no"):
         raise UserError("--log_y must be auto, yes or no")
-    runs = load_runs(find_eval_files(paths))
+    if not (files := find_files(paths, "eval_lengths.json")):
+        hint = "run sweep.py or eval_lengths.py first"
+        raise UserError(f"no eval_lengths.json under {' '.join(paths)}: {hint}")
+    runs = load_runs(files)
     dirs = [p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p)) for p in paths]
     context = load_runs(find_files(dirs, "eval_context.json"))
     out_dir = cfg["out"] or next((p for p in paths if os.path.isdir(p)), os.path.dirname(paths[0]))

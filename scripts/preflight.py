@@ -1,8 +1,7 @@
 """
-Prove a setup before an overnight sweep: for every encoding of a config, train a few steps the way
-train.py will (its dtype, TF32, torch.compile) and the same steps in float32 eager on SDPA, from
-the same weights and random batches, and compare losses and logits. A NaN, a drift above tolerance
-or an exception FAILs (exit 1). Usage, protocol and tolerances: docs/training.md#preflight.
+Prove a setup before an overnight sweep: train a few steps of each encoding the way train.py will
+(dtype, TF32, torch.compile) and in float32 eager, from the same weights and batches; a NaN, a
+drift above tolerance or an exception FAILs (exit 1). Protocol, tolerances: docs/training.md.
 
     python scripts/preflight.py                   # CUDA: configs/base.py; CPU: configs/demo/base.py
     python scripts/preflight.py configs/base.py --encodings=alibi,rope --steps=3  # any config key
@@ -30,7 +29,6 @@ from attention import route
 from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
 from data.prepare import load_meta
 from runtime import build_gpt, fmt_duration, random_positions, resolve_device, set_tf32
-from scripts.bench import cpu_peak_bytes
 from scripts.runs import flag, load_sweep
 
 # preflight's own options; every other --key=value is a config override, as in train.py
@@ -97,7 +95,7 @@ def precision(c, device):
     dtype, _ = runtime.pick_dtype(c["dtype"], device_type)
     tf32 = device_type == "cuda" and c["tf32"]  # as train.py sets it
     key = "tf32" if dtype == "float32" and tf32 else dtype
-    return dtype, c["compile"], tf32, key
+    return dtype, runtime.compiles(c["compile"], device_type)[0], tf32, key
 
 
 # -----------------------------------------------------------------------------
@@ -107,13 +105,13 @@ def precision(c, device):
 def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None, sdpa=(0, 0)):
     """Train a copy of model0 on batches with every dropout off (sdpa: attention on SDPA when
     evaluating, when training): losses, logits of the first window and logits_long of long_x at
-    the initial weights, step times, peak bytes, and the steps a float16 grad scaler skipped.
+    the initial weights, step times, peak bytes (CUDA), the steps a float16 grad scaler skipped.
     skip=None: the checked path; the reference gets its skipped steps and drops those updates."""
     device_type = device.split(":")[0]
     set_tf32(tf32)
     # autocast on CPU too (runtime.autocast is CUDA only): the tests check low precision there
     ctx = torch.autocast(device_type, runtime.DTYPES[dtype], enabled=dtype != "float32")
-    out = dict(losses=[], times=[], skipped=[], peak=None, logits_long=None)
+    out = dict(losses=[], times=[], skipped=[], logits_long=None)
     model = copy.deepcopy(model0).to(device)
     attns = [block.attn for block in model.transformer.h]
     for attn in attns if sdpa[0] else ():
@@ -130,8 +128,11 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
     torch._dynamo.reset()  # a fresh cache per model: a dozen encodings would hit its limit
     fwd = torch.compile(model) if compile else model
-
-    def step(i, x, y, pos):
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for i, batch in enumerate(batches):
+        x, y, pos = (None if t is None else t.to(device) for t in batch)
+        t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = runtime.lr_at(i, c)
         with ctx:
@@ -148,23 +149,10 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
         if scale is not None and scaler.get_scale() < scale:
             out["skipped"].append(i)  # inf/NaN gradients at this scale: no update was made
         out["losses"].append(loss.item())  # .item() waits for the GPU: step times are honest
+        out["times"].append(time.perf_counter() - t0)
         if i == 0:
             out["logits"] = logits.detach()[0].float().cpu()  # one window is plenty
-
-    if device_type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for i, batch in enumerate(batches):
-        x, y, pos = (None if t is None else t.to(device) for t in batch)
-        if skip is None and device_type == "cpu" and i == len(batches) - 1:
-            # no peak statistics on CPU: weights, optimizer state and the last step (not timed)
-            held = [*model.parameters(), *(t for s in optimizer.state.values() for t in s.values())]
-            out["peak"] = sum(t.nbytes for t in held) + cpu_peak_bytes(partial(step, i, x, y, pos))
-            continue
-        t0 = time.perf_counter()
-        step(i, x, y, pos)
-        out["times"].append(time.perf_counter() - t0)
-    if device_type == "cuda":
-        out["peak"] = torch.cuda.max_memory_allocated(device)
+    out["peak"] = torch.cuda.max_memory_allocated(device) if device_type == "cuda" else None
     return out
 
 
@@ -284,7 +272,7 @@ def main(argv=None):
     if config_file is None:  # configs/base.py on CUDA, configs/demo/base.py elsewhere
         demo = "" if resolve_device("auto") == "cuda" else "demo"
         config_file = os.path.relpath(os.path.join(__file__, "../../configs", demo, "base.py"))
-    if opt["steps"] < 3 or opt["eval_factor"] < 1:  # steps: one compiles, one is profiled (CPU)
+    if opt["steps"] < 3 or opt["eval_factor"] < 1:  # steps: one compiles, two or more timed
         raise UserError("--steps must be at least 3 and --eval_factor at least 1")
     names = [n.strip() for n in opt["encodings"].split(",") if n.strip()]
     setups = {}
@@ -305,18 +293,14 @@ def main(argv=None):
     if key == "float32" and not compile:
         print(f"note: this config trains in float32 eager on {device}: both paths are the same "
               "(pass --compile=True to check torch.compile)")  # fmt: skip
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     failed, speeds, t_start = [], {}, time.time()
-    try:
-        for name, (c, V) in setups.items():
-            try:
-                ok, line, speeds[name] = check(c, opt, resolve_device(c["device"]), V)
-            except Exception as e:  # one setup's crash is its FAIL line, the others still run
-                ok, line = False, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
-            failed += [name] * (not ok)
-            print(f"{'OK  ' if ok else 'FAIL'} {name:<18} {line}", flush=True)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    for name, (c, V) in setups.items():
+        try:
+            ok, line, speeds[name] = check(c, opt, resolve_device(c["device"]), V)
+        except Exception as e:  # one setup's crash is its FAIL line, the others still run
+            ok, line = False, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        failed += [name] * (not ok)
+        print(f"{'OK  ' if ok else 'FAIL'} {name:<18} {line}", flush=True)
     failures = f"; failed: {', '.join(failed)}" if failed else ""
     print(f"{len(setups) - len(failed)}/{len(setups)} OK in {time.time() - t_start:.0f}s{failures}")
     if sweep:

@@ -1,9 +1,6 @@
-"""
-A sweep's runs, for scripts/sweep.py and scripts/slurm.py: the sweep file, a Task per run and seed,
-the local runner (its steps as subprocesses, on GPU groups), status.json and the results tables.
-"""
+"""A sweep's runs (docs/sweeps.md), for scripts/sweep.py and scripts/slurm.py: the sweep file, a
+Task per run and seed, the local runner, status.json and the results tables."""
 
-import copy
 import csv
 import importlib.util
 import json
@@ -59,24 +56,21 @@ def load_sweep(path):
     """The sweep file's settings over SWEEP_FILE, checked: UserError on anything wrong."""
     ns = {}
     exec_config_file(path, ns, SWEEP_FILE)  # unknown keys, wrong types
-    sweep = {k: copy.deepcopy(ns.get(k, default)) for k, default in SWEEP_FILE.items()}
+    sweep = {k: ns.get(k, default) for k, default in SWEEP_FILE.items()}
     sweep["groups"] = None  # with gpus: each GPU group's CUDA_VISIBLE_DEVICES (plan_gpus)
     if not sweep["runs"]:
         raise UserError(f"{path}: define runs = [dict(name=..., config=...), ...]")
-    if not isinstance(sweep["gpus"], list | str | None):
-        raise UserError(f"{path}: gpus must be a list or 'all', got {sweep['gpus']!r}")
     if sweep["jobs"] is not None and not (type(sweep["jobs"]) is int and sweep["jobs"] >= 1):
         raise UserError(f"{path}: jobs must be an int, at least 1")
     if not isinstance(sweep["context_args"], dict | None):
         raise UserError(f"{path}: context_args must be a dict of scripts/eval_context.py options")
     sweep["name"] = sweep["name"] or os.path.splitext(os.path.basename(path))[0]
     sweep["out_dir"] = sweep["out_dir"] or os.path.join("out", "sweeps", sweep["name"])
-    names = set()
     for i, r in enumerate(sweep["runs"]):
         check_run(path, i, r)
-        if not re.fullmatch(r"[\w.+-]+", r["name"]) or r["name"] in names:
-            raise UserError(f"{path}: run names must be unique words, got '{r['name']}' twice")
-        names.add(r["name"])
+    names = [r["name"] for r in sweep["runs"]]
+    if bad := [n for n in names if not re.fullmatch(r"[\w.+-]+", n) or names.count(n) > 1]:
+        raise UserError(f"{path}: run names must be unique words, got '{bad[0]}'")
     return sweep
 
 
@@ -88,11 +82,9 @@ def check_run(path, i, r):
         raise UserError(f"{path}: runs[{i}] has unknown keys {sorted(set(r) - RUN_KEYS)}")
     r.setdefault("name", os.path.splitext(os.path.basename(r["config"]))[0])
     r.setdefault("overrides", {})
-    r["eval_variants"] = [
-        dict(v) if isinstance(v, dict) else {} for v in r.get("eval_variants", [])
-    ]
-    for v in r["eval_variants"]:
-        if set(v) - VARIANT_KEYS or not (v.get("rope_scaling") or v.get("encoding_kwargs")):
+    for v in r.setdefault("eval_variants", []):
+        ok = isinstance(v, dict) and not set(v) - VARIANT_KEYS
+        if not ok or not (v.get("rope_scaling") or v.get("encoding_kwargs")):
             raise UserError(
                 f"{path}: runs[{i}] eval_variants entries are dicts of {sorted(VARIANT_KEYS)}"
                 " with rope_scaling or encoding_kwargs, e.g. dict(rope_scaling='yarn')"
@@ -158,7 +150,7 @@ def gpu_groups(gpus, per_run, devices):
         if not devices:
             raise UserError("gpus='all' but no CUDA device is visible")
         gpus = list(range(len(devices)))
-    elif isinstance(gpus, str) or not all(type(i) is int and i >= 0 for i in gpus):
+    elif not isinstance(gpus, list) or not all(type(i) is int and i >= 0 for i in gpus):
         raise UserError(f"gpus must be 'all' or a list of device indices like [0, 1], got {gpus!r}")
     for i in gpus:
         if gpus.count(i) > 1:
@@ -175,15 +167,13 @@ def gpu_groups(gpus, per_run, devices):
 
 def plan_gpus(sweep, cfg):
     """sweep["groups"] from gpus / gpus_per_run (flags win), and jobs: at most one per group."""
-    gpus, text = sweep["gpus"], cfg["gpus"].strip().strip("[]()")
-    try:
-        if text:  # --gpus=all / --gpus=0,1,2,3
-            gpus = text if text == "all" else [int(d) for d in text.split(",") if d.strip()]
-    except ValueError:
-        msg = f"--gpus must be 'all' or device indices like 0,1,2,3, got '{text}'"
-        raise UserError(msg) from None
+    gpus, text = sweep["gpus"], cfg["gpus"].strip("[]() ")
+    if text:  # --gpus=all / --gpus=0,1,2,3
+        if not re.fullmatch(r"all|\d+( *, *\d+)*", text):
+            raise UserError(f"--gpus must be 'all' or device indices like 0,1,2,3, got '{text}'")
+        gpus = text if text == "all" else [int(d) for d in text.split(",")]
     per_run = cfg["gpus_per_run"] or sweep["gpus_per_run"]
-    if not gpus:  # every run on the device its config names
+    if gpus in (None, []):  # every run on the device its config names
         if per_run != 1:
             raise UserError(f"gpus_per_run={per_run} needs gpus (e.g. --gpus=all)")
         sweep["jobs"] = sweep["jobs"] or 1
@@ -207,8 +197,6 @@ def gpu_plan(sweep):
     line += f"{jobs} run(s) at a time, each on the first group to free"
     if n > 1:
         line += f"; train with torchrun --nproc_per_node={n}, eval on the group's first GPU"
-    if jobs < len(groups):
-        line += f"; jobs = {jobs} in the sweep file leaves {len(groups) - jobs} group(s) idle"
     return line
 
 
@@ -404,21 +392,17 @@ class Sweep:
                 return
         task.status = "ok" if task.status == "running" else "done"
 
-    def progress(self):
-        """Fraction of the work done (of runs not done before): training is 90% of a run."""
-        todo = [t for t in self.tasks if t.status != "done"]
-        f = sum(t.status in ("ok", "failed", "interrupted") for t in todo)
-        running = [t for t in todo if t.status == "running"]
-        f += sum(0.9 * (1.0 if t.step == "eval" else train_fraction(t.dir)) for t in running)
-        return f / len(todo) if todo else 1.0
-
     def status_line(self, t0):
-        """summary(), what runs where; % of the work done, elapsed time and ETA."""
-        elapsed, f = time.time() - t0, self.progress()
-        gpu = lambda t: f", GPU {t.gpus}" if t.gpus else ""
-        running = [f"{t.name} ({t.step}{gpu(t)})" for t in self.tasks if t.status == "running"]
+        """summary(), what runs where; the fraction f of the work done (of runs not done before;
+        training is 90% of a run), elapsed time and ETA."""
+        todo = [t for t in self.tasks if t.status != "done"]
+        running = [t for t in todo if t.status == "running"]
+        f = sum(t.status in ("ok", "failed", "interrupted") for t in todo)
+        f += sum(0.9 * (1.0 if t.step == "eval" else train_fraction(t.dir)) for t in running)
+        f, elapsed = f / len(todo) if todo else 1.0, time.time() - t0
+        where = [f"{t.name} ({t.step}{f', GPU {t.gpus}' if t.gpus else ''})" for t in running]
         eta = runtime.fmt_duration(elapsed * (1 - f) / f) if f > 0.02 else "?"
-        line = summary(self.sweep, self.tasks) + (f" | {', '.join(running)}" if running else "")
+        line = summary(self.sweep, self.tasks) + (f" | {', '.join(where)}" if where else "")
         return line + f" | {100 * f:.0f}% | {runtime.fmt_duration(elapsed)} elapsed, ETA {eta}"
 
     def run(self):
@@ -558,8 +542,7 @@ def flags(cells, keys):
 
 
 def write_results(sweep, tasks):
-    """results.csv (mean and std of each metric at each length) and results.md (a table per
-    metric, then the probes' if the sweep runs them); returns results.md's path."""
+    """results.csv and results.md (a table per metric, then the probes'); results.md's path."""
     results = collect(tasks, sweep["eval_args"])
     lengths = sorted({n for e in results.values() for n in e["records"]})
     recs = [r for e in results.values() for rs in e["records"].values() for r in rs]

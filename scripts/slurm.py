@@ -1,9 +1,7 @@
 """
 scripts/sweep.py --launcher=slurm (docs/sweeps.md): a SLURM job (via submitit, imported only when
 used) per run and seed not done, queued or running, running the local launcher's train and eval.
-slurm = dict(...) in the sweep file gives submitit's slurm_<key> parameters (--slurm_<key> wins).
-At the time limit or a preemption SLURM sends USR2: train.py saves, submitit requeues the job, it
-resumes. Job ids go to status.json: the same command later re-attaches instead of resubmitting.
+Job ids go to status.json: the same command later re-attaches instead of resubmitting.
 """
 
 import json

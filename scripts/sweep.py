@@ -7,15 +7,11 @@ Train and evaluate every run of a sweep, then tabulate: the overnight workhorse.
     python scripts/sweep.py configs/sweeps/wikitext103.py --launcher=slurm  # scripts/slurm.py
     python scripts/sweep.py configs/sweeps/wikitext103.py --status     # or --collect: the tables
 
-A sweep file sets keys of SWEEP_FILE (scripts/runs.py), e.g. configs/sweeps/demo.py; the guide is
-docs/sweeps.md. Every run's settings first go through train.py's and the evaluations' own checks:
-any problem is a line `error: RUN: problem`, and nothing runs (--dry_run: the checks, then the
-plan). A run at a seed trains (skipped when finished, resumed when not), then evaluates (each step
-skipped when done), as subprocesses logging to train.log / eval.log: a crash fails that run only,
-and the same command rerun picks up where it stopped. GPU indices are ours: under
-CUDA_VISIBLE_DEVICES=4,5,6,7, gpus=[0, 1] is GPUs 4, 5. Writes out_dir/status.json, results.csv
-and results.md. Exit status: 0 every run succeeded; 1 some runs failed; 2 the sweep file, an option
-or a run's settings are invalid (nothing ran); 130 interrupted.
+A sweep file sets keys of SWEEP_FILE (scripts/runs.py); the guide is docs/sweeps.md. Every run's
+settings are checked before anything runs (--dry_run: the checks, then the plan). A run trains
+(resumed if interrupted), then evaluates, skipping what is done: rerun the same command after a
+crash. Exit status: 0 every run succeeded; 1 some runs failed; 2 the sweep file, an option or a
+run's settings are invalid (nothing ran); 130 interrupted.
 """
 
 import os

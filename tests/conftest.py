@@ -12,3 +12,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A few-KB corpus prepared with the byte tokenizer as data_dir/tiny (test_train.py)."""
+    from test_train import write_corpus
+
+    d = str(tmp_path_factory.mktemp("data"))
+    write_corpus(d)
+    return d

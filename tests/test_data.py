@@ -197,8 +197,6 @@ def test_write_tokens_dtypes(tmp_path):
     assert prepare.write_tokens(path, [ids[:2], ids[2:]], 100_000) == 5
     assert np.fromfile(path, dtype=np.uint32).tolist() == ids
     assert not os.path.exists(path + ".tmp")
-    with pytest.raises(ValueError, match="out of range"):
-        prepare.write_tokens(str(tmp_path / "bad.bin"), [[300]], 256)
 
 
 def test_chunked_bpe_equals_whole_text():

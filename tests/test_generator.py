@@ -296,7 +296,7 @@ def test_count_rest_fills_the_head():
         ([dict(type="decay", count=8, alpha=[-0.1, -0.2, -0.3])], "one per head"),
         ([dict(type="zero", count=8, colour="red")], "unknown keys"),
         ([dict(type="rotation", count=4, omega=[0.1, 0.2])], "one omega or 4"),
-        ([dict(type="jordan", count=3, size=4), dict(type="zero", count="rest")], "need 12"),
+        ([dict(type="jordan", count=3, size=4), dict(type="zero", count="rest")], "use 12"),
     ],
 )
 def test_bad_block_specs(blocks, message):

@@ -156,7 +156,7 @@ def test_context_without_seeds_has_no_bands(tmp_path, monkeypatch):
 
 def test_runs_group_seeds_and_order_by_encoding(tmp_path):
     sweep = make_sweep(tmp_path)
-    runs = plot.load_runs(plot.find_eval_files([str(sweep)]))
+    runs = plot.load_runs(plot.find_files([str(sweep)], "eval_lengths.json"))
     assert list(runs) == ["alibi", "sinusoidal", "learned"]
     assert len(runs["alibi"]) == 2
 

@@ -637,7 +637,7 @@ def test_dry_run_shows_the_gpu_assignment(tmp_path, monkeypatch, capsys):
         ("gpus = 'all'\n", ["--gpus_per_run=2"], ["0", "1", "2"], "divide the 3 GPU(s)"),
         ("gpus = 'some'\n", [], ["0"], "gpus must be 'all' or a list of device indices"),
         ("gpus = [0.5]\n", [], ["0"], "gpus must be 'all' or a list of device indices"),
-        ("gpus = 2\n", [], ["0"], "gpus must be a list or 'all', got 2"),
+        ("gpus = 2\n", [], ["0"], "a list of device indices like [0, 1], got 2"),
         ("", ["--gpus=a,b"], ["0"], "--gpus must be 'all' or device indices like 0,1,2,3"),
         ("", ["--gpus_per_run=2"], ["0", "1"], "gpus_per_run=2 needs gpus"),
         ("common = dict(device='cuda:1')\n", ["--gpus=all"], ["0", "1"], "sets device='cuda:1'"),

@@ -72,13 +72,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("data"))
-    write_corpus(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def straight(data_dir, tmp_path_factory, one_thread):
     """An uninterrupted run to iter 30, shared by the tests below."""
     out = str(tmp_path_factory.mktemp("straight"))

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from test_train import read_log, run_train, tiny_args, write_corpus
+from test_train import read_log, run_train, tiny_args
 
 import train
 from checkpoint import load_checkpoint
@@ -22,13 +22,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNCS = ("item", "tolist", "cpu", "numpy", "nonzero", "equal", "__bool__", "__int__", "__float__")
 SYNCS += ("__index__", "__complex__", "__format__", "__array__", "__repr__")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("data"))
-    write_corpus(d)
-    return d
 
 
 def spy_on_syncs(monkeypatch):

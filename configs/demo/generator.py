@@ -1,5 +1,4 @@
-# The CPU demo with a mixed generator, configs/generator.py in the demo's 16-wide heads: 4 RoPE
-# pairs, 2 damped pairs (RetNet decays) and 4 channels without position.
+# configs/generator.py in the demo's 16-wide heads.
 include("base.py")
 encoding = "generator"
 encoding_kwargs = {

@@ -1,6 +1,4 @@
-# The CPU demo with a generator of real Jordan blocks (see configs/generator_jordan.py): two 4x4
-# blocks make logits polynomial in the distance, damped by a learned e^{lam t}; the other half of
-# each 16-channel head is RoPE rotations.
+# configs/generator_jordan.py in the demo's 16-wide heads, as there in float32 without TF32.
 include("base.py")
 encoding = "generator"
 encoding_kwargs = {
@@ -10,7 +8,5 @@ encoding_kwargs = {
     ]
 }
 out_dir = "out/demo/generator_jordan"
-# Jordan logits grow like t^3 e^{lam t} and amplify any rounding of q and k (bfloat16 and TF32
-# move them far from float32, scripts/preflight.py): train in float32 without TF32.
 dtype = "float32"
 tf32 = False
