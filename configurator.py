@@ -142,6 +142,7 @@ def exec_config_file(path, namespace, schema=None):
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     here = os.path.dirname(path)  # include("base.py") in configs/demo/x.py: configs/demo/base.py
+    outer = namespace.get("include")  # an including file's, restored when this one ends
     namespace["include"] = lambda rel: exec_config_file(os.path.join(here, rel), namespace, schema)
     try:
         with open(path) as f:
@@ -153,7 +154,10 @@ def exec_config_file(path, namespace, schema=None):
         line = getattr(e, "lineno", None) or (lines[-1] if lines else None)
         raise ConfigError(f"{path}{f':{line}' if line else ''}: {type(e).__name__}: {e}") from e
     finally:
-        namespace.pop("include", None)
+        if outer is None:
+            del namespace["include"]
+        else:
+            namespace["include"] = outer
     namespace.pop("__builtins__", None)
     for name, value in list(namespace.items()):
         if schema is not None and _is_key(name, value):

@@ -106,6 +106,11 @@ def test_config_file_overrides_and_include(tmp_path):
     assert c["learning_rate"] == 1.0 and isinstance(c["learning_rate"], float)
     assert "math" not in c and "_scratch" not in c and "include" not in c
     assert c["block_size"] == 512  # everything else from base
+    # a file may include several, each of which may include others (paths relative to each file)
+    write(tmp_path / "sub" / "heads.py", "n_head = 8\n")
+    two = write(tmp_path / "two.py", 'include("sub/child.py")\ninclude("sub/heads.py")\n')
+    c = load_config([two])
+    assert (c["n_layer"], c["n_head"]) == (2, 8) and "include" not in c
 
 
 def test_config_file_errors(tmp_path):
