@@ -1,7 +1,7 @@
 # The CPU demo behind `make demo`: eight encodings, plus two generators (Jordan blocks; ALiBi as a
 # nilpotent block), trained on the offline demo corpus at 64 bytes (configs/demo/base.py), then
 # evaluated at 64 ... 2048 (1x to 32x); RoPE also with four context-extension methods. Two runs
-# at a time with one thread each: ~8 minutes on 2 idle CPU cores.
+# at a time with one thread each: ~9 minutes on 2 idle CPU cores.
 name = "demo"
 out_dir = "out/sweeps/demo"
 _encodings = ["alibi", "t5", "shaw", "rope", "damped_rope", "nope", "sinusoidal", "learned"]
