@@ -81,14 +81,10 @@ def has_cpp_compiler():
 def compiles(want, device_type):
     """(does torch.compile run, a note if `want` is not honoured): inductor builds kernels for
     CUDA and, with a C++ compiler, for CPU; MPS stays eager. train.py, bench and preflight agree."""
-    ok = want and (device_type == "cuda" or device_type == "cpu" and has_cpp_compiler())
+    if not want or device_type == "cuda" or device_type == "cpu" and has_cpp_compiler():
+        return want, None
     need = "needs a C++ compiler (g++); none found" if device_type == "cpu" else "is experimental"
-    return (
-        ok,
-        f"torch.compile on {device_type.upper()} {need}: running eager"
-        if want and not ok
-        else None,
-    )
+    return False, f"torch.compile on {device_type.upper()} {need}: running eager"
 
 
 # -----------------------------------------------------------------------------
