@@ -409,7 +409,7 @@ def main(argv=None):
         run(argv)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2  # a user error, as every other script (and argparse) exits
     return 0
 
 

@@ -180,7 +180,7 @@ def test_text_errors_and_cli(tmp_path, capsys):
     assert prepare.main(["text", "--input", str(src), "--name", "x", "--data_dir", d]) == 0
     assert "train" in capsys.readouterr().out
     assert load_meta(os.path.join(d, "x"))["source"] == "text"
-    assert prepare.main(["text", "--input", str(tmp_path / "no"), "--name", "y"]) == 1
+    assert prepare.main(["text", "--input", str(tmp_path / "no"), "--name", "y"]) == 2
     assert "error: input not found" in capsys.readouterr().err
 
 
@@ -377,7 +377,7 @@ def test_wikitext103_offline_message(tmp_path):
     r = run_prepare(
         "wikitext103", "--tokenizer", "bytes", "--data_dir", str(tmp_path), HF_HOME=str(tmp_path)
     )
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
     err = r.stderr.strip()
     assert err.startswith("error: could not load WikiText-103") and "\n" not in err
@@ -386,7 +386,7 @@ def test_wikitext103_offline_message(tmp_path):
     assert not os.path.exists(tmp_path / "wikitext103_bytes" / "meta.json")
     # with GPT-2 BPE whichever download fails first, the user gets one line and a way out
     r = run_prepare("wikitext103", "--data_dir", str(tmp_path), HF_HOME=str(tmp_path))
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "python data/prepare.py demo" in r.stderr
 
 
