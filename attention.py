@@ -39,11 +39,6 @@ def no_autocast(device_type):
     return nullcontext()
 
 
-@functools.cache
-def note_once(message):
-    print(f"note: {message}")
-
-
 def use_flex(backend, device_type, grad):
     """Whether a bias with a score_mod runs through FlexAttention: "sdpa" never, "auto" on CUDA,
     "flex" wherever it runs (eagerly off CUDA: an unfused reference, for tests). FlexAttention
@@ -88,18 +83,25 @@ def route(
     return "blocks"
 
 
-def flex_training_note(config, pe):
-    """Why eager training on CUDA takes SDPA blocks although config.attn_backend allows
-    FlexAttention for pe (None if it takes flex): route() decides, this says why."""
+def flex_training_note(config, pe, compiled=False):
+    """Why (eager or compiled) training on CUDA takes SDPA blocks although config.attn_backend
+    allows FlexAttention for pe (None if it takes flex): route() decides, this says why."""
     if config.attn_backend == "sdpa" or not has_flex_path(pe):
         return None
     # index time (1-D positions): a learned clock never takes flex (see route)
-    if route(pe, torch.zeros(1), config.attn_backend, "cuda", True, config.attn_dropout) == "flex":
+    args = pe, torch.zeros(1), config.attn_backend, "cuda", True, config.attn_dropout
+    if route(*args, compiled=compiled) == "flex":
         return None
     if not FLEX_BACKWARD:
         return (
             f"torch {torch.__version__} cannot take gradients through a FlexAttention score_mod's"
             " tables (needs torch >= 2.6): on CUDA, training attention runs on SDPA"
+        )
+    if compiled and not pe.compiled_flex_grad:
+        return (
+            "compiled FlexAttention cannot take gradients through tables this encoding computes"
+            " inside the graph: compiled training attention runs on SDPA query blocks"
+            " (evaluation uses FlexAttention)"
         )
     return (  # what else keeps eager training off flex: attention dropout
         f"FlexAttention has no attention dropout: with attn_dropout={config.attn_dropout},"

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import torch
 
-from configurator import UserError
+from configurator import UserError, check_choice
 from runtime import pick_dtype, resolve_device, set_tf32
 
 
@@ -109,12 +109,12 @@ def set_rng_states(rng, batch_rng, device):
 ROPE_FACTOR = 8.0  # the default --rope_factor of eval_lengths.py and sample.py
 
 
-def variant_label(rope_scaling=None, rope_factor=ROPE_FACTOR, encoding_kwargs=None):
-    """The name of an evaluation-time change of the model ("yarn x8"), "" for the model as
-    trained. eval_lengths.json records it; sweeps and plots show each variant as its own row."""
-    if rope_scaling:
-        return f"{rope_scaling} x{rope_factor:g}"
-    return "custom" if encoding_kwargs else ""
+def variant_label(e):
+    """The name of the change eval_lengths.py options e make to the model ("yarn x8"), "" for none.
+    eval_lengths.json records it; sweeps and plots show each variant as its own row."""
+    if e.get("rope_scaling"):
+        return f"{e['rope_scaling']} x{e.get('rope_factor', ROPE_FACTOR):g}"
+    return "custom" if e.get("encoding_kwargs") else ""
 
 
 def eval_precision(ckpt, device, dtype=""):
@@ -127,17 +127,17 @@ def eval_precision(ckpt, device, dtype=""):
     return pick_dtype(dtype or tcfg.get("dtype", "auto"), kind)[0], tf32
 
 
-def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
-    """encoding_kwargs for RoPE context extension at evaluation time ({} when none is asked).
+def rope_scaling_kwargs(encoding, e):
+    """encoding_kwargs for the RoPE context extension eval_lengths.py options e ask ({} if none).
     An encoding takes it by declaring the methods it supports (a `scalings` class attribute)."""
     from encoding import available_encodings, encoding_class
 
+    rope_scaling, rope_factor = e.get("rope_scaling"), e.get("rope_factor", ROPE_FACTOR)
     if not rope_scaling:
         return {}
     takers = {n: s for n in available_encodings() if (s := encoding_class(n).scalings)}
     methods = list(dict.fromkeys(m for s in takers.values() for m in s))
-    if rope_scaling not in methods:
-        raise UserError(f"--rope_scaling must be one of {', '.join(methods)}, got '{rope_scaling}'")
+    check_choice("--rope_scaling", rope_scaling, methods)
     if encoding not in takers:
         raise UserError(
             f"--rope_scaling applies to {' and '.join(takers)}; this checkpoint uses {encoding}"
@@ -147,20 +147,25 @@ def rope_scaling_kwargs(encoding, rope_scaling, rope_factor):
     return {"scaling": rope_scaling, "factor": float(rope_factor)}
 
 
-def load_model(out_dir, device="cpu", encoding_kwargs_override=None, rope_scaling=None,
-               rope_factor=ROPE_FACTOR, attn_backend="auto"):  # fmt: skip
-    """(model, ckpt): the GPT saved in out_dir, in eval mode, its saved encoding_kwargs updated
-    with encoding_kwargs_override and RoPE context extension if asked (rope_scaling_kwargs)."""
+def eval_encoding_kwargs(args, e):
+    """The encoding_kwargs of the model of args (model_args or training config) as eval_lengths.py
+    options e change it: args', then e's, then e's RoPE context extension (later ones win)."""
+    scaling = rope_scaling_kwargs(args["encoding"], e)
+    return args["encoding_kwargs"] | (e.get("encoding_kwargs") or {}) | scaling
+
+
+def load_model(out_dir, device="cpu", e=None):
+    """(model, ckpt): the GPT saved in out_dir, in eval mode, as eval_lengths.py options e (or
+    sample.py's) change it: encoding_kwargs, rope_scaling, rope_factor, attn_backend."""
     from model import GPT, GPTConfig  # here: reading a checkpoint needs no model code
 
-    device = resolve_device(device)
+    device, e = resolve_device(device), e or {}
     ckpt = load_checkpoint(out_dir)
-    args = dict(ckpt["model_args"], attn_backend=attn_backend)
-    scaling = rope_scaling_kwargs(args["encoding"], rope_scaling, rope_factor)
-    args["encoding_kwargs"] = args["encoding_kwargs"] | (encoding_kwargs_override or {}) | scaling
+    args = dict(ckpt["model_args"], attn_backend=e.get("attn_backend", "auto"))
+    args["encoding_kwargs"] = eval_encoding_kwargs(args, e)
     try:
         model = GPT(GPTConfig(**args))
-    except ValueError as e:  # unknown encoding or option: the model's message says which
-        raise UserError(str(e)) from e
+    except ValueError as err:  # unknown encoding or option: the model's message says which
+        raise UserError(str(err)) from err
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt

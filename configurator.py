@@ -61,6 +61,29 @@ def check_type(key, value, default, where):
     return value
 
 
+def check_keys(d, schema, where):
+    """d, each value checked (and converted) by check_type against its key's default in schema."""
+    for key in d:
+        if key not in schema:  # a long schema (configs/base.py's) is listed by --help instead
+            valid = f"; valid: {', '.join(schema)}" if len(schema) <= 12 else ""
+            raise ConfigError(f"{where}: unknown key '{key}'{nearest_hint(key, schema)}{valid}")
+    return {k: check_type(k, v, schema[k], where) for k, v in d.items()}
+
+
+def check_choice(name, value, choices):
+    """ConfigError unless value is one of choices (name: how the user wrote the key)."""
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def check_at_least(cfg, lows, means=()):
+    """ConfigError for the first --key of cfg below lows[key] (means[key]: what that bound does)."""
+    for key, low in lows.items():
+        if cfg[key] < low:
+            note = f" ({low}: {means[key]})" if key in means else ""
+            raise ConfigError(f"--{key} must be >= {low}{note}, got {cfg[key]}")
+
+
 def parse_value(text, default):
     """The text of --key=TEXT as a Python literal, else as a bare string (--mode=sliding). Where a
     string is expected the text is the string (--wandb_run_name=123), unless quoted."""
@@ -137,8 +160,8 @@ def _is_key(name, value):
 
 
 def exec_config_file(path, namespace, schema=None):
-    """Run config file `path` in `namespace` (updated in place). With a schema (valid key ->
-    default), every key it assigns is checked: unknown or of the wrong type -> ConfigError."""
+    """Run config file `path` in `namespace` (updated in place); the config keys it then holds,
+    checked if a schema (valid key -> default) is given: unknown or mistyped -> ConfigError."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     here = os.path.dirname(path)  # include("base.py") in configs/demo/x.py: configs/demo/base.py
@@ -159,18 +182,14 @@ def exec_config_file(path, namespace, schema=None):
         else:
             namespace["include"] = outer
     namespace.pop("__builtins__", None)
-    for name, value in list(namespace.items()):
-        if schema is not None and _is_key(name, value):
-            if name not in schema:
-                raise ConfigError(f"{path}: unknown key '{name}'{nearest_hint(name, schema)}")
-            namespace[name] = check_type(name, value, schema[name], path)
+    keys = {k: v for k, v in namespace.items() if _is_key(k, v)}
+    namespace.update(keys if schema is None else check_keys(keys, schema, path))
+    return {k: namespace[k] for k in keys}
 
 
 def load_base(path=BASE_CONFIG):
     """The schema: every key configs/base.py assigns, with its default."""
-    namespace = {}
-    exec_config_file(path, namespace)
-    return {k: v for k, v in namespace.items() if _is_key(k, v)}
+    return exec_config_file(path, {})
 
 
 def split_argv(argv):
@@ -191,8 +210,7 @@ def load_config(argv, base_path=BASE_CONFIG, saved_config=None):
     cli = parse_args(overrides, schema, usage=CONFIG_USAGE, sources=[base_path])
     config = dict(schema)
     if config_file is not None:
-        exec_config_file(config_file, config, schema)
-        config = {k: config[k] for k in schema}
+        config = exec_config_file(config_file, config, schema)  # every key of schema, in order
     elif cli["init_from"] == "resume":
         for k, v in saved_config(cli["out_dir"]).items():
             if k in schema:

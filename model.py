@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from attention import ATTN_BACKENDS, causal_attention, flex_training_note, note_once
+from attention import ATTN_BACKENDS, causal_attention
 from clock import TIMES, clock_positions, make_clock
 from encoding import build_encoding, encoding_class
 from kv_cache import KVCache
@@ -140,9 +140,6 @@ class GPT(nn.Module):
         if not config.time_shared:
             for block in self.transformer.h:
                 block.attn.clock = make_clock(config, self.pe[0])
-        note = flex_training_note(config, self.pe[0]) if torch.cuda.is_available() else None
-        if note:  # on CUDA the backend asks for FlexAttention, but training cannot have it
-            note_once(note)
         # "explicit" routes attention through pe.scores(): slow, for tests and inspection
         self.attn_impl = "fast"
 

@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from configurator import ConfigError, UserError
+from configurator import ConfigError, UserError, check_choice
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -49,8 +49,7 @@ def keep_freed_memory():
 def pick_dtype(dtype, device_type):
     """(dtype name, note or None). Autocast is used on CUDA only: on CPU bf16 autocast is slower
     than float32 on most machines and buys nothing for small models."""
-    if dtype not in ("auto", *DTYPES):
-        raise UserError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{dtype}'")
+    check_choice("dtype", dtype, ("auto", *DTYPES))
     if device_type != "cuda":
         note = None if dtype in ("auto", "float32") else f"dtype {dtype} applies on CUDA only"
         return "float32", note
@@ -118,18 +117,14 @@ def check_config(c, world=1):
     """Every rule on a training config that its types cannot say, as a ConfigError saying what to
     change: the training keys here, the model's through GPTConfig and a tiny run of the encoding.
     world: the DDP processes (torchrun's WORLD_SIZE), which share the micro-steps."""
-    if c["init_from"] not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', got '{c['init_from']}'")
-    if c["dtype"] not in ("auto", *DTYPES):
-        raise ConfigError(f"dtype must be one of auto, {', '.join(DTYPES)}; got '{c['dtype']}'")
+    check_choice("init_from", c["init_from"], ("scratch", "resume"))
+    pick_dtype(c["dtype"], "cpu")  # its rule on the dtype's name
     for key in RANGES:
         check_range(key, c[key])
     if c["decay_lr"] and not 0 <= c["min_lr"] <= c["learning_rate"]:
         lr = c["learning_rate"]
         raise ConfigError(f"min_lr must be in [0, learning_rate={lr}], got {c['min_lr']}")
-    if c["train_positions"] not in TRAIN_POSITIONS:
-        valid = ", ".join(TRAIN_POSITIONS)
-        raise ConfigError(f"train_positions must be one of {valid}; got '{c['train_positions']}'")
+    check_choice("train_positions", c["train_positions"], TRAIN_POSITIONS)
     if c["max_train_position"] and c["train_positions"] != "randomized":
         raise ConfigError("max_train_position applies only with train_positions='randomized'")
     if c["gradient_accumulation_steps"] % world:
@@ -195,6 +190,25 @@ def build_gpt(c, vocab_size, saved_args=None):
         free = ("dropout", "attn_dropout", "attn_backend")
         args.update({k: v for k, v in saved_args.items() if k not in free})
     return GPT(GPTConfig(**args))
+
+
+def optimizer_and_scaler(model, c, device_type, dtype):
+    """(AdamW of config c, grad scaler); the scaler acts on float16 (bfloat16: float32's range)."""
+    hyper = c["weight_decay"], c["learning_rate"], (c["beta1"], c["beta2"])
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+    return model.configure_optimizers(*hyper, device_type), scaler
+
+
+def optimizer_step(params, optimizer, scaler, grad_clip, update=True):
+    """After the backward of the scaled loss: the gradients' global norm clipped at grad_clip (0:
+    off), AdamW's update (none if not update, or inf/NaN), the scale adjusted, gradients freed."""
+    if grad_clip > 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if update:
+        scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def random_positions(rng, rows, T, bound):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from checkpoint import ROPE_FACTOR, eval_precision, load_model
-from configurator import UserError, parse_args, run_cli
+from configurator import UserError, check_at_least, parse_args, run_cli
 from data.prepare import get_tokenizer
 from runtime import autocast, resolve_device
 
@@ -38,9 +38,7 @@ def main(argv=None):
     cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
     if not cfg["out_dir"]:
         raise UserError("pass --out_dir=DIR, the run directory that holds ckpt.pt")
-    for key, low in (("num_samples", 1), ("max_new_tokens", 0), ("temperature", 0), ("top_k", 0)):
-        if cfg[key] < low:
-            raise UserError(f"--{key} must be >= {low}, got {cfg[key]}")
+    check_at_least(cfg, dict(num_samples=1, max_new_tokens=0, temperature=0, top_k=0))
     device = resolve_device(cfg["device"])
 
     start = cfg["start"]
@@ -53,8 +51,7 @@ def main(argv=None):
         except UnicodeDecodeError as e:
             raise UserError(f"--start=FILE:{path}: not UTF-8 text ({e.reason})") from e
 
-    kwargs, scaling = cfg["encoding_kwargs"] or None, cfg["rope_scaling"] or None
-    model, ckpt = load_model(cfg["out_dir"], device, kwargs, scaling, cfg["rope_factor"])
+    model, ckpt = load_model(cfg["out_dir"], device, cfg)  # its encoding_kwargs, rope_scaling ...
     ctx = autocast(device, eval_precision(ckpt, device, cfg["dtype"])[0])
     tok = get_tokenizer(ckpt["tokenizer"])
     ids = tok.encode(start)

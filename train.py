@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import runtime
+from attention import flex_training_note
 from checkpoint import (
     checkpoint_path,
     load_checkpoint,
@@ -53,8 +54,12 @@ def truncate_log(path, last_iter):
     if os.path.exists(path):
         with open(path) as f:  # a line is written whole with its "\n": a cut one has none
             lines = [ln for ln in f if ln.endswith("\n") and json.loads(ln)["iter"] <= last_iter]
-        with atomic(path) as f:
-            f.writelines(lines)
+        try:
+            with atomic(path) as f:
+                f.writelines(lines)
+        except OSError as e:  # a full disk, a read-only directory
+            fix = "free space or fix permissions, then run the same command again"
+            raise UserError(f"cannot rewrite {path}: {e.strerror or e}; {fix}") from None
 
 
 def lock_run(c):
@@ -177,10 +182,7 @@ def build_model(r, ckpt):
         extra += f"; training positions randomized in [0, {r.train_bound})"
     r.say(f"model: {r.n_params / 1e6:.2f}M parameters, encoding {c['encoding']}, "
           f"{c['n_layer']} layers x {c['n_embd']} wide, block_size {r.T}{extra}")  # fmt: skip
-    hyper = (c["weight_decay"], c["learning_rate"], (c["beta1"], c["beta2"]))
-    r.optimizer = model.configure_optimizers(*hyper, r.device_type)
-    # the grad scaler only acts for float16 (bfloat16 has float32's exponent range)
-    r.scaler = torch.amp.GradScaler(r.device_type, enabled=(r.dtype == "float16"))
+    r.optimizer, r.scaler = runtime.optimizer_and_scaler(model, c, r.device_type, r.dtype)
 
 
 def restore(r, ckpt):
@@ -223,6 +225,9 @@ def wrap_model(r):
     if compiled:
         say("compiling the model (the first iterations and evaluation take a while)...")
         r.model = torch.compile(r.model)
+    raw = r.raw_model  # on CUDA: why training takes SDPA where attn_backend allows flex
+    if kind == "cuda" and (why := flex_training_note(raw.config, raw.pe[0], compiled)):
+        say(f"note: {why}")
     if r.ddp:
         r.model = DDP(r.model, device_ids=[torch.cuda.current_device()] if kind == "cuda" else None)
     peak, peak_note = runtime.peak_tflops(r.device, c["peak_tflops"])
@@ -324,12 +329,7 @@ def train_step(r):
             loss = r.model(x, y, *p)[1] / r.grad_accum  # summed over micro-steps: the mean
         r.scaler.scale(loss).backward()
         step_loss += loss.detach().float()
-    if c["grad_clip"] > 0.0:
-        r.scaler.unscale_(r.optimizer)
-        torch.nn.utils.clip_grad_norm_(r.raw_model.parameters(), c["grad_clip"])
-    r.scaler.step(r.optimizer)
-    r.scaler.update()
-    r.optimizer.zero_grad(set_to_none=True)
+    runtime.optimizer_step(r.raw_model.parameters(), r.optimizer, r.scaler, c["grad_clip"])
     r.iter_num += 1
     r.recent.append((r.iter_num, step_loss))  # "iter N" = the N-th step, as in the log
     r.tokens_seen += r.tokens_per_iter

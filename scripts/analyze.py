@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from matplotlib.colors import LogNorm
 
 from checkpoint import load_model
-from configurator import UserError, parse_args, run_cli
-from data.prepare import PrepareError, write_json
+from configurator import UserError, check_choice, parse_args, run_cli
+from data.prepare import SPLITS, PrepareError, write_json
 from encoding import hp_dtype
 from runtime import resolve_device
 from scripts.eval_lengths import bucketed, cannot_run, load_split, position_edges
@@ -371,11 +371,10 @@ def check_args(cfg):
         (w < 2, f"--windows must be at least 2 (the positional score compares pairs), got {w}"),
         (cfg["max_length"] < 2, f"--max_length must be at least 2, got {cfg['max_length']}"),
         (budget <= 0, f"--memory_budget_gb must be positive, got {budget}"),
-        (cfg["split"] not in ("val", "test", "train"),
-         f"--split must be one of train, val, test, got '{cfg['split']}'"),
     ]:  # fmt: skip
         if bad:
             raise UserError(message)
+    check_choice("--split", cfg["split"], SPLITS)
     cfg["lengths"] = sorted(set(lens))
     cfg["device"] = resolve_device(cfg["device"])
 

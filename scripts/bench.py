@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 
 import runtime
-from configurator import UserError, parse_args, run_cli
+from configurator import UserError, check_at_least, load_base, parse_args, run_cli
 from data.prepare import write_json
 from encoding import available_encodings, build_encoding
 from model import GPT, GPTConfig
@@ -69,10 +69,8 @@ def settings(argv):
     cfg["dtype"], cfg["dtype_note"] = runtime.pick_dtype(cfg["dtype"], device_type)
     for key, value in (CUDA_DEFAULTS if device_type == "cuda" else CPU_DEFAULTS).items():
         cfg[key] = cfg[key] or value
-    if min(cfg["batch_size"], cfg["steps"], cfg["prompt_length"]) < 1:
-        raise UserError("--batch_size, --steps and --prompt_length must be positive (0: auto)")
-    if min(cfg["warmup"], cfg["generate"], cfg["peak_tflops"]) < 0:
-        raise UserError("--warmup, --generate and --peak_tflops must be 0 or more")
+    check_at_least(cfg, dict(batch_size=1, steps=1, prompt_length=1, warmup=0, generate=0,
+                             peak_tflops=0))  # fmt: skip
     names = [n.strip() for n in cfg["encodings"].split(",") if n.strip()]
     cfg["encodings"] = names or available_encodings()
     for name in ["nope", *cfg["encodings"]]:  # the model's rules (GPTConfig), then the encoding's
@@ -191,21 +189,17 @@ def unless_oom(fn, *args):
 
 
 def make_train_step(raw_model, model, cfg, ctx):
-    """One call = the step train.py takes: forward, backward, gradient clipping, AdamW."""
+    """One call = the step train.py takes with configs/base.py: forward, backward, clip, AdamW."""
     device_type, shape = cfg["device"].split(":")[0], (cfg["batch_size"], cfg["train_length"])
     x, y = (torch.randint(0, cfg["vocab_size"], shape, device=cfg["device"]) for _ in "xy")
-    optimizer = raw_model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=(cfg["dtype"] == "float16"))
+    c = load_base()
+    optimizer, scaler = runtime.optimizer_and_scaler(raw_model, c, device_type, cfg["dtype"])
 
     def train_step():
         with ctx:
             _, loss = model(x, y)
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        runtime.optimizer_step(raw_model.parameters(), optimizer, scaler, c["grad_clip"])
 
     model.train()
     return train_step

@@ -34,13 +34,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np
 import torch
 
-from configurator import UserError, fmt_float, parse_args, run_cli
+from configurator import UserError, check_at_least, fmt_float, parse_args, run_cli
 from runtime import autocast, resolve_device
 from scripts import eval_lengths
 from scripts.eval_lengths import batch_for, cannot_run, finite_or_none, load, per_token_nll, windows
 
-# defaults, overridable as --key=value: eval_lengths.py's (but mode and stride), and these
-DEFAULTS = {k: v for k, v in eval_lengths.DEFAULTS.items() if k not in ("mode", "stride")} | dict(
+LONG_PASS = dict(mode="nonoverlapping", stride=0)  # the gain's long pass, for eval_lengths.load
+# defaults, overridable as --key=value: eval_lengths.py's (but LONG_PASS's), and these
+DEFAULTS = {k: v for k, v in eval_lengths.DEFAULTS.items() if k not in LONG_PASS} | dict(
     tau=0.5,  # key tokens: helped by the far context by more than tau nats
     target_stride=0,  # gain targets every target_stride tokens; 0: the training length // 4
     span=0,  # copy probe: random tokens repeated; 0: min(32, training length // 4)
@@ -209,10 +210,8 @@ def copy_records(cfg, model, run, data, context, ctx):
 
 def check_args(cfg):
     """The options' own rules (eval_lengths' and these), checked before a checkpoint is read."""
-    eval_lengths.check_args(cfg | dict(mode="nonoverlapping", stride=0))
-    for key, low in (("target_stride", 0), ("span", 0), ("placements", 1), ("probe_seeds", 1)):
-        if cfg[key] < low:
-            raise UserError(f"--{key} must be at least {low}, got {cfg[key]}")
+    eval_lengths.check_args(cfg | LONG_PASS)
+    check_at_least(cfg, dict(target_stride=0, span=0, placements=1, probe_seeds=1))
     if cfg["span"] == 1:
         raise UserError("--span must be at least 2 (its tokens 2.. are scored), or 0 (default)")
     if cfg["tau"] <= 0:
@@ -226,7 +225,7 @@ def main(argv=None):
     cfg = parse_args(argv, DEFAULTS, sources=[__file__, eval_lengths.__file__])
     check_args(cfg)
     cfg["device"] = resolve_device(cfg["device"])
-    cfg |= dict(mode="nonoverlapping", stride=0)  # the gain's long pass, as eval_lengths' load says
+    cfg |= LONG_PASS
     model, run, data, meta, context, lens = load(cfg)
     ctx = autocast(cfg["device"], cfg["dtype"])
     results = gain_records(cfg, model, run, data, context, lens, ctx)

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from checkpoint import ROPE_FACTOR, eval_precision, load_model, variant_label
-from configurator import UserError, fmt_float, parse_args, run_cli
+from configurator import UserError, check_at_least, check_choice, fmt_float, parse_args, run_cli
 from data.prepare import SPLITS, load_meta, write_json
-from runtime import autocast, resolve_device
+from runtime import autocast, compiles, resolve_device
 
 # defaults, overridable as --key=value
 DEFAULTS = dict(
@@ -188,14 +188,12 @@ def load(cfg):
     if os.path.isdir(cfg["out_dir"]) and not os.access(cfg["out_dir"], os.W_OK):
         raise UserError(f"cannot write {cfg['output']} into {cfg['out_dir']}: make it writable")
     scaling, factor = cfg["rope_scaling"] or None, cfg["rope_factor"]
-    kwargs, backend = cfg["encoding_kwargs"] or None, cfg["attn_backend"]
-    model, ckpt = load_model(cfg["out_dir"], cfg["device"], kwargs, scaling, factor, backend)
+    model, ckpt = load_model(cfg["out_dir"], cfg["device"], cfg)
     cfg["dtype"], tf32 = eval_precision(ckpt, cfg["device"], cfg["dtype"])
-    run = model
-    if cfg["compile"] and cfg["device"] == "mps":
-        print("note: --compile is not used on MPS (experimental there); evaluating eager")
-    elif cfg["compile"]:
-        run = torch.compile(model, dynamic=True)  # dynamic: not one graph per length and batch
+    compiled, note = compiles(cfg["compile"], torch.device(cfg["device"]).type)
+    if note:
+        print(f"note: {note}")
+    run = torch.compile(model, dynamic=True) if compiled else model  # dynamic: no graph per length
     margs, tcfg = ckpt["model_args"], ckpt.get("config", {})
     lens = cfg["lengths"] or tuple(margs["block_size"] * m for m in LENGTH_MULTIPLIERS)
     meta, data = load_split(cfg["data_dir"], cfg["split"], tcfg)
@@ -205,7 +203,7 @@ def load(cfg):
         encoding=margs["encoding"],
         encoding_kwargs=model.config.encoding_kwargs,  # as evaluated, overrides included
         rope_scaling=scaling, rope_factor=factor if scaling else None,
-        variant=cfg["variant"] or variant_label(scaling, factor, cfg["encoding_kwargs"]),
+        variant=cfg["variant"] or variant_label(cfg),
         block_size=margs["block_size"], dataset=tcfg.get("dataset"),
         tokenizer=meta.get("tokenizer"), n_params=model.get_num_params(),
         **{k: margs.get(k) for k in ("n_layer", "n_head", "n_embd")},
@@ -302,13 +300,10 @@ def write(cfg, results, context):
 
 def check_args(cfg):
     """The options' own rules, checked before a checkpoint is read (and by a sweep, up front)."""
-    if cfg["mode"] not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}, got '{cfg['mode']}'")
-    if cfg["split"] not in SPLITS:
-        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got '{cfg['split']}'")
+    check_choice("--mode", cfg["mode"], MODES)
+    check_choice("--split", cfg["split"], SPLITS)
     zero = dict(stride="length // 4", max_tokens="the whole split", batch_size="auto")
-    if bad := [k for k in zero if cfg[k] < 0]:
-        raise UserError(f"--{bad[0]} must be >= 0 (0: {zero[bad[0]]}), got {cfg[bad[0]]}")
+    check_at_least(cfg, dict.fromkeys(zero, 0), zero)
     if not all(isinstance(n, int) and n > 0 for n in cfg["lengths"]):
         lens = cfg["lengths"]
         raise UserError(f"--lengths must be positive integers like --lengths=512,1024, got {lens}")

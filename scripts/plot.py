@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from configurator import UserError, parse_args, run_cli
+from configurator import UserError, check_choice, parse_args, run_cli
 
 DEFAULTS = dict(
     out="",  # where the figures go; default: the first directory given
@@ -317,10 +317,8 @@ def main(argv=None):
     cfg = parse_args([a for a in argv if a.startswith("-")], DEFAULTS, usage=usage)
     if not paths:
         raise UserError(f"usage: python scripts/plot.py {usage}")
-    if cfg["metric"] not in METRIC_NAMES:
-        raise UserError(f"--metric must be one of {', '.join(METRIC_NAMES)}")
-    if cfg["log_y"] not in ("auto", "yes", "no"):
-        raise UserError("--log_y must be auto, yes or no")
+    check_choice("--metric", cfg["metric"], METRIC_NAMES)
+    check_choice("--log_y", cfg["log_y"], ("auto", "yes", "no"))
     if not (files := find_files(paths, "eval_lengths.json")):
         hint = "run sweep.py or eval_lengths.py first"
         raise UserError(f"no eval_lengths.json under {' '.join(paths)}: {hint}")

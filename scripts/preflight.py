@@ -102,11 +102,11 @@ def precision(c, device):
 # one path: a few training steps, logits at two lengths
 
 
-def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None, sdpa=(0, 0)):
+def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=(), sdpa=(0, 0)):
     """Train a copy of model0 on batches with every dropout off (sdpa: attention on SDPA when
     evaluating, when training): losses, logits of the first window and logits_long of long_x at
     the initial weights, step times, peak bytes (CUDA), the steps a float16 grad scaler skipped.
-    skip=None: the checked path; the reference gets its skipped steps and drops those updates."""
+    skip: steps whose update is dropped (the reference drops those the checked path skipped)."""
     device_type = device.split(":")[0]
     set_tf32(tf32)
     # autocast on CPU too (runtime.autocast is CUDA only): the tests check low precision there
@@ -123,9 +123,7 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
         m.p = 0.0  # only without random masks do two paths compare
     for attn in attns:  # attention dropout off too; sdpa[1]: training stays on the blocks it took
         attn.attn_dropout, attn.backend = 0.0, "sdpa" if sdpa[1] else attn.backend
-    hyper = c["weight_decay"], c["learning_rate"], (c["beta1"], c["beta2"])
-    optimizer = model.configure_optimizers(*hyper, device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
+    optimizer, scaler = runtime.optimizer_and_scaler(model, c, device_type, dtype)
     torch._dynamo.reset()  # a fresh cache per model: a dozen encodings would hit its limit
     fwd = torch.compile(model) if compile else model
     if device_type == "cuda":
@@ -139,13 +137,7 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=None
             logits, loss = fwd(x, y, pos=pos)
         scale = scaler.get_scale() if scaler.is_enabled() else None
         scaler.scale(loss).backward()
-        if c["grad_clip"] > 0.0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), c["grad_clip"])
-        if skip is None or i not in skip:
-            scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        runtime.optimizer_step(model.parameters(), optimizer, scaler, c["grad_clip"], i not in skip)
         if scale is not None and scaler.get_scale() < scale:
             out["skipped"].append(i)  # inf/NaN gradients at this scale: no update was made
         out["losses"].append(loss.item())  # .item() waits for the GPU: step times are honest
@@ -275,11 +267,16 @@ def main(argv=None):
     if opt["steps"] < 3 or opt["eval_factor"] < 1:  # steps: one compiles, two or more timed
         raise UserError("--steps must be at least 3 and --eval_factor at least 1")
     names = [n.strip() for n in opt["encodings"].split(",") if n.strip()]
-    setups = {}
-    for name, args in setup_files(config_file, names, sweep).items():  # config errors before work
-        c = load_config([*args, *overrides])
-        runtime.check_config(c)
-        setups[name] = c, vocab_size(c, opt)
+    setups, problems = {}, {}  # every setup's config error, before any work: {error: setups}
+    for name, args in setup_files(config_file, names, sweep).items():
+        try:
+            runtime.check_config(c := load_config([*args, *overrides]))
+            setups[name] = c, vocab_size(c, opt)
+        except UserError as e:
+            problems.setdefault(str(e), []).append(name)
+    n = len(setups) + sum(map(len, problems.values()))  # an error of every setup: no names
+    if errors := [e if len(ns) == n else f"{', '.join(ns)}: {e}" for e, ns in problems.items()]:
+        raise UserError("\nerror: ".join(errors))  # a line each; run_cli: exit status 2
 
     first = next(iter(setups.values()))[0]
     device = resolve_device(first["device"])

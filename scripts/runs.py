@@ -17,10 +17,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import torch
 
-import checkpoint
 import runtime
-from checkpoint import ROPE_FACTOR, checkpoint_path, load_checkpoint, variant_label
-from configurator import UserError, exec_config_file, fmt_float, load_config, parse_args
+from checkpoint import checkpoint_path, eval_encoding_kwargs, load_checkpoint, variant_label
+from configurator import UserError, check_keys, exec_config_file, fmt_float, load_config, parse_args
 from data.prepare import PrepareError, ensure_prepared, write_json
 from scripts import eval_context, eval_lengths
 
@@ -39,9 +38,9 @@ SWEEP_FILE = dict(  # what a sweep file may set, with the defaults (their types 
     gpus_per_run=1,  # > 1: each run trains with DDP under torchrun
     slurm={},  # dict(partition="gpu", time=720, gpus_per_node=1, account=, constraint=)
 )
-# eval_variants=[dict(rope_scaling="yarn", rope_factor=8), ...]: the checkpoint evaluated again
-RUN_KEYS = {"name", "config", "overrides", "seeds", "eval_variants"}  # a row each: "rope + yarn x8"
-VARIANT_KEYS = {"rope_scaling", "rope_factor", "encoding_kwargs", "variant"}
+# a runs entry's keys (of these types); eval_variants: the checkpoint evaluated again, a row each
+RUN_KEYS = dict(name="alibi", config="configs/alibi.py", overrides={}, seeds=[1], eval_variants=[])
+VARIANT_KEYS = ("rope_scaling", "rope_factor", "encoding_kwargs", "variant")  # eval_lengths.py's
 METRICS = {  # tabulated when every record has them
     "ppl": "token-level perplexity",
     "word_ppl": "word-level perplexity (total NLL / (words + one end-of-line per line))",
@@ -54,9 +53,7 @@ PROBE_OPTIONS = ("tau", "target_stride", "span", "placements", "probe_seeds")  #
 # the sweep file -----------------------------------------------------------------------------------
 def load_sweep(path):
     """The sweep file's settings over SWEEP_FILE, checked: UserError on anything wrong."""
-    ns = {}
-    exec_config_file(path, ns, SWEEP_FILE)  # unknown keys, wrong types
-    sweep = {k: ns.get(k, default) for k, default in SWEEP_FILE.items()}
+    sweep = SWEEP_FILE | exec_config_file(path, {}, SWEEP_FILE)  # unknown keys, wrong types
     sweep["groups"] = None  # with gpus: each GPU group's CUDA_VISIBLE_DEVICES (plan_gpus)
     if not sweep["runs"]:
         raise UserError(f"{path}: define runs = [dict(name=..., config=...), ...]")
@@ -66,31 +63,33 @@ def load_sweep(path):
         raise UserError(f"{path}: context_args must be a dict of scripts/eval_context.py options")
     sweep["name"] = sweep["name"] or os.path.splitext(os.path.basename(path))[0]
     sweep["out_dir"] = sweep["out_dir"] or os.path.join("out", "sweeps", sweep["name"])
-    for i, r in enumerate(sweep["runs"]):
-        check_run(path, i, r)
+    sweep["runs"] = [check_run(f"{path}: runs[{i}]", r) for i, r in enumerate(sweep["runs"])]
     names = [r["name"] for r in sweep["runs"]]
     if bad := [n for n in names if not re.fullmatch(r"[\w.+-]+", n) or names.count(n) > 1]:
         raise UserError(f"{path}: run names must be unique words, got '{bad[0]}'")
     return sweep
 
 
-def check_run(path, i, r):
-    """Check runs[i]; fill in its name (its config file's), overrides and eval variant labels."""
+def check_run(where, r):
+    """A runs entry checked, with its name (its config file's), overrides and eval variants."""
     if not isinstance(r, dict) or "config" not in r:
-        raise UserError(f"{path}: runs[{i}] must be dict(name=..., config=..., overrides={{}})")
-    if set(r) - RUN_KEYS:
-        raise UserError(f"{path}: runs[{i}] has unknown keys {sorted(set(r) - RUN_KEYS)}")
+        raise UserError(f"{where} must be dict(name=..., config=..., overrides={{}})")
+    r = check_keys(r, RUN_KEYS, where)
     r.setdefault("name", os.path.splitext(os.path.basename(r["config"]))[0])
     r.setdefault("overrides", {})
-    for v in r.setdefault("eval_variants", []):
-        ok = isinstance(v, dict) and not set(v) - VARIANT_KEYS
-        if not ok or not (v.get("rope_scaling") or v.get("encoding_kwargs")):
-            raise UserError(
-                f"{path}: runs[{i}] eval_variants entries are dicts of {sorted(VARIANT_KEYS)}"
-                " with rope_scaling or encoding_kwargs, e.g. dict(rope_scaling='yarn')"
-            )
-        kw = v.get("rope_scaling"), v.get("rope_factor", ROPE_FACTOR), v.get("encoding_kwargs")
-        v.setdefault("variant", variant_label(*kw))  # its rows' label: "rope + yarn x8"
+    r["eval_variants"] = [eval_variant(where, v) for v in r.get("eval_variants", [])]
+    return r
+
+
+def eval_variant(where, v):
+    """An eval_variants entry checked, with its label (its rows': "rope + yarn x8")."""
+    schema = {k: eval_lengths.DEFAULTS[k] for k in VARIANT_KEYS}
+    v = check_keys(v, schema, f"{where} eval_variants") if isinstance(v, dict) else {}
+    if not (v.get("rope_scaling") or v.get("encoding_kwargs")):
+        how = "with rope_scaling or encoding_kwargs, e.g. dict(rope_scaling='yarn')"
+        raise UserError(f"{where} eval_variants entries are dicts of {sorted(VARIANT_KEYS)} {how}")
+    v.setdefault("variant", variant_label(v))
+    return v
 
 
 # the runs' settings, checked before the first run starts ----------------------------------------
@@ -124,8 +123,7 @@ def check_task(t, devices):
 
 def check_variant(c, e):
     """The model of training config c as eval_lengths.py options e change it."""
-    scaling = checkpoint.rope_scaling_kwargs(c["encoding"], e["rope_scaling"], e["rope_factor"])
-    kwargs = c["encoding_kwargs"] | e["encoding_kwargs"] | scaling  # as load_model merges them
+    kwargs = eval_encoding_kwargs(c, e)
     runtime.check_model({**c, "encoding_kwargs": kwargs, "attn_backend": e["attn_backend"]})
 
 
@@ -269,21 +267,27 @@ def train_state(run_dir):
 def eval_done(run_dir, script, a, iter_num):
     """True when script's JSON has every requested length for this checkpoint (eval_context.json:
     gain records at each length and copy records at each distance, with the probe options asked)."""
-    try:
-        with open(os.path.join(run_dir, f"{script}.json")) as f:
-            records = json.load(f)
-    except (OSError, ValueError):
-        return False
+    records = read_records(run_dir, script)
     fields = lambda r: (r.get("mode"), r.get("split"), r.get("iter_num"), r.get("variant") or "")
     same = lambda r: all(r.get(k, v) == v for k, v in a.items() if k in PROBE_OPTIONS and v)
     asked = dict(gain="lengths", copy="distances") if script == "eval_context" else None
-    for mode, option in (asked or {a.get("mode", "nonoverlapping"): "lengths"}).items():
-        key = (mode, a.get("split", "val"), iter_num, a.get("variant", ""))
+    ev = eval_lengths.DEFAULTS | a  # its mode, split and variant
+    for mode, option in (asked or {ev["mode"]: "lengths"}).items():
+        key = (mode, ev["split"], iter_num, ev["variant"])
         have = {r["length"] for r in records if fields(r) == key and same(r)}
         wanted = [a[option]] if isinstance(a.get(option), int) else a.get(option)
         if not have or (wanted and not set(wanted) <= have):
             return False
     return True
+
+
+def read_records(run_dir, script):
+    """The records of run_dir's script.json, [] if there is none or it cannot be read."""
+    try:
+        with open(os.path.join(run_dir, f"{script}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
 
 
 def tail(path, n=6):
@@ -453,21 +457,18 @@ def write_status(sweep, tasks):
 def collect(tasks, args, script="eval_lengths", mode=None):
     """{row: {"tasks": [...], "records": {length: [a record per seed]}}}, a row per run and eval
     variant ("rope + yarn x8"), from each run's script.json: records of args' split and mode."""
-    mode, split = mode or args.get("mode", "nonoverlapping"), args.get("split", "val")
+    ev = eval_lengths.DEFAULTS | args
+    mode, split = mode or ev["mode"], ev["split"]
     out = {}
     for t in tasks:
         labels = [""] + [v["variant"] for v in t.run["eval_variants"]]
         rows = {v: t.run["name"] + (f" + {v}" if v else "") for v in labels}
         for row in rows.values():
             out.setdefault(row, dict(tasks=[], records={}))["tasks"].append(t)
-        path = os.path.join(t.dir, f"{script}.json")
-        if t.status not in ("ok", "done") or not os.path.exists(path):
-            continue
-        with open(path) as f:
-            for r in json.load(f):
-                v = r.get("variant") or ""
-                if r.get("mode") == mode and r.get("split") == split and v in rows:
-                    out[rows[v]]["records"].setdefault(r["length"], []).append(r)
+        for r in read_records(t.dir, script) if t.status in ("ok", "done") else []:
+            v = r.get("variant") or ""
+            if r.get("mode") == mode and r.get("split") == split and v in rows:
+                out[rows[v]]["records"].setdefault(r["length"], []).append(r)
     return out
 
 
@@ -576,14 +577,14 @@ def write_results(sweep, tasks):
 
 def describe(sweep, tasks, recs, done):
     """The sentence under results.md's title: data, training length, evaluation, seeds."""
-    ev, first = sweep["eval_args"], done[0] if done else {}
+    ev, first = eval_lengths.DEFAULTS | sweep["eval_args"], done[0] if done else {}
     trained = sorted({r["block_size"] for r in recs}) or ["?"]
     seeds = sorted({t.seed for t in tasks})
     return (
-        f"Dataset `{first.get('dataset', '?')}` ({ev.get('split', 'val')} split, "
+        f"Dataset `{first.get('dataset', '?')}` ({ev['split']} split, "
         f"{first.get('tokenizer', '?')} tokens), trained at L = {', '.join(map(str, trained))}, "
-        f"evaluated {ev.get('mode', 'nonoverlapping')}"
-        + (f" with stride {ev['stride']}" if ev.get("stride") else "")
+        f"evaluated {ev['mode']}"
+        + (f" with stride {ev['stride']}" if ev["stride"] else "")
         + (f" on the first {first['max_tokens']:,} tokens" if first.get("max_tokens") else "")
         + f"; mean ± sample std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))})."
     )

@@ -12,7 +12,7 @@ import threading
 import time
 
 import scripts.runs as runs
-from configurator import UserError, check_type, nearest_hint
+from configurator import UserError, check_keys
 
 POLL_S = 2.0  # how often we look at the jobs (a file check; submitit runs sacct at most 1/min)
 # slurm = dict(...) in the sweep file: submitit's slurm_<key> parameters; the types of these
@@ -30,15 +30,9 @@ def import_submitit():
 def parameters(sweep, cfg):
     """submitit's slurm_* parameters. UserError on an unknown key, a wrong type or no time."""
     import_submitit()  # first: without it nothing of a SLURM sweep can run
-    given = dict(sweep["slurm"])
-    for k, example in SLURM_KEYS.items():
-        if cfg[f"slurm_{k}"] is not None:  # --slurm_account=1234 is a name
-            given[k] = str(cfg[f"slurm_{k}"]) if type(example) is str else cfg[f"slurm_{k}"]
-    for k, v in given.items():
-        if k not in SLURM_KEYS:
-            hint, valid = nearest_hint(k, SLURM_KEYS), ", ".join(SLURM_KEYS)
-            raise UserError(f"slurm: unknown key '{k}'{hint}; valid: {valid}")
-        check_type(k, v, SLURM_KEYS[k], "slurm")  # time: minutes
+    flags = {k: cfg[f"slurm_{k}"] for k in SLURM_KEYS if cfg[f"slurm_{k}"] is not None}
+    flags = {k: str(v) if type(SLURM_KEYS[k]) is str else v for k, v in flags.items()}  # a name
+    given = check_keys(sweep["slurm"] | flags, SLURM_KEYS, "slurm")  # flags win; time: minutes
     if "time" not in given:  # submitit's default is 5 minutes
         raise UserError("slurm: set a time limit in minutes: dict(time=720) or --slurm_time=720")
     sweep["gpus_per_run"] = given.setdefault("gpus_per_node", sweep["gpus_per_run"])

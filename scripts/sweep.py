@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 import scripts.runs as runs
-from configurator import UserError, parse_args, run_cli
+from configurator import UserError, check_choice, parse_args, run_cli
 from runtime import hold_lock
 from scripts import slurm
 
@@ -49,8 +49,7 @@ def parse_cli(argv):
     cfg = parse_args(argv, DEFAULTS, positional="sweep", usage="SWEEP_FILE [--key=value ...]")
     if not cfg["sweep"]:
         raise UserError("usage: python scripts/sweep.py configs/sweeps/NAME.py [--dry_run]")
-    if cfg["launcher"] not in ("local", "slurm"):
-        raise UserError(f"--launcher must be local or slurm, got '{cfg['launcher']}'")
+    check_choice("--launcher", cfg["launcher"], ("local", "slurm"))
     if cfg["launcher"] == "slurm" and (cfg["gpus"] or cfg["gpus_per_run"]):
         raise UserError("--gpus and --gpus_per_run are for one node; SLURM: slurm gpus_per_node")
     return cfg

@@ -26,6 +26,21 @@ def tiny_ckpt(iter_num=3):
     return {"model": {"w": w}, "optimizer": opt, "iter_num": iter_num, "rng": (torch.ones(5),)}
 
 
+def test_eval_encoding_kwargs_are_saved_then_override_then_rope_scaling():
+    """What load_model builds and a sweep checks up front: later sources win key by key."""
+    saved = {"base": 500.0, "factor": 2.0, "keep": 1}
+    args = dict(encoding="rope", encoding_kwargs=saved)
+    e = dict(encoding_kwargs={"base": 10.0, "scaling": "linear"}, rope_scaling="yarn")
+    got = checkpoint.eval_encoding_kwargs(args, e | dict(rope_factor=4))
+    assert got == {"base": 10.0, "factor": 4.0, "keep": 1, "scaling": "yarn"}
+    assert checkpoint.eval_encoding_kwargs(args, e)["factor"] == 8.0  # ROPE_FACTOR
+    assert checkpoint.eval_encoding_kwargs(args, dict(rope_scaling="", encoding_kwargs={})) == saved
+    assert checkpoint.eval_encoding_kwargs(args, {}) == saved
+    assert saved == {"base": 500.0, "factor": 2.0, "keep": 1}  # not changed in place
+    with pytest.raises(UserError, match="this checkpoint uses alibi"):
+        checkpoint.eval_encoding_kwargs(dict(encoding="alibi", encoding_kwargs={}), e)
+
+
 def flip_byte_in_member(path, nbytes):
     """XOR one byte in the middle of the zip member holding nbytes of tensor data, in place."""
     with zipfile.ZipFile(path) as z:

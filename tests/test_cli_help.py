@@ -66,5 +66,5 @@ def test_key_comments_inline_else_the_lines_above():
 @pytest.mark.parametrize("script", ["eval_lengths", "analyze"])
 def test_split_error_lists_the_accepted_splits(script):
     module = load_script(script)
-    with pytest.raises(UserError, match="--split must be one of train, val, test, got 'dev'"):
+    with pytest.raises(UserError, match="--split must be one of train, val, test; got 'dev'"):
         module.check_args(dict(module.DEFAULTS, out_dir="run", split="dev"))

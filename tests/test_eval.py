@@ -401,6 +401,23 @@ def test_out_of_memory_at_every_batch_skips_that_length_only(tmp_path, monkeypat
     assert [(r["length"], r["skipped"]) for r in saved] == [(8, False), (16, False), (32, True)]
 
 
+@pytest.mark.parametrize("cpp", [True, False])
+def test_compile_as_runtime_compiles_says(tmp_path, monkeypatch, capsys, cpp):
+    """--compile=True compiles (dynamic shapes) where runtime.compiles says torch.compile runs;
+    on a CPU without a C++ compiler the evaluation runs eager, with its note."""
+    import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "has_cpp_compiler", lambda: cpp)
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
+    make_dataset(tmp_path)
+    out, _ = make_run(tmp_path)
+    ev.main([f"--out_dir={out}", "--lengths=16", "--device=cpu", "--compile=True"])
+    assert calls == ([dict(dynamic=True)] if cpp else [])
+    note = "note: torch.compile on CPU needs a C++ compiler (g++); none found: running eager"
+    assert (note in capsys.readouterr().out) == (not cpp)
+
+
 def test_compile_matches_eager(tmp_path):
     """--compile=True (inductor on CPU, dynamic shapes: both lengths share one graph for this
     encoding) gives eager's numbers. Compiling costs ~5-15 s."""

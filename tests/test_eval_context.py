@@ -152,3 +152,21 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "gain at     32" in capsys.readouterr().out
     with pytest.raises(UserError, match="--tau"):
         ec.main(args + ["--tau=0"])
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--placements=0", "--placements must be >= 1, got 0"),
+        ("--target_stride=-1", "--target_stride must be >= 0, got -1"),
+        ("--span=1", "--span must be at least 2 (its tokens 2.. are scored), or 0 (default)"),
+        ("--distances=64,0", "--distances must be positive integers like --distances=64,256"),
+        ("--lengths=-16", "--lengths must be positive integers like --lengths=512,1024, got"),
+        ("--max_tokens=-1", "--max_tokens must be >= 0 (0: the whole split), got -1"),
+        ("--mode=sliding", "unknown key 'mode'"),  # the gain's long pass is nonoverlapping
+    ],
+)
+def test_bad_options_fail_before_the_checkpoint_is_read(tmp_path, arg, message):
+    with pytest.raises(UserError) as e:
+        ec.main([f"--out_dir={tmp_path}/missing", arg, "--device=cpu"])
+    assert str(e.value).startswith(message)

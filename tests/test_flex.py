@@ -2,11 +2,14 @@
 forward and gradients, and which backend runs where. On CPU flex runs eagerly (an unfused
 reference of the same math); on CUDA it is compiled, and the CUDA test below checks it there."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from helpers import ENCODING_CASES, case_id, fewer_terms
 
 import attention
+import train
 from attention import flex_training_note, has_flex_path, use_flex
 from encoding import build_encoding
 from model import GPT, GPTConfig
@@ -34,9 +37,9 @@ def config(name, kwargs, backend, **extra):
     return GPTConfig(**sizes | extra, encoding=name, encoding_kwargs=kwargs, attn_backend=backend)
 
 
-def note(name, kwargs, backend, **extra):
+def note(name, kwargs, backend, compiled=False, **extra):
     cfg = config(name, kwargs, backend, **extra)
-    return flex_training_note(cfg, build_encoding(cfg))
+    return flex_training_note(cfg, build_encoding(cfg), compiled)
 
 
 CASES = [
@@ -161,8 +164,8 @@ def test_auto_on_cpu_and_flex_with_gradients_on_cpu_run_sdpa(flex_calls):
 
 
 def test_training_fallback_notes(monkeypatch, capsys):
-    """Where training on CUDA cannot use FlexAttention although attn_backend asks for it, the
-    model says why, once."""
+    """Where eager training on CUDA cannot use FlexAttention although attn_backend asks for it,
+    flex_training_note says why (train.py prints it: wrap_say below)."""
     assert note("t5", {}, "auto") is None
     assert note("t5", {}, "auto", dropout=0.1) is None  # residual dropout: flex still trains
     assert note("t5", {}, "sdpa", attn_dropout=0.1) is None
@@ -173,12 +176,38 @@ def test_training_fallback_notes(monkeypatch, capsys):
     monkeypatch.setattr(attention, "FLEX_BACKWARD", False)
     assert "torch >= 2.6" in note("shaw", {}, "flex")
     assert not use_flex("auto", "cuda", grad=True)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    attention.note_once.cache_clear()
-    GPT(config("shaw", {}, "auto"))  # two layers, each its own encoding: one note
-    out = capsys.readouterr().out
-    assert out.count("note:") == 1 and "torch >= 2.6" in out
-    attention.note_once.cache_clear()
+
+
+def wrap_say(name, compile, monkeypatch, capsys):
+    """What train.wrap_model prints for encoding `name` training on CUDA (compile faked)."""
+    monkeypatch.setattr(torch, "compile", lambda model: model)
+    model = GPT(config(name, {}, "auto"))
+    r = SimpleNamespace(c=dict(compile=compile, peak_tflops=1.0, n_layer=2, n_embd=32), say=print,
+                        device_type="cuda", device="cuda", raw_model=model, model=model, ddp=False,
+                        world=1, n_params=1, T=32, B=1, grad_accum=1, tokens_per_iter=32,
+                        dtype="bfloat16")  # fmt: skip
+    train.wrap_model(r)
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+
+
+def test_compiled_training_note(monkeypatch, capsys):
+    """Compiled training on CUDA of an encoding whose score_mod captures tables computed in the
+    graph (compiled_flex_grad = False) takes SDPA blocks where eager training takes flex: train.py
+    says so, once, when it compiles on CUDA (route() is pure: asked for CUDA on this CPU)."""
+    monkeypatch.setattr(attention, "FLEX_BACKWARD", True)
+    compiled = "compiled FlexAttention cannot take gradients through tables this encoding computes"
+    for name in ("kerple", "fire", "shaw"):
+        assert note(name, {}, "auto") is None
+        assert note(name, {}, "auto", compiled=True).startswith(compiled)
+        assert note(name, {}, "sdpa", compiled=True) is None
+    assert note("t5", {}, "auto", compiled=True) is None  # its table is a parameter: flex trains
+    assert "attn_dropout=0.1" in note("t5", {}, "auto", compiled=True, attn_dropout=0.1)
+    said = wrap_say("kerple", True, monkeypatch, capsys)
+    assert len(said) == 1 and said[0].startswith(f"note: {compiled}")
+    assert wrap_say("kerple", False, monkeypatch, capsys) == []
+    assert wrap_say("t5", True, monkeypatch, capsys) == []
+    monkeypatch.setattr(attention, "FLEX_BACKWARD", False)  # eager training's note, said once
+    assert len(wrap_say("shaw", False, monkeypatch, capsys)) == 1
 
 
 def test_unknown_attn_backend():

@@ -306,3 +306,22 @@ def test_sweep_runs_and_estimate(tmp_path, monkeypatch, capsys):
     )
     total = f"  total {pf.fmt_duration(alibi + rope)} without t5 (not measured); evaluation"
     assert out.splitlines()[-1].startswith(total)
+
+
+def test_sweep_reports_every_setup_config_error(tmp_path, capsys):
+    """--sweep says each run's config error on a line of its own before any work (exit 2); an
+    error every run has (an override's) once, without names."""
+    sweep = tmp_path / "bad.py"
+    sweep.write_text(
+        "runs = [dict(name='alibi', config='configs/demo/alibi.py', overrides=dict(n_head=3)),\n"
+        "        dict(name='rope', config='configs/demo/rope.py')]\n"
+        "_bad = dict(learning_rate=-1.0)\n"
+        "runs += [dict(name='t5', config='configs/demo/t5.py', overrides=_bad),\n"
+        "         dict(name='xl', config='configs/demo/xl.py', overrides=_bad)]\n"
+    )
+    assert run_main([f"--sweep={sweep}"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("error: alibi: ") and "n_head" in err[0]
+    assert err[1] == "error: t5, xl: learning_rate must be > 0, got -1.0"
+    assert run_main([f"--sweep={sweep}", "--batch_size=0"]) == 2
+    assert capsys.readouterr().err == "error: batch_size must be >= 1, got 0\n"

@@ -86,7 +86,7 @@ def test_rope_scaling_at_generation_time(runs, capsys):
     code, yarn, _ = run_sample(args + ["--rope_scaling=yarn", "--rope_factor=8"], capsys)
     assert code == 0 and yarn.startswith("the")
     # the same as generating by hand with the scaled model
-    model, ckpt = load_model(runs["rope"], rope_scaling="yarn", rope_factor=8)
+    model, ckpt = load_model(runs["rope"], e=dict(rope_scaling="yarn", rope_factor=8))
     tok = get_tokenizer(ckpt["tokenizer"])
     y = model.generate(torch.tensor([tok.encode("the")]), 200, temperature=0)
     assert yarn[:-1] == tok.decode(y[0].tolist())

@@ -294,6 +294,42 @@ def test_bad_eval_variant_is_a_clear_error(tmp_path, variant):
     assert "eval_variants" in p.stderr
 
 
+ROPE = "configs/rope.py"
+
+
+@pytest.mark.parametrize(
+    "run, message",
+    [
+        (dict(config=ROPE, overide={}), "runs[0]: unknown key 'overide' (did you mean 'overrides'"
+         "?); valid: name, config, overrides, seeds, eval_variants"),
+        (dict(config=ROPE, overrides=[1]), "runs[0]: overrides must be a dict like {}, got [1]"),
+        (dict(config=ROPE, name=3), "runs[0]: name must be a string"),
+        (dict(name="a"), "runs[0] must be dict(name=..., config=..., overrides={})"),
+        (dict(config=ROPE, eval_variants=[dict(rope_scaling="yarn", factor=4)]),
+         "runs[0] eval_variants: unknown key 'factor' (did you mean 'rope_factor'?)"),
+        (dict(config=ROPE, eval_variants=[dict(rope_scaling="yarn", rope_factor="x4")]),
+         "runs[0] eval_variants: rope_factor must be a float"),
+        (dict(config=ROPE, eval_variants=[dict(rope_factor=4)]),
+         "runs[0] eval_variants entries are dicts of"),
+    ],
+)  # fmt: skip
+def test_bad_run_entries_name_the_key(tmp_path, run, message):
+    path = tmp_path / "s.py"
+    path.write_text(f"runs = [{run!r}]\n")
+    with pytest.raises(UserError) as e:
+        runs.load_sweep(str(path))
+    assert f"{path}: {message}" in str(e.value)
+
+
+def test_run_entries_are_filled_in_and_converted(tmp_path):
+    path = tmp_path / "s.py"
+    variant = dict(rope_scaling="yarn", rope_factor=4)
+    path.write_text(f"runs = [dict(config={ROPE!r}, seeds=3, eval_variants=[{variant!r}])]\n")
+    r = runs.load_sweep(str(path))["runs"][0]
+    assert (r["name"], r["overrides"], r["seeds"]) == ("rope", {}, [3])
+    assert r["eval_variants"] == [dict(rope_scaling="yarn", rope_factor=4.0, variant="yarn x4")]
+
+
 def test_sigterm_to_the_sweep_saves_the_running_step_and_resumes(tmp_path):
     """A scheduler's SIGTERM reaches the sweep only: it is passed on, train.py saves, the sweep
     exits 130, and the same command later resumes the run from its checkpoint."""

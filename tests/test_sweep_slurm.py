@@ -290,5 +290,5 @@ def test_queued_or_running_jobs_are_not_submitted_twice(tmp_path, monkeypatch, c
     st = statuses(tmp_path)
     assert st["a"]["job"] == "42" and st["b"]["job"] == "101"
     assert st["a"]["status"] == st["b"]["status"] == "ok"
-    with pytest.raises(UserError, match="--launcher must be local or slurm"):
+    with pytest.raises(UserError, match="--launcher must be one of local, slurm; got 'slrum'"):
         sw.main([str(path), "--launcher=slrum"])

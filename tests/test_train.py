@@ -1,6 +1,7 @@
 """train.py end to end on a tiny model and a few-KB corpus: logs, checkpoints, exact resume
 (stop/resume, SIGKILL, SIGTERM), NaN handling, wandb. CPU only; a few seconds per test."""
 
+import errno
 import io
 import json
 import os
@@ -248,6 +249,24 @@ def test_resume_survives_a_log_line_cut_short(tmp_path):
     log.write_text('{"iter": 0, "val_loss": 5.0}\n{"iter": 5, "val_loss": 4.0}\n{"iter": 10, "va')
     train.truncate_log(str(log), 5)
     assert [json.loads(x)["iter"] for x in log.read_text().splitlines()] == [0, 5]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])  # a full disk, read-only dir
+def test_log_that_cannot_be_rewritten_is_one_line(code, tmp_path, monkeypatch, capsys):
+    """Cutting log.jsonl back fails on a full disk or a read-only directory: one line saying what
+    to do (exit 2), the log as it was."""
+    log, text = tmp_path / "log.jsonl", '{"iter": 0}\n{"iter": 5}\n'
+    log.write_text(text)
+
+    def fail(*args):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: train.truncate_log(str(log), 0))
+    assert e.value.code == 2 and log.read_text() == text
+    fix = "free space or fix permissions, then run the same command again\n"
+    assert capsys.readouterr().err == f"error: cannot rewrite {log}: {os.strerror(code)}; {fix}"
 
 
 def test_resume_at_exactly_max_iters_marks_the_run_finished(tmp_path):
