@@ -31,6 +31,7 @@ DEFAULTS = dict(
     sweep="",  # the sweep file (the positional argument)
     dry_run=False,  # list what would run, run nothing
     only="",  # names of the runs to do, e.g. --only=alibi,rope (default: all)
+    seeds=(),  # every run at these seeds, e.g. --seeds=1337,1338,1339 (default: the sweep file's)
     gpus="",  # "all" or device indices, e.g. --gpus=0,1,2,3 (default: the sweep file's gpus)
     gpus_per_run=0,  # GPUs per run (default: the sweep file's gpus_per_run, else 1)
     launcher="local",  # local (this machine) | slurm (one job per run and seed, via submitit)
@@ -117,6 +118,8 @@ def run_local(sweep, tasks, path):
 def main(argv=None):
     cfg = parse_cli(sys.argv[1:] if argv is None else argv)
     sweep = runs.load_sweep(cfg["sweep"])
+    for r in sweep["runs"] if cfg["seeds"] else []:  # a run's own seeds=[...] too
+        r["seeds"] = list(cfg["seeds"])
     look = cfg["status"] or cfg["collect"]
     params = slurm.parameters(sweep, cfg) if cfg["launcher"] == "slurm" else None
     if not (params or look):

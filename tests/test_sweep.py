@@ -165,6 +165,14 @@ def test_status_before_the_first_run_lists_every_run_as_pending(tmp_path, monkey
                for line in out.splitlines()) == 4  # fmt: skip
 
 
+def test_seeds_flag_trains_every_run_at_those_seeds(tmp_path, monkeypatch, capsys):
+    sw = load_script("sweep")
+    path = gpu_sweep(tmp_path, runs=("a", "b"))  # seeds (1, 2) in the file
+    assert run_main(sw, monkeypatch, [path, "--status", "--seeds=3,1"], FakeRuns()) == 0
+    out = capsys.readouterr().out
+    assert "0/4 done" in out and "a/seed3" in out and "b/seed1" in out and "seed2" not in out
+
+
 def test_help_states_the_exit_codes(monkeypatch, capsys):
     sw = load_script("sweep")
     with pytest.raises(SystemExit) as e:
