@@ -73,7 +73,9 @@ def check_keys(d, schema, where):
 def check_choice(name, value, choices):
     """ConfigError unless value is one of choices (name: how the user wrote the key)."""
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        valid = list(map(str, choices))
+        hint = nearest_hint(str(value), valid)
+        raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {value!r}{hint}")
 
 
 def check_at_least(cfg, lows, means=()):

@@ -90,10 +90,17 @@ def _first_line(e):  # of an exception's message, at most 160 characters
 
 
 @contextlib.contextmanager
-def atomic(path, mode="w", **kwargs):  # written under a temporary name: complete or absent
-    with open(path + ".tmp", mode, **kwargs) as f:
-        yield f
-    os.replace(path + ".tmp", path)
+def atomic(path, mode="w", **kwargs):
+    """path (and its folder) written under a temporary name: complete or absent. A full disk or a
+    read-only directory is a one-line PrepareError: every script writes its files through here."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", mode, **kwargs) as f:
+            yield f
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        fix = "free space or fix permissions, then run the same command again"
+        raise PrepareError(f"cannot write {path}: {e.strerror or e}; {fix}") from None
 
 
 def write_json(path, obj, indent=2):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from matplotlib.colors import LogNorm
 
 from checkpoint import load_model
-from configurator import UserError, check_choice, parse_args, run_cli
+from configurator import UserError, check_at_least, check_choice, parse_args, run_cli
 from data.prepare import SPLITS, PrepareError, write_json
 from encoding import hp_dtype
 from runtime import resolve_device
@@ -362,19 +362,18 @@ def finished_runs(sweep_dir):
 
 def check_args(cfg):
     """A one-line UserError for a bad option; the lengths sorted, the device resolved."""
-    lens, w, budget = cfg["lengths"], cfg["windows"], cfg["memory_budget_gb"]
+    lens, budget = cfg["lengths"], cfg["memory_budget_gb"]
     for bad, message in [
         (bool(cfg["sweep"]) == bool(cfg["out_dir"]), "usage: python scripts/analyze.py "
          "--out_dir=RUN [--lengths=...] [--windows=N], or python scripts/analyze.py SWEEP_DIR"),
         (not all(type(n) is int and n > 1 for n in lens),
          f"--lengths must be integers > 1 like --lengths=512,2048, got {lens}"),
-        (w < 2, f"--windows must be at least 2 (the positional score compares pairs), got {w}"),
-        (cfg["max_length"] < 2, f"--max_length must be at least 2, got {cfg['max_length']}"),
         (budget <= 0, f"--memory_budget_gb must be positive, got {budget}"),
     ]:  # fmt: skip
         if bad:
             raise UserError(message)
     check_choice("--split", cfg["split"], SPLITS)
+    check_at_least(cfg, dict(windows=2, max_length=2), dict(windows="the positional score's pair"))
     cfg["lengths"] = sorted(set(lens))
     cfg["device"] = resolve_device(cfg["device"])
 

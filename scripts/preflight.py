@@ -26,7 +26,7 @@ import torch
 import attention
 import runtime
 from attention import route
-from configurator import UserError, load_config, nearest_hint, parse_args, run_cli, split_argv
+from configurator import UserError, check_choice, load_config, parse_args, run_cli, split_argv
 from data.prepare import load_meta
 from runtime import build_gpt, fmt_duration, random_positions, resolve_device, set_tf32
 from scripts.runs import flag, load_sweep
@@ -69,11 +69,8 @@ def setup_files(config_file, names, sweep=None):
         found.pop("base", None)
     if not found:
         raise UserError(f"no encoding config files beside {config_file}")
-    for name in (n for n in names if n not in found):
-        raise UserError(
-            f"unknown setup '{name}' in --encodings{nearest_hint(name, found)}; "
-            f"valid in {where}: {', '.join(found)}"
-        )
+    for name in names:
+        check_choice("--encodings", name, found)  # the setups beside CONFIG, or the sweep's runs
     return {n: found[n] for n in names} if names else found
 
 

@@ -282,7 +282,7 @@ def eval_done(run_dir, script, a, iter_num):
 
 
 def read_records(run_dir, script):
-    """The records of run_dir's script.json, [] if there is none or it cannot be read."""
+    """What run_dir's script.json holds, [] if there is none or it cannot be read."""
     try:
         with open(os.path.join(run_dir, f"{script}.json")) as f:
             return json.load(f)
@@ -443,13 +443,21 @@ class Sweep:
 
 
 # results: status.json, results.csv, results.md ----------------------------------------------------
+def status_rows(sweep):
+    """The rows of out_dir/status.json, a run and seed each ([] before the first run)."""
+    return (read_records(sweep["out_dir"], "status") or {}).get("runs", [])
+
+
 def write_status(sweep, tasks):
+    """status.json: a row per task; the rows of seeds not among them (--seeds) are kept."""
     keys = Task.RESULT + ("gpus",) * bool(sweep["groups"])
     rows = [dict(run=t.run["name"], seed=t.seed, dir=t.dir) for t in tasks]
     for row, t in zip(rows, tasks):
         row.update({k: getattr(t, k) for k in keys})
         if t.job_id:
             row.update(job=t.job_id, job_state=t.job_state)
+    ours = {(r["run"], r["seed"]) for r in rows}  # a job id not written down is submitted again
+    rows += [r for r in status_rows(sweep) if (r["run"], r["seed"]) not in ours]
     path = os.path.join(sweep["out_dir"], "status.json")
     write_json(path, {"name": sweep["name"], "runs": rows}, indent=1)
 

@@ -4,7 +4,6 @@ used) per run and seed not done, queued or running, running the local launcher's
 Job ids go to status.json: the same command later re-attaches instead of resubmitting.
 """
 
-import json
 import os
 import signal
 import sys
@@ -114,10 +113,7 @@ def refresh(task, job):
 
 def attach(sweep, tasks):
     """Each task's status and SLURM job as status.json has them, refreshed. {task name: job}."""
-    path, rows, jobs = os.path.join(sweep["out_dir"], "status.json"), {}, {}
-    if os.path.exists(path):
-        with open(path) as f:
-            rows = {f"{r['run']}/seed{r['seed']}": r for r in json.load(f)["runs"]}
+    rows, jobs = {f"{r['run']}/seed{r['seed']}": r for r in runs.status_rows(sweep)}, {}
     for t in tasks:
         r = rows.get(t.name, {})
         if t.status == "pending":  # not left out by --only

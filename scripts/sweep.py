@@ -92,7 +92,7 @@ def dry_run(sweep, tasks, slurm_params):
     return 0
 
 
-def run_local(sweep, tasks, path):
+def run_local(sweep, tasks, argv):
     """Train and evaluate on this machine; the exit status."""
     os.makedirs(sweep["out_dir"], exist_ok=True)
     msg = f"sweep {sweep['name']}: {len(tasks)} runs into {sweep['out_dir']} ({sweep['jobs']} at"
@@ -110,13 +110,14 @@ def run_local(sweep, tasks, path):
     runs.write_status(sweep, tasks)
     print(f"wrote {runs.write_results(sweep, tasks)}")
     if s.stopping:
-        print(f"interrupted; to continue, run it again: python scripts/sweep.py {path}")
+        print(f"interrupted; to continue, run it again: python scripts/sweep.py {shlex.join(argv)}")
         return 130
     return runs.report_failures(tasks)
 
 
 def main(argv=None):
-    cfg = parse_cli(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_cli(argv)
     sweep = runs.load_sweep(cfg["sweep"])
     for r in sweep["runs"] if cfg["seeds"] else []:  # a run's own seeds=[...] too
         r["seeds"] = list(cfg["seeds"])
@@ -138,7 +139,7 @@ def main(argv=None):
     with hold_lock(sweep["out_dir"], "set another out_dir in the sweep file"):  # one sweep at once
         if params:
             return slurm.launch(sweep, tasks, params)
-        return run_local(sweep, tasks, cfg["sweep"])
+        return run_local(sweep, tasks, argv)
 
 
 if __name__ == "__main__":

@@ -135,17 +135,16 @@ def run_main(argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (
-            [DEMO, "--encodings=rope,ropee"],
-            "error: unknown setup 'ropee' in --encodings (did you mean 'rope'?); valid in "
-            "configs/demo: alibi, ",
-        ),
+        ([DEMO, "--encodings=rope,ropee"], "error: --encodings must be one of alibi, "),
         (["configs/demo/rope.py", "--encodings=alibi"], "error: --encodings picks files beside"),
         ([DEMO, "--n_layr=2"], "error: unknown key 'n_layr' (did you mean 'n_layer'?)\n"),
         ([DEMO, "--steps=2"], "error: --steps must be at least 3"),
         (["configs/nope_typo.py"], "error: config file not found: configs/nope_typo.py\n"),
         ([DEMO, "--sweep=configs/sweeps/demo.py"], "error: give a CONFIG or a --sweep file"),
-        (["--sweep=configs/sweeps/demo.py", "--encodings=alibbi"], "error: unknown setup 'alibbi'"),
+        (
+            ["--sweep=configs/sweeps/demo.py", "--encodings=alibbi"],
+            "got 'alibbi' (did you mean 'alibi'?)",
+        ),
         (
             ["configs/base.py", "--dataset=mine", "--encodings=rope"],
             "error: cannot tell the vocabulary of dataset 'mine': pass --vocab_size=N\n",

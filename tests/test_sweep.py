@@ -173,6 +173,20 @@ def test_seeds_flag_trains_every_run_at_those_seeds(tmp_path, monkeypatch, capsy
     assert "0/4 done" in out and "a/seed3" in out and "b/seed1" in out and "seed2" not in out
 
 
+def test_status_keeps_the_rows_of_seeds_not_given(tmp_path):
+    """--seeds=1 on a sweep whose status.json has seeds 1 and 2: seed 2's row (its SLURM job id)
+    stays, or a later run would submit it again."""
+    sweep = runs.load_sweep(str(gpu_sweep(tmp_path, runs=("a",))))
+    tasks = [runs.Task(sweep, sweep["runs"][0], seed) for seed in (1, 2)]
+    tasks[1].job_id = "42"
+    os.makedirs(sweep["out_dir"])
+    runs.write_status(sweep, tasks)
+    tasks[0].status = "ok"
+    runs.write_status(sweep, tasks[:1])
+    rows = {r["seed"]: (r["status"], r.get("job")) for r in runs.status_rows(sweep)}
+    assert rows == {1: ("ok", None), 2: ("pending", "42")}
+
+
 def test_help_states_the_exit_codes(monkeypatch, capsys):
     sw = load_script("sweep")
     with pytest.raises(SystemExit) as e:

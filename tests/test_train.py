@@ -266,7 +266,7 @@ def test_log_that_cannot_be_rewritten_is_one_line(code, tmp_path, monkeypatch, c
         run_cli(lambda: train.truncate_log(str(log), 0))
     assert e.value.code == 2 and log.read_text() == text
     fix = "free space or fix permissions, then run the same command again\n"
-    assert capsys.readouterr().err == f"error: cannot rewrite {log}: {os.strerror(code)}; {fix}"
+    assert capsys.readouterr().err == f"error: cannot write {log}: {os.strerror(code)}; {fix}"
 
 
 def test_resume_at_exactly_max_iters_marks_the_run_finished(tmp_path):
