@@ -11,6 +11,7 @@ import runtime
 from configurator import (
     ConfigError,
     check_at_least,
+    check_choice,
     check_keys,
     load_base,
     load_config,
@@ -70,6 +71,14 @@ def test_check_keys_names_the_key_and_converts_as_check_type():
     with pytest.raises(ConfigError) as e:
         check_keys(dict(time="12:00:00"), schema, "slurm")
     assert str(e.value) == "slurm: time must be an int like 720, got '12:00:00' (a string)"
+
+
+def test_check_choice_lists_the_choices_and_the_nearest():
+    check_choice("--mode", "sliding", ("nonoverlapping", "sliding"))
+    with pytest.raises(ConfigError) as e:
+        check_choice("--mode", "slidin", ("nonoverlapping", "sliding"))
+    want = "--mode must be one of nonoverlapping, sliding; got 'slidin' (did you mean 'sliding'?)"
+    assert str(e.value) == want
 
 
 def test_check_at_least_names_the_first_option_below_its_bound():
