@@ -373,7 +373,7 @@ def check_args(cfg):
         if bad:
             raise UserError(message)
     check_choice("--split", cfg["split"], SPLITS)
-    check_at_least(cfg, dict(windows=2, max_length=2), dict(windows="the positional score's pair"))
+    check_at_least(cfg, dict(windows=2, max_length=2), dict(windows="a pair to compare"))
     cfg["lengths"] = sorted(set(lens))
     cfg["device"] = resolve_device(cfg["device"])
 

@@ -148,14 +148,15 @@ def run_path(model0, c, device, batches, long_x, dtype, compile, tf32, skip=(), 
 def routes(model, c, x, pos, device_type):
     """(training route, evaluation route) on device_type and on CUDA, as attention.route()
     decides them for what it gets in model's training forward of x at pos (train.py's call) and
-    evaluation forward of x (eval_lengths.py's), compiled training as the config says."""
+    evaluation forward of x (eval_lengths.py's), training compiled where train.py would compile."""
     with mock.patch.object(attention, "route", wraps=route) as spy:
         model(x, x, pos=pos)
         with torch.no_grad():
             model.eval()(x)
     model.train()
     (a, kw), (a_eval, kw_eval) = spy.call_args_list[0], spy.call_args_list[-1]
-    ask = lambda d: (route(*a[:3], d, *a[4:], **{**kw, "compiled": c["compile"]}),
+    compiled = lambda d: runtime.compiles(c["compile"], d)[0]  # e.g. no g++: eager on the CPU
+    ask = lambda d: (route(*a[:3], d, *a[4:], **{**kw, "compiled": compiled(d)}),
                      route(*a_eval[:3], d, *a_eval[4:], **kw_eval))  # fmt: skip
     return ask(device_type), ask("cuda")
 

@@ -40,7 +40,8 @@ SWEEP_FILE = dict(  # what a sweep file may set, with the defaults (their types 
 )
 # a runs entry's keys (of these types); eval_variants: the checkpoint evaluated again, a row each
 RUN_KEYS = dict(name="alibi", config="configs/alibi.py", overrides={}, seeds=[1], eval_variants=[])
-VARIANT_KEYS = ("rope_scaling", "rope_factor", "encoding_kwargs", "variant")  # eval_lengths.py's
+_variant = ("rope_scaling", "rope_factor", "encoding_kwargs", "variant")  # eval_lengths.py's
+VARIANT_KEYS = {k: eval_lengths.DEFAULTS[k] for k in _variant}  # an eval_variants entry's
 METRICS = {  # tabulated when every record has them
     "ppl": "token-level perplexity",
     "word_ppl": "word-level perplexity (total NLL / (words + one end-of-line per line))",
@@ -83,8 +84,7 @@ def check_run(where, r):
 
 def eval_variant(where, v):
     """An eval_variants entry checked, with its label (its rows': "rope + yarn x8")."""
-    schema = {k: eval_lengths.DEFAULTS[k] for k in VARIANT_KEYS}
-    v = check_keys(v, schema, f"{where} eval_variants") if isinstance(v, dict) else {}
+    v = check_keys(v, VARIANT_KEYS, f"{where} eval_variants") if isinstance(v, dict) else {}
     if not (v.get("rope_scaling") or v.get("encoding_kwargs")):
         how = "with rope_scaling or encoding_kwargs, e.g. dict(rope_scaling='yarn')"
         raise UserError(f"{where} eval_variants entries are dicts of {sorted(VARIANT_KEYS)} {how}")
